@@ -1,0 +1,19 @@
+"""chest: a dictionary that spills to disk.
+
+>>> from chest import Chest
+>>> c = Chest()
+>>> c["x"] = [1, 2, 3]
+>>> c["x"]
+[1, 2, 3]
+>>> c.close()
+"""
+from .core import Chest, key_to_filename, nbytes
+from .errors import (ChestError, ChestWarning, IndexFileError, UnwritableValuesError,
+                     ValueFileError)
+
+__version__ = "1.0.0.dev0"
+
+__all__ = [
+    "Chest", "nbytes", "key_to_filename", "ChestError", "ChestWarning",
+    "IndexFileError", "UnwritableValuesError", "ValueFileError", "__version__",
+]

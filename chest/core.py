@@ -1,0 +1,655 @@
+"""``Chest``: a dictionary that spills to disk.
+
+The memory tier (``inmem``, the byte budget, the eviction policy, the lock)
+lives here; file names, value files and the index live in :mod:`chest.store`,
+value sizes in :mod:`chest.sizeof`, eviction order in :mod:`chest.policy`,
+the default serialisation in :mod:`chest.serialize`.
+"""
+from __future__ import annotations
+
+import atexit
+import builtins
+import itertools
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+import weakref
+from collections.abc import MutableMapping
+from contextlib import contextmanager
+from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
+                    Optional, Union)
+
+from . import serialize
+from .budget import DEFAULT_BUDGET, format_bytes, parse_budget
+from .errors import ChestWarning, UnwritableValuesError, ValueFileError
+from .fingerprint import fingerprint
+from .policy import Policy, make_policy
+from .sizeof import nbytes
+from .stats import Stats
+from .store import Store, Written, key_to_filename
+
+__all__ = ["Chest", "nbytes", "key_to_filename"]
+
+#: How many files :meth:`Chest.prefetch` opens at once.
+MAX_OPEN_FILES = 512
+
+_MISSING = object()
+
+
+def _do_nothing(*args: Any, **kwargs: Any) -> None:
+    pass
+
+
+@contextmanager
+def _open_many(filenames: List[str], mode: str = "rb") -> Iterator[List[IO[Any]]]:
+    files: List[IO[Any]] = []
+    try:
+        for filename in filenames:
+            files.append(builtins.open(filename, mode=mode))
+        yield files
+    finally:
+        for f in files:
+            f.close()
+
+
+class Chest(MutableMapping):
+    """A dictionary that spills to disk.
+
+    Values stay in memory until their sizes add up to more than
+    ``available_memory``; then the largest (by default) move to files in
+    ``path``, one file per key, and come back when asked for. A chest with a
+    path can be closed and reopened by that path later.
+
+    Parameters
+    ----------
+    data : mapping, optional
+        Initial contents.
+    path : str, optional
+        The folder the chest owns. Without one, a temporary folder is made
+        and removed when the chest is closed or garbage-collected; with one,
+        the chest flushes on close and garbage collection and reopens from it.
+    available_memory : int or str, optional
+        The memory budget: bytes, a size such as ``"2GB"`` / ``"512MiB"``, or
+        a share of the machine's memory such as ``"25%"`` (the default).
+    dump, load : callable, optional
+        ``dump(value, file)`` / ``load(file)``. The default is pickle protocol
+        5 (cloudpickle for what pickle refuses), streamed without buffering.
+    key_to_filename : callable, optional
+        Suggests a file name for a key; the chest keeps names unique and safe.
+    on_miss, on_overflow : callable, optional
+        Called with the key before a value is loaded from disk by a read, and
+        before a value is moved to disk.
+    open, open_many : callable, optional
+        Open value files (``open(filename, mode=...)``), and many at once for
+        :meth:`prefetch`.
+    mode : {'b', 't'}
+        Binary or text files (``'t'`` for ``json.dump`` / ``json.load``).
+    policy : {'largest', 'lru'} or Policy
+        Which value leaves memory first.
+    durable : bool
+        ``fsync`` files and folders so a flush also survives power loss.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = Chest(available_memory="1MB")
+    >>> for i in range(4):
+    ...     c[i] = np.full(100_000, i)        # 800 kB each
+    >>> len(c), len(c.inmem)                   # one in memory, three on disk
+    (4, 1)
+    >>> int(c[0][0])
+    0
+    >>> c.close()                              # a temporary chest removes its files
+    """
+
+    def __init__(
+        self,
+        data: Optional[Union[Dict[Hashable, Any], Iterable]] = None,
+        path: Optional[Union[str, os.PathLike]] = None,
+        available_memory: Optional[Union[int, float, str]] = None,
+        dump: Callable[[Any, IO[Any]], None] = serialize.dump,
+        load: Callable[[IO[Any]], Any] = serialize.load,
+        key_to_filename: Callable[[Hashable], str] = key_to_filename,
+        on_miss: Callable[[Hashable], Any] = _do_nothing,
+        on_overflow: Callable[[Hashable], Any] = _do_nothing,
+        open: Callable[..., IO[Any]] = builtins.open,
+        open_many: Callable[..., Any] = _open_many,
+        mode: str = "b",
+        *,
+        policy: Union[str, Policy] = "largest",
+        durable: bool = False,
+    ) -> None:
+        self.lock = threading.RLock()
+        self._explicitly_given_path = path is not None
+        self.path = os.fspath(path) if path is not None else tempfile.mkdtemp(".chest")
+        self._available_memory = parse_budget(
+            DEFAULT_BUDGET if available_memory is None else available_memory)
+        self.dump = dump
+        self.load = load
+        self.mode = mode
+        self.open = open
+        self.open_many = open_many
+        self._key_to_filename = key_to_filename
+        self._on_miss = on_miss
+        self._on_overflow = on_overflow
+        self.policy = make_policy(policy)
+        self.stats = Stats()
+
+        #: Values held in memory.
+        self.inmem: Dict[Hashable, Any] = {}
+        #: Bytes of the values in ``inmem``, as counted when they came in.
+        self.memory_usage = 0
+        self._sizes: Dict[Hashable, int] = {}
+        # Every key, in the order a dict would keep, -> a number that changes
+        # whenever the key is set or deleted: I/O done outside the lock
+        # compares it to know whether its result is still current.
+        self._keys: Dict[Hashable, int] = {}
+        self._versions = itertools.count()
+        # Keys in memory whose file holds the same value -> fingerprint then.
+        self._clean: Dict[Hashable, Any] = {}
+        # Values being written by an eviction that released the lock.
+        self._in_flight: Dict[Hashable, Any] = {}
+        # Keys in memory whose last write failed -> the error; eviction skips
+        # them until they are set again or flushed.
+        self._unwritable: Dict[Hashable, BaseException] = {}
+        self._changed = False  # anything not yet in the index on disk
+
+        self.store = Store(
+            self.path, dump, load, key_to_filename, open, mode,
+            unbuffered=(open is builtins.open and dump is serialize.dump
+                        and load is serialize.load),
+            durable=durable,
+        )
+        for key in self.store.indexed:
+            self._keys[key] = next(self._versions)
+        if self._explicitly_given_path:
+            _OPEN_CHESTS[id(self)] = self
+        else:
+            self._finalizer = weakref.finalize(
+                self, shutil.rmtree, self.store.path, True)
+        if data:
+            self.update(data)
+
+    # -- the budget ------------------------------------------------------------
+    @property
+    def available_memory(self) -> int:
+        """The memory budget in bytes; set it to bytes, ``"2GB"`` or ``"25%"``."""
+        return self._available_memory
+
+    @available_memory.setter
+    def available_memory(self, value: Union[int, float, str]) -> None:
+        self._available_memory = parse_budget(value)
+        self.shrink()
+
+    @property
+    def heap(self) -> Any:
+        """The eviction priorities (a ``heapdict``), lowest leaves first."""
+        return self.policy.heap
+
+    # -- MutableMapping --------------------------------------------------------
+    def __getitem__(self, key: Hashable) -> Any:
+        try:
+            value = self.inmem[key]
+        except KeyError:
+            return self._load(key, on_miss=True)
+        # Lock-free hit: one dict read, one dict write (atomic under the GIL).
+        self.policy.touch(key)
+        self.stats.hits += 1
+        return value
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        size = nbytes(value)
+        with self.lock:
+            self._drop_value(key)
+            self._keys[key] = next(self._versions)
+            self._changed = True
+            if size > self._available_memory:
+                self._write_through(key, value, size)
+                return
+            self.inmem[key] = value
+            self._sizes[key] = size
+            self.memory_usage += size
+            self.policy.add(key, size)
+            over = self.memory_usage > self._available_memory
+        if over:
+            self.shrink()
+
+    def __delitem__(self, key: Hashable) -> None:
+        with self.lock:
+            if key not in self._keys:
+                raise KeyError(key)
+            self._drop_value(key)
+            self.store.forget(key)
+            del self._keys[key]
+            self._changed = True
+
+    def popitem(self) -> tuple:
+        """Remove and return the last inserted ``(key, value)``, as a dict does."""
+        with self.lock:
+            if not self._keys:
+                raise KeyError("popitem(): chest is empty")
+            key = next(reversed(self._keys))
+            value = self[key]
+            del self[key]
+            return key, value
+
+    def clear(self) -> None:
+        """Delete every key (without loading values from disk)."""
+        with self.lock:
+            for key in list(self._keys):
+                del self[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __iter__(self) -> Iterator[Hashable]:
+        with self.lock:
+            return iter(list(self._keys))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        on_disk = len(self._keys) - len(self.inmem)
+        disk_bytes = sum(self.store.files.values())
+        return (
+            f"<Chest at {self.path}: {len(self._keys)} keys, {len(self.inmem)} in "
+            f"memory ({format_bytes(self.memory_usage)} of "
+            f"{format_bytes(self._available_memory)}), {on_disk} on disk only "
+            f"({format_bytes(disk_bytes)} in files); {self.stats}>"
+        )
+
+    __str__ = __repr__
+
+    # -- the memory tier ---------------------------------------------------------
+    def _drop_value(self, key: Hashable) -> None:
+        """Forget ``key``'s current value in memory and on disk (lock held)."""
+        size = self._sizes.pop(key, None)
+        if size is not None:
+            del self.inmem[key]
+            self.memory_usage -= size
+            self.policy.remove(key)
+        if self._in_flight:
+            self._in_flight.pop(key, None)
+        if self._unwritable:
+            self._unwritable.pop(key, None)
+        self._clean.pop(key, None)
+        if key in self.store.files:
+            self.store.retire(key)
+
+    def _keep_in_memory(self, key: Hashable, value: Any, size: int,
+                        clean: Any = None) -> None:
+        """Put a value in the memory tier (lock held)."""
+        self.inmem[key] = value
+        self._sizes[key] = size
+        self.memory_usage += size
+        self.policy.add(key, size)
+        if clean is not None:
+            self._clean[key] = clean
+
+    def _write_through(self, key: Hashable, value: Any, size: int) -> None:
+        """Store a value larger than the whole budget straight on disk (lock held)."""
+        self._on_overflow(key)
+        try:
+            self._write(key, value)
+        except Exception as e:
+            self.inmem[key] = value
+            self._sizes[key] = size
+            self.memory_usage += size
+            self._unwritable[key] = e
+            warnings.warn(
+                f"chest at {self.path}: the value of key {key!r} is larger than "
+                f"the budget but cannot be written ({e!r}); it stays in memory",
+                ChestWarning, stacklevel=3)
+
+    def _write(self, key: Hashable, value: Any) -> None:
+        """Write ``key``'s value to its file now (lock held)."""
+        written = self.store.write_temp(self.store.prepare(key), value)
+        try:
+            self.store.commit(key, written)
+        except BaseException:
+            self.store.discard(written.tmp)
+            raise
+        self._count_write(written)
+
+    def _count_write(self, written: Written) -> None:
+        self.stats.spills += 1
+        self.stats.bytes_written += written.size
+        self.stats.write_seconds += written.seconds
+
+    def _is_clean(self, key: Hashable, value: Any) -> bool:
+        token = self._clean.get(key)
+        return token is not None and key in self.store.files and \
+            fingerprint(value) == token
+
+    def shrink(self) -> None:
+        """Move values to disk until ``memory_usage <= available_memory``.
+
+        Values that cannot be written stay in memory (and over budget);
+        eviction moves on to the next one. Writing happens outside the lock.
+        """
+        while True:
+            with self.lock:
+                if self.memory_usage <= self._available_memory or not self.policy:
+                    return
+                key = self.policy.pop()
+                value = self.inmem.pop(key)
+                size = self._sizes.pop(key)
+                self.memory_usage -= size
+                try:
+                    self._on_overflow(key)
+                except BaseException:
+                    self._keep_in_memory(key, value, size, self._clean.get(key))
+                    raise
+                if self._is_clean(key, value):
+                    del self._clean[key]
+                    continue
+                self._clean.pop(key, None)
+                version = self._keys[key]
+                self._in_flight[key] = value
+                try:
+                    filename = self.store.prepare(key)
+                except Exception as e:
+                    self._keep_unwritable(key, value, size, e)
+                    continue
+            self._spill(key, value, size, version, filename)
+
+    def _spill(self, key: Hashable, value: Any, size: int, version: int,
+               filename: str) -> None:
+        """Write an evicted value without the lock, then commit it with it."""
+        try:
+            written = self.store.write_temp(filename, value)
+        except Exception as e:
+            with self.lock:
+                if self._keys.get(key) == version and \
+                        self._in_flight.get(key) is value:
+                    self._keep_unwritable(key, value, size, e)
+            return
+        with self.lock:
+            if self._keys.get(key) != version or self._in_flight.get(key) is not value:
+                self.store.discard(written.tmp)  # set, deleted or flushed meanwhile
+                return
+            try:
+                self.store.commit(key, written)
+            except Exception as e:
+                self.store.discard(written.tmp)
+                self._keep_unwritable(key, value, size, e)
+                return
+            del self._in_flight[key]
+            self._count_write(written)
+
+    def _keep_unwritable(self, key: Hashable, value: Any, size: int,
+                         error: BaseException) -> None:
+        """A value that could not be written stays in memory (lock held)."""
+        self._in_flight.pop(key, None)
+        self.inmem[key] = value
+        self._sizes[key] = size
+        self.memory_usage += size
+        self._unwritable[key] = error
+
+    def _load(self, key: Hashable, on_miss: bool) -> Any:
+        """Read ``key`` from disk (file I/O without the lock) into memory."""
+        while True:
+            with self.lock:
+                if key in self.inmem:
+                    self.stats.hits += 1
+                    return self.inmem[key]
+                if key in self._in_flight:
+                    self.stats.hits += 1
+                    return self._in_flight[key]
+                version = self._keys.get(key, _MISSING)
+                if version is _MISSING:
+                    raise KeyError(key)
+                if key not in self.store.files:
+                    raise ValueFileError(key, self.store.filename(key),
+                                         "the chest holds no data for it")
+                if on_miss:
+                    self._on_miss(key)
+                filename = self.store.filename(key)
+            try:
+                value, size_on_disk, seconds = self.store.read(key, filename)
+            except ValueFileError:
+                with self.lock:
+                    if self._keys.get(key, _MISSING) == version and \
+                            key in self.store.files:
+                        raise
+                continue  # the key changed while we read: look again
+            with self.lock:
+                if self._keys.get(key, _MISSING) != version:
+                    continue
+                self.stats.misses += 1
+                self.stats.reloads += 1
+                self.stats.bytes_read += size_on_disk
+                self.stats.read_seconds += seconds
+                if key in self.inmem:
+                    return self.inmem[key]
+                size = nbytes(value)
+                if size > self._available_memory:
+                    return value
+                self._keep_in_memory(key, value, size, fingerprint(value))
+                over = self.memory_usage > self._available_memory
+            if over:
+                self.shrink()
+            return value
+
+    # -- the original chest's methods ---------------------------------------------
+    def key_to_filename(self, key: Hashable) -> str:
+        """The path of ``key``'s file (or of the one it would get)."""
+        with self.lock:
+            if key in self._keys:
+                return self.store.prepare(key)
+            return self.store.filename(key)
+
+    def move_to_disk(self, key: Hashable) -> None:
+        """Write ``key``'s value to disk and remove it from memory.
+
+        Raises the error of ``dump`` (the value stays in memory) if it cannot
+        be written.
+        """
+        with self.lock:
+            if key not in self.inmem:
+                if key in self._in_flight or key in self.store.files:
+                    return
+                raise KeyError(key)
+            value = self.inmem[key]
+            self._on_overflow(key)
+            if not self._is_clean(key, value):
+                try:
+                    self._write(key, value)
+                except Exception as e:
+                    self._unwritable[key] = e
+                    raise
+            self._unwritable.pop(key, None)
+            self._clean.pop(key, None)
+            del self.inmem[key]
+            self.memory_usage -= self._sizes.pop(key)
+            self.policy.remove(key)
+
+    def get_from_disk(self, key: Hashable) -> None:
+        """Load ``key``'s value into memory (no effect if it is there)."""
+        if key not in self.inmem:
+            self._load(key, on_miss=False)
+
+    def prefetch(self, keys: Any) -> None:
+        """Load ``keys`` (a list, or one key) into memory, as far as the budget
+        allows."""
+        if isinstance(keys, list) or not isinstance(keys, Hashable):
+            keys = list(keys)
+        else:
+            keys = [keys]
+        if self.open_many is _open_many:
+            for key in keys:
+                self.get_from_disk(key)
+            return
+        with self.lock:
+            missing = [k for k in keys if k not in self._keys]
+            if missing:
+                raise KeyError(missing[0])
+            keys = [k for k in keys if k not in self.inmem and k in self.store.files]
+            for i in range(0, len(keys), MAX_OPEN_FILES):
+                batch = keys[i:i + MAX_OPEN_FILES]
+                names = [self.store.filename(k) for k in batch]
+                with self.open_many(names, mode="r" + self.mode) as files:
+                    for key, f in zip(batch, files):
+                        value = self.load(f)
+                        self._keep_in_memory(key, value, nbytes(value),
+                                             fingerprint(value))
+                        self.stats.reloads += 1
+        self.shrink()
+
+    def flush(self) -> None:
+        """Write every in-memory value to disk and write the index.
+
+        Afterwards memory is empty, except for values that could not be
+        written: they stay in memory and :class:`~chest.errors.UnwritableValuesError`
+        lists them once everything else is done. Everything written before a
+        flush returns is found again when the chest is reopened.
+        """
+        with self.lock:
+            failures: Dict[Hashable, BaseException] = {}
+            for key in list(self._in_flight):
+                # Another thread is writing it; write it now, its commit will
+                # see that the key is no longer in flight and back off.
+                value = self._in_flight.pop(key)
+                try:
+                    self._write(key, value)
+                except Exception as e:
+                    self._keep_unwritable(key, value, nbytes(value), e)
+                    failures[key] = e
+            for key in list(self.inmem):
+                try:
+                    self.move_to_disk(key)
+                except Exception as e:
+                    failures[key] = e
+            if self._changed or not os.path.exists(self.store.index_path):
+                self.write_keys()
+            if failures:
+                raise UnwritableValuesError(self.path, failures)
+
+    def write_keys(self) -> None:
+        """Write the index of the keys whose values are on disk."""
+        with self.lock:
+            self.store.write_index(k for k in self._keys if k in self.store.files)
+            self._changed = any(k not in self.store.files for k in self._keys)
+
+    def drop(self) -> None:
+        """Remove the chest's folder and everything in it; the chest is empty."""
+        with self.lock:
+            self.store.drop()
+            self.inmem.clear()
+            self._sizes.clear()
+            self._keys.clear()
+            self._clean.clear()
+            self._in_flight.clear()
+            self._unwritable.clear()
+            self.policy.clear()
+            self.memory_usage = 0
+            self._changed = False
+
+    def update(self, other: Any = (), overwrite: bool = True, **kwargs: Any) -> None:
+        """Add the contents of ``other`` (a mapping, pairs, or another chest).
+
+        From another chest with the same file format, files are hard-linked
+        (copied where links fail, e.g. across file systems) instead of being
+        loaded and written again. With ``overwrite=False`` keys already here
+        keep their value.
+        """
+        if isinstance(other, Chest) and other is not self:
+            self._update_from_chest(other, overwrite)
+        else:
+            items = other.items() if hasattr(other, "items") else other
+            for key, value in items:
+                if overwrite or key not in self:
+                    self[key] = value
+        for key, value in kwargs.items():
+            if overwrite or key not in self:
+                self[key] = value
+
+    def _update_from_chest(self, other: "Chest", overwrite: bool) -> None:
+        same_format = (other.dump is self.dump and other.load is self.load
+                       and other.mode == self.mode and other.open is self.open)
+        with other.lock:
+            values, files = {}, {}
+            for key in other._keys:
+                if key in other.inmem:
+                    values[key] = other.inmem[key]
+                elif key in other._in_flight:
+                    values[key] = other._in_flight[key]
+                elif same_format and key in other.store.files:
+                    files[key] = other.store.filename(key)
+                else:
+                    values[key] = _MISSING
+        for key, value in values.items():
+            if overwrite or key not in self:
+                self[key] = other[key] if value is _MISSING else value
+        for key, source in files.items():
+            if overwrite or key not in self:
+                try:
+                    self._link(key, source)
+                except FileNotFoundError:
+                    self[key] = other[key]  # other changed it meanwhile
+
+    def _link(self, key: Hashable, source: str) -> None:
+        """Make ``key``'s file a link or copy of ``source`` (another chest's)."""
+        with self.lock:
+            self._drop_value(key)
+            written = self.store.link_temp(source, self.store.prepare(key))
+            try:
+                self.store.commit(key, written)
+            except BaseException:
+                self.store.discard(written.tmp)
+                raise
+            self._keys[key] = next(self._versions)
+            self._changed = True
+
+    # -- closing --------------------------------------------------------------
+    def close(self) -> None:
+        """Flush a chest with a path; remove a temporary chest's folder.
+
+        A chest with a path whose folder was removed or moved away is not
+        written again. Values that cannot be written are reported with a
+        warning.
+        """
+        if not self._explicitly_given_path:
+            self.drop()
+            self._finalizer.detach()
+            return
+        _OPEN_CHESTS.pop(id(self), None)
+        with self.lock:
+            if not os.path.isdir(self.store.path):
+                return
+            try:
+                self.flush()
+            except UnwritableValuesError as e:
+                warnings.warn(str(e), ChestWarning, stacklevel=2)
+
+    def __enter__(self) -> "Chest":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            # Nothing can be raised from __del__; at interpreter shutdown the
+            # modules used here may already be gone (the atexit hook below
+            # closed every chest with a path before that).
+            pass
+
+
+# Chests with a path, flushed at exit while the interpreter is still whole.
+_OPEN_CHESTS: "weakref.WeakValueDictionary[int, Chest]" = weakref.WeakValueDictionary()
+
+
+@atexit.register
+def _close_open_chests() -> None:
+    for chest in list(_OPEN_CHESTS.values()):
+        try:
+            chest.close()
+        except Exception as e:  # pragma: no cover - best effort at exit
+            warnings.warn(f"could not close the chest at {chest.path}: {e!r}",
+                          ChestWarning)

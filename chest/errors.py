@@ -1,0 +1,58 @@
+"""Errors and warnings raised by chest; each message names the key, file or path."""
+from __future__ import annotations
+
+from typing import Hashable
+
+
+class ChestError(Exception):
+    """Base class of every error that chest raises itself."""
+
+
+class ValueFileError(ChestError, OSError):
+    """A key's value file is missing, truncated or cannot be loaded.
+
+    Not a ``KeyError``: the key is known, its data is damaged, and ``in`` /
+    ``get`` must not read that as "missing".
+    """
+
+    def __init__(self, key: Hashable, filename: str, reason: str) -> None:
+        self.key = key
+        self.filename = filename
+        self.reason = reason
+        super().__init__(f"cannot read key {key!r} from {filename}: {reason}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.key, self.filename, self.reason)
+
+
+class IndexFileError(ChestError):
+    """The ``.keys`` index of a chest directory cannot be read."""
+
+    def __init__(self, filename: str, reason: str) -> None:
+        self.filename = filename
+        self.reason = reason
+        super().__init__(f"cannot read the chest index {filename}: {reason}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.filename, self.reason)
+
+
+class UnwritableValuesError(ChestError):
+    """Some in-memory values could not be written; they are still in memory."""
+
+    def __init__(self, path: str, failures: dict) -> None:
+        self.path = path
+        self.failures = failures
+        detail = "; ".join(f"{k!r}: {e!r}" for k, e in list(failures.items())[:5])
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        super().__init__(
+            f"{len(failures)} value(s) of the chest at {path} could not be written "
+            f"and stay in memory only: {detail}{more}"
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.path, self.failures)
+
+
+class ChestWarning(UserWarning):
+    """Something went wrong in the background; no data was lost."""

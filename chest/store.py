@@ -1,0 +1,573 @@
+"""The directory of a chest: file names, atomic value files, the ``.keys`` index.
+
+The store maps each key to a file name relative to the chest's folder,
+writes values through a temporary file renamed into place, and keeps the
+index of what is on disk. It knows nothing of memory budgets.
+
+Names
+    ``key_to_filename`` suggests a name: identifier-like strings keep their
+    own, tuples become nested folders, anything else gets a hash that
+    includes the key's type (so ``1`` and ``'1'`` differ). The store then
+    makes sure of the rest: a name that is empty, hidden, absolute, climbing
+    out of the folder, too long, already used by another key (also when it
+    differs only in case), a folder of another key, or already a file it does
+    not own is replaced by a hashed one. Names are recorded in the index, so
+    a chest reopens whatever function made them.
+
+Overwrites
+    When a key's value changes in memory, its file is *retired*: renamed to
+    a hidden ``.old.<name>`` beside it. A user reading the key's file never
+    sees the old value, yet the flushed value survives a crash until the next
+    index write deletes it.
+
+Examples
+--------
+>>> key_to_filename("x")
+'x'
+>>> key_to_filename(("a", "b"))
+'_a/b'
+>>> key_to_filename(1) != key_to_filename("1")
+True
+"""
+from __future__ import annotations
+
+import builtins
+import errno
+import hashlib
+import os
+import pickle
+import re
+import shutil
+import struct
+import time
+import uuid
+import zlib
+from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTuple,
+                    Optional, Tuple)
+
+import cloudpickle
+
+from .errors import IndexFileError, ValueFileError
+
+__all__ = ["Store", "key_to_filename", "INDEX_NAME"]
+
+INDEX_NAME = ".keys"
+INDEX_MAGIC = b"chest-index\n"
+INDEX_VERSION = 1
+_HEADER = struct.Struct("<IQI")  # version, payload length, crc32 of payload
+TMP_PREFIX = ".tmp."
+OLD_PREFIX = ".old."
+#: Longest name (in bytes) of one path component; file systems allow 255.
+MAX_NAME = 200
+
+_IDENTIFIER = re.compile(r"[_a-zA-Z]\w*\Z", re.ASCII)
+
+
+def _token(key: Any) -> str:
+    """A text that differs for keys that differ, including in type."""
+    if isinstance(key, tuple):
+        return "(" + ",".join(_token(k) for k in key) + ")"
+    if isinstance(key, frozenset):
+        return "{" + ",".join(sorted(_token(k) for k in key)) + "}"
+    cls = type(key)
+    return f"{cls.__module__}.{cls.__qualname__}:{key!r}"
+
+
+def hashed_name(key: Hashable) -> str:
+    """A 32-hex-digit name derived from the key and its type."""
+    return hashlib.blake2b(_token(key).encode("utf-8", "surrogatepass"),
+                           digest_size=16).hexdigest()
+
+
+def key_to_filename(key: Hashable) -> str:
+    """The file name a key suggests, relative to the chest's folder.
+
+    Identifier-like strings keep their name, tuples become nested folders
+    (every folder prefixed with ``_``), other keys get a hashed name.
+    """
+    if isinstance(key, str) and _IDENTIFIER.match(key) and len(key) <= MAX_NAME:
+        return key
+    if isinstance(key, tuple) and key:
+        names = ["_" + key_to_filename(k) for k in key[:-1]]
+        return "/".join(names + [key_to_filename(key[-1])])
+    return hashed_name(key)
+
+
+def _safe_name(name: Any) -> Optional[str]:
+    """``name`` as '/'-separated components if it is safe to use, else None."""
+    if not isinstance(name, str) or not name:
+        return None
+    parts = name.replace(os.sep, "/").split("/")
+    for part in parts:
+        if (not part or part.startswith(".") or "\\" in part or "\0" in part
+                or len(part.encode("utf-8", "surrogatepass")) > MAX_NAME):
+            return None
+    return "/".join(parts)
+
+
+def _fold(name: str) -> str:
+    return name.casefold()
+
+
+class Written(NamedTuple):
+    """A value file written under a temporary name, ready to :meth:`Store.commit`."""
+
+    tmp: str
+    filename: str
+    size: int
+    seconds: float
+
+
+def _open_raw(filename: str, mode: str) -> IO[Any]:
+    """An unbuffered binary file: pickle streams large buffers straight through."""
+    return builtins.open(filename, mode, buffering=0)
+
+
+class Store:
+    """The files of one chest directory.
+
+    Parameters
+    ----------
+    path : str
+        The chest's folder; created if missing.
+    dump, load : callables
+        ``dump(value, file)`` and ``load(file)``.
+    key_to_filename : callable
+        Suggests a relative file name for a key.
+    open : callable
+        ``open(filename, mode=...)`` for value files.
+    mode : {'b', 't'}
+        Binary or text value files.
+    unbuffered : bool
+        Open value files without Python-level buffering (the default pickle
+        dump/load stream large buffers and gain from it).
+    durable : bool
+        ``fsync`` every file and its folder, so data survives power loss.
+
+    Examples
+    --------
+    >>> import pickle, tempfile
+    >>> s = Store(tempfile.mkdtemp(), pickle.dump, pickle.load)
+    >>> filename = s.prepare("x")
+    >>> s.commit("x", s.write_temp(filename, [1, 2, 3]))
+    >>> s.read("x")[0]
+    [1, 2, 3]
+    >>> s.write_index(["x"])
+    >>> Store(s.path, pickle.dump, pickle.load).files
+    {'x': ...}
+    >>> s.drop()
+    """
+
+    def __init__(
+        self,
+        path: str,
+        dump: Callable[[Any, IO[Any]], None],
+        load: Callable[[IO[Any]], Any],
+        key_to_filename: Callable[[Hashable], str] = key_to_filename,
+        open: Callable[..., IO[Any]] = builtins.open,
+        mode: str = "b",
+        unbuffered: bool = False,
+        durable: bool = False,
+    ) -> None:
+        if mode not in ("b", "t"):
+            raise ValueError(f"mode must be 'b' (binary) or 't' (text), not {mode!r}")
+        self.path = os.path.abspath(path)
+        self.dump = dump
+        self.load = load
+        self.key_to_filename = key_to_filename
+        self.open = open
+        self.mode = mode
+        self.unbuffered = unbuffered and mode == "b"
+        self.durable = durable
+        #: key -> name relative to ``path`` ('/'-separated), for keys given one.
+        self.names: Dict[Hashable, str] = {}
+        #: key -> size in bytes of its file, for keys whose file holds their value.
+        self.files: Dict[Hashable, int] = {}
+        #: key -> name, as in the index on disk.
+        self.indexed: Dict[Hashable, str] = {}
+        self._taken: Dict[str, Hashable] = {}  # folded name -> key owning it
+        self._folders: Dict[str, int] = {}  # folded folder -> names under it
+        self._retired: Dict[str, str] = {}  # retired path -> live path
+        self._released: Dict[Hashable, str] = {}  # forgotten key -> name
+        self._known_dirs = {self.path}
+        os.makedirs(self.path, exist_ok=True)
+        self._read_index()
+        self._recover()
+
+    # -- names ---------------------------------------------------------------
+    def full_path(self, name: str) -> str:
+        """Absolute path of a relative name."""
+        return os.path.join(self.path, *name.split("/"))
+
+    def filename(self, key: Hashable) -> str:
+        """Absolute path of ``key``'s file, or of the one it would get."""
+        name = self.names.get(key)
+        if name is None:
+            name = self._released.get(key) or self._choose_name(key)
+        return self.full_path(name)
+
+    def prepare(self, key: Hashable) -> str:
+        """Give ``key`` a name if it has none yet; its absolute file path."""
+        name = self.names.get(key)
+        if name is None:
+            name = self._released.pop(key, None) or self._choose_name(key)
+            self._claim(key, name)
+        return self.full_path(name)
+
+    def _choose_name(self, key: Hashable) -> str:
+        suggested = _safe_name(self.key_to_filename(key))
+        if suggested is not None and self._is_free(suggested, key):
+            return suggested
+        base = hashed_name(key)
+        for i in range(1000):
+            name = f"{base}-{i}" if i else base
+            if self._is_free(name, key):
+                return name
+        raise OSError(errno.EEXIST, f"no free file name for key {key!r} in {self.path}")
+
+    def _is_free(self, name: str, key: Hashable) -> bool:
+        folded = _fold(name)
+        owner = self._taken.get(folded, key)
+        if owner is not key and owner != key:
+            return False
+        if folded in self._folders:
+            return False
+        parts = folded.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in self._taken:
+                return False
+        # A file we do not own (a stray or the user's) is never overwritten.
+        return folded in self._taken or not os.path.lexists(self.full_path(name))
+
+    def _claim(self, key: Hashable, name: str) -> None:
+        self.names[key] = name
+        folded = _fold(name)
+        if folded in self._taken:
+            return
+        self._taken[folded] = key
+        parts = folded.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            self._folders[folder] = self._folders.get(folder, 0) + 1
+
+    def _unclaim(self, name: str) -> None:
+        folded = _fold(name)
+        if self._taken.pop(folded, None) is None:
+            return
+        parts = folded.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            count = self._folders[folder] - 1
+            if count:
+                self._folders[folder] = count
+            else:
+                del self._folders[folder]
+
+    # -- values --------------------------------------------------------------
+    def _open(self, filename: str, mode: str) -> IO[Any]:
+        if self.unbuffered:
+            return _open_raw(filename, mode + "b")
+        return self.open(filename, mode=mode + self.mode)
+
+    def _ensure_dir(self, folder: str) -> None:
+        if folder not in self._known_dirs:
+            os.makedirs(folder, exist_ok=True)
+            self._known_dirs.add(folder)
+
+    def write_temp(self, filename: str, value: Any) -> Written:
+        """Write ``value`` to a temporary file beside ``filename``.
+
+        Returns what :meth:`commit` needs. Nothing is left on disk if it fails. Safe to call
+        without the chest's lock.
+        """
+        folder, base = os.path.split(filename)
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{base}.{uuid.uuid4().hex[:12]}")
+        start = time.perf_counter()
+        try:
+            try:
+                f = self._open(tmp, "w")
+            except FileNotFoundError:
+                # The folder is new, or was removed behind our back.
+                self._known_dirs.discard(folder)
+                self._ensure_dir(folder)
+                f = self._open(tmp, "w")
+            with f:
+                self.dump(value, f)
+                if self.durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            size = os.stat(tmp).st_size
+        except BaseException:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
+        return Written(tmp, filename, size, time.perf_counter() - start)
+
+    def link_temp(self, source: str, filename: str) -> Written:
+        """Hard-link (or, across file systems, copy) ``source`` beside ``filename``.
+
+        Returns what :meth:`write_temp` returns.
+        """
+        folder, base = os.path.split(filename)
+        self._ensure_dir(folder)
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{base}.{uuid.uuid4().hex[:12]}")
+        start = time.perf_counter()
+        try:
+            os.link(source, tmp)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                raise
+            try:
+                shutil.copyfile(source, tmp)
+                if self.durable:
+                    with builtins.open(tmp, "rb") as f:
+                        os.fsync(f.fileno())
+            except BaseException:
+                try:
+                    os.remove(tmp)
+                except OSError:
+                    pass
+                raise
+        seconds = time.perf_counter() - start
+        return Written(tmp, filename, os.stat(tmp).st_size, seconds)
+
+    def commit(self, key: Hashable, written: Written) -> None:
+        """Rename a temporary file into place as ``key``'s file.
+
+        The rename replaces an older file of the key atomically: a reader or
+        a crash sees the old value or the new one, never a mix or nothing.
+        """
+        os.replace(written.tmp, written.filename)
+        if self.durable:
+            self._sync_dir(os.path.dirname(written.filename))
+        self.files[key] = written.size
+
+    def discard(self, tmp: str) -> None:
+        """Remove a temporary file that will not be committed."""
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+
+    def read(self, key: Hashable,
+             filename: Optional[str] = None) -> Tuple[Any, int, float]:
+        """Load ``key``'s value: ``(value, bytes read, seconds)``.
+
+        Raises :class:`~chest.errors.ValueFileError` naming the key and the
+        file when the file is missing or cannot be loaded.
+        """
+        if filename is None:
+            filename = self.full_path(self.names[key])
+        start = time.perf_counter()
+        try:
+            with self._open(filename, "r") as f:
+                value = self.load(f)
+        except FileNotFoundError:
+            raise ValueFileError(key, filename, "the file is missing") from None
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            raise ValueFileError(key, filename, f"{type(e).__name__}: {e}") from e
+        return value, self.files.get(key, 0), time.perf_counter() - start
+
+    def retire(self, key: Hashable) -> None:
+        """Take ``key``'s file out of the way; its value is outdated.
+
+        A file the index on disk refers to is kept under a hidden name until
+        the next :meth:`write_index`, so a crash before then loses nothing.
+        """
+        if key in self.files:
+            self._retire_path(self.full_path(self.names[key]), remove_live=True)
+            del self.files[key]
+
+    def _retire_path(self, filename: str, remove_live: bool) -> None:
+        folder, base = os.path.split(filename)
+        old = os.path.join(folder, OLD_PREFIX + base)
+        if old in self._retired or not self._is_indexed_path(filename):
+            if remove_live:
+                try:
+                    os.remove(filename)
+                except FileNotFoundError:
+                    pass
+            return
+        try:
+            os.replace(filename, old)
+        except FileNotFoundError:
+            return
+        self._retired[old] = filename
+
+    def _is_indexed_path(self, filename: str) -> bool:
+        return filename in self._indexed_paths
+
+    def forget(self, key: Hashable) -> None:
+        """Drop ``key``: retire its file, keep its name reserved until the next
+        index write (a crash must not pair the old index with a new file)."""
+        self.retire(key)
+        name = self.names.pop(key, None)
+        if name is not None:
+            self._released[key] = name
+
+    # -- the index -----------------------------------------------------------
+    @property
+    def index_path(self) -> str:
+        """Absolute path of the ``.keys`` index."""
+        return os.path.join(self.path, INDEX_NAME)
+
+    def write_index(self, keys: Iterable[Hashable]) -> None:
+        """Atomically write the index of ``keys`` (all must have files), then
+        delete retired files and free the names of forgotten keys."""
+        entries = [(key, self.names[key], self.files[key]) for key in keys]
+        payload = _dumps_index({"entries": entries})
+        header = INDEX_MAGIC + _HEADER.pack(INDEX_VERSION, len(payload),
+                                            zlib.crc32(payload))
+        tmp = os.path.join(self.path, f"{TMP_PREFIX}keys.{uuid.uuid4().hex[:12]}")
+        try:
+            with builtins.open(tmp, "wb") as f:
+                f.write(header)
+                f.write(payload)
+                if self.durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, self.index_path)
+        except BaseException:
+            self.discard(tmp)
+            raise
+        if self.durable:
+            self._sync_dir(self.path)
+        self.indexed = {key: name for key, name, _ in entries}
+        self._indexed_paths = {self.full_path(n) for n in self.indexed.values()}
+        for old in self._retired:
+            self.discard(old)
+        self._retired.clear()
+        for key, name in self._released.items():
+            if self.names.get(key) != name:
+                self._unclaim(name)
+        self._released.clear()
+
+    def _read_index(self) -> None:
+        filename = self.index_path
+        try:
+            with builtins.open(filename, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            self._indexed_paths: set = set()
+            return
+        if data.startswith(INDEX_MAGIC):
+            entries = _parse_index(filename, data[len(INDEX_MAGIC):])
+        else:
+            entries = self._parse_legacy_index(filename)
+        for key, name, size in entries:
+            self._claim(key, name)
+            self.files[key] = size
+        self.indexed = {key: name for key, name, _ in entries}
+        self._indexed_paths = {self.full_path(n) for n in self.indexed.values()}
+
+    def _parse_legacy_index(self, filename: str) -> List[Tuple[Hashable, str, int]]:
+        """Read the ``.keys`` of a chest made by chest 0.2.x (the user's dump)."""
+        try:
+            with self.open(filename, mode="r" + self.mode) as f:
+                items = self.load(f)
+            pairs = [(_as_key(k), name) for k, name in items]
+        except Exception as e:
+            raise IndexFileError(
+                filename, f"not a chest index ({type(e).__name__}: {e})") from e
+        entries = []
+        for key, name in pairs:
+            if not isinstance(name, str):
+                raise IndexFileError(filename, f"bad file name {name!r} of key {key!r}")
+            if os.path.isabs(name):
+                name = os.path.relpath(name, self.path)
+            safe = _safe_name(name)
+            if safe is None:
+                raise IndexFileError(
+                    filename, f"unsafe file name {name!r} of key {key!r}")
+            try:
+                size = os.stat(self.full_path(safe)).st_size
+            except FileNotFoundError:
+                continue  # chest 0.2 listed keys that were never written
+            entries.append((key, safe, size))
+        return entries
+
+    def _recover(self) -> None:
+        """Clean what a crash may have left: temporary files, retired files
+        whose key's file is missing (put back), or no longer needed."""
+        for folder in self._walk_folders():
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                continue
+            for base in names:
+                full = os.path.join(folder, base)
+                if base.startswith(TMP_PREFIX):
+                    self.discard(full)
+                elif base.startswith(OLD_PREFIX):
+                    live = os.path.join(folder, base[len(OLD_PREFIX):])
+                    if live in self._indexed_paths and not os.path.exists(live):
+                        os.replace(full, live)
+                    else:
+                        self.discard(full)
+
+    def _walk_folders(self) -> List[str]:
+        folders = {self.path}
+        for name in self.indexed.values():
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                folders.add(self.full_path("/".join(parts[:i])))
+        return sorted(folders)
+
+    def _sync_dir(self, folder: str) -> None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def drop(self) -> None:
+        """Remove the folder and forget every key."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.names.clear()
+        self.files.clear()
+        self.indexed.clear()
+        self._indexed_paths = set()
+        self._taken.clear()
+        self._folders.clear()
+        self._retired.clear()
+        self._released.clear()
+        self._known_dirs.clear()
+
+
+def _as_key(key: Any) -> Hashable:
+    """Keys from json come back as lists where they were tuples."""
+    if isinstance(key, list):
+        return tuple(_as_key(k) for k in key)
+    return key
+
+
+def _dumps_index(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:
+        return cloudpickle.dumps(obj, protocol=5)
+
+
+def _parse_index(filename: str, data: bytes) -> List[Tuple[Hashable, str, int]]:
+    if len(data) < _HEADER.size:
+        raise IndexFileError(filename, "the header is truncated")
+    version, length, crc = _HEADER.unpack_from(data)
+    if version > INDEX_VERSION:
+        raise IndexFileError(
+            filename, f"format version {version} is newer than this chest "
+            f"(reads up to {INDEX_VERSION}); upgrade chest")
+    payload = data[_HEADER.size:]
+    if len(payload) != length:
+        raise IndexFileError(
+            filename, f"truncated: {len(payload)} of {length} bytes")
+    if zlib.crc32(payload) != crc:
+        raise IndexFileError(filename, "checksum mismatch: the file is corrupted")
+    try:
+        entries = pickle.loads(payload)["entries"]
+    except Exception as e:
+        raise IndexFileError(filename, f"{type(e).__name__}: {e}") from e
+    return [(key, name, size) for key, name, size in entries]
