@@ -277,8 +277,8 @@ class Store:
     def write_temp(self, filename: str, value: Any) -> Written:
         """Write ``value`` to a temporary file beside ``filename``.
 
-        Returns what :meth:`commit` needs. Nothing is left on disk if it fails. Safe to call
-        without the chest's lock.
+        Returns what :meth:`commit` needs. Nothing is left on disk if it
+        fails. Safe to call without the chest's lock.
         """
         folder, base = os.path.split(filename)
         tmp = os.path.join(folder, f"{TMP_PREFIX}{base}.{uuid.uuid4().hex[:12]}")
