@@ -155,6 +155,7 @@ class Chest(MutableMapping):
         # them until they are set again or flushed.
         self._unwritable: Dict[Hashable, BaseException] = {}
         self._changed = False  # anything not yet in the index on disk
+        self._closed = False  # closed, and not changed since
 
         self.store = Store(
             self.path, dump, load, key_to_filename, open, mode,
@@ -193,7 +194,7 @@ class Chest(MutableMapping):
         try:
             value = self.inmem[key]
         except KeyError:
-            return self._load(key, on_miss=True)
+            return self._load(key, read=True)
         # Lock-free hit: one dict read, one dict write (atomic under the GIL).
         self.policy.touch(key)
         self.stats.hits += 1
@@ -205,6 +206,7 @@ class Chest(MutableMapping):
             self._drop_value(key)
             self._keys[key] = next(self._versions)
             self._changed = True
+            self._closed = False
             if size > self._available_memory:
                 self._write_through(key, value, size)
                 return
@@ -224,6 +226,7 @@ class Chest(MutableMapping):
             self.store.forget(key)
             del self._keys[key]
             self._changed = True
+            self._closed = False
 
     def popitem(self) -> tuple:
         """Remove and return the last inserted ``(key, value)``, as a dict does."""
@@ -389,8 +392,12 @@ class Chest(MutableMapping):
         self.memory_usage += size
         self._unwritable[key] = error
 
-    def _load(self, key: Hashable, on_miss: bool) -> Any:
-        """Read ``key`` from disk (file I/O without the lock) into memory."""
+    def _load(self, key: Hashable, read: bool) -> Any:
+        """Load ``key`` from disk (file I/O without the lock) into memory.
+
+        ``read``: for a read by the user (counted as a miss, calls ``on_miss``)
+        rather than a prefetch.
+        """
         while True:
             with self.lock:
                 if key in self.inmem:
@@ -405,7 +412,7 @@ class Chest(MutableMapping):
                 if key not in self.store.files:
                     raise ValueFileError(key, self.store.filename(key),
                                          "the chest holds no data for it")
-                if on_miss:
+                if read:
                     self._on_miss(key)
                 filename = self.store.filename(key)
             try:
@@ -419,7 +426,7 @@ class Chest(MutableMapping):
             with self.lock:
                 if self._keys.get(key, _MISSING) != version:
                     continue
-                self.stats.misses += 1
+                self.stats.misses += read
                 self.stats.reloads += 1
                 self.stats.bytes_read += size_on_disk
                 self.stats.read_seconds += seconds
@@ -470,7 +477,7 @@ class Chest(MutableMapping):
     def get_from_disk(self, key: Hashable) -> None:
         """Load ``key``'s value into memory (no effect if it is there)."""
         if key not in self.inmem:
-            self._load(key, on_miss=False)
+            self._load(key, read=False)
 
     def prefetch(self, keys: Any) -> None:
         """Load ``keys`` (a list, or one key) into memory, as far as the budget
@@ -603,6 +610,7 @@ class Chest(MutableMapping):
                 raise
             self._keys[key] = next(self._versions)
             self._changed = True
+            self._closed = False
 
     # -- closing --------------------------------------------------------------
     def close(self) -> None:
@@ -610,8 +618,12 @@ class Chest(MutableMapping):
 
         A chest with a path whose folder was removed or moved away is not
         written again. Values that cannot be written are reported with a
-        warning.
+        warning. A closed chest can still be used; closing it again (or
+        garbage collection) writes what changed since.
         """
+        if self._closed:
+            return
+        self._closed = True
         if not self._explicitly_given_path:
             self.drop()
             self._finalizer.detach()

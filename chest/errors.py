@@ -21,6 +21,9 @@ class ValueFileError(ChestError, OSError):
         self.reason = reason
         super().__init__(f"cannot read key {key!r} from {filename}: {reason}")
 
+    def __str__(self) -> str:
+        return f"cannot read key {self.key!r} from {self.filename}: {self.reason}"
+
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return type(self), (self.key, self.filename, self.reason)
 

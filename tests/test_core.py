@@ -1,0 +1,621 @@
+"""Chest: the dict contract, the budget, files, reopening, closing, update."""
+from __future__ import annotations
+
+import errno
+import gc
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from conftest import files_in
+from mapping_contract import check_mapping
+
+import chest.store
+from chest import Chest, ChestWarning, UnwritableValuesError, ValueFileError
+from chest.core import key_to_filename, nbytes
+
+
+# -- the mapping contract, in every configuration ----------
+@pytest.mark.parametrize("config", [
+    {},
+    {"available_memory": 0},
+    {"available_memory": 200},
+    {"policy": "lru", "available_memory": 100},
+    {"dump": json.dump, "load": json.load, "mode": "t", "available_memory": 0},
+    {"durable": True, "available_memory": 0},
+])
+def test_mapping_contract(make_chest, config):
+    check_mapping(lambda: make_chest(**config), ["one", [1, 2, 3], 3])
+
+
+def test_mapping_contract_temporary_chest():
+    made = []
+
+    def make():
+        made.append(Chest(available_memory=50))
+        return made[-1]
+
+    check_mapping(make, [b"bytes", "two", (3, 4)])
+    for c in made:
+        c.close()
+
+
+def test_reopened_chest_is_the_same_mapping(make_chest, chest_path):
+    c = make_chest(available_memory=100)
+    expected = {}
+    for i, key in enumerate(["x", 1, ("a", "b"), ("a", ("b", 2)), None, 2.5,
+                             b"raw", frozenset({1, 2}), "", "../x", ".keys"]):
+        c[key] = expected[key] = [i] * i
+    c.flush()
+    again = Chest(path=chest_path)
+    assert list(again) == list(expected)
+    assert dict(again.items()) == expected
+    again.close()
+
+
+# -- keys and files ----------
+def test_import_paths_of_the_original():
+    from chest.core import Chest as C2
+    assert C2 is Chest
+    assert key_to_filename("x") == "x"
+    assert nbytes(np.ones(10)) == 80
+
+
+@pytest.mark.parametrize("a, b", [
+    (1, "1"), (("x",), "x"), ("A", "a"), ("Key", "KEY"), (b"x", "x"),
+    (None, "None"), ((1, 2), "(1, 2)"), (frozenset({1}), (1,)),
+])
+def test_distinct_keys_never_share_a_file(make_chest, chest_path, a, b):
+    c = make_chest(available_memory=0)
+    c[a] = "a"
+    c[b] = "b"
+    assert c.key_to_filename(a).casefold() != c.key_to_filename(b).casefold()
+    assert (c[a], c[b]) == ("a", "b")
+    c.flush()
+    again = Chest(path=chest_path)
+    assert (again[a], again[b]) == ("a", "b")
+    again.close()
+
+
+def test_user_key_to_filename_that_collides(make_chest, chest_path):
+    c = make_chest(available_memory=0, key_to_filename=lambda key: "same")
+    for i in range(5):
+        c[i] = i * 10
+    names = {c.key_to_filename(i) for i in range(5)}
+    assert len(names) == 5
+    assert [c[i] for i in range(5)] == [0, 10, 20, 30, 40]
+    c.flush()
+    again = Chest(path=chest_path)
+    assert [again[i] for i in range(5)] == [0, 10, 20, 30, 40]
+    again.close()
+
+
+@pytest.mark.parametrize("name", [
+    "", ".keys", ".hidden", "/etc/passwd", "../x", "a/../../x", "a//b", "x" * 300,
+    "ok/" + "y" * 300, "nul\0byte", "back\\slash", ".",
+])
+def test_unsafe_names_stay_inside_the_folder(make_chest, tmp_path, name):
+    c = make_chest(available_memory=0, key_to_filename=lambda key: name)
+    c["k"] = "value"
+    c.flush()
+    path = os.path.realpath(c.key_to_filename("k"))
+    assert path.startswith(os.path.realpath(c.path) + os.sep)
+    assert os.path.basename(path) != ".keys"
+    assert not os.path.basename(path).startswith(".")
+    assert sorted(os.listdir(tmp_path)) == ["chest"]
+    assert c["k"] == "value"
+
+
+@pytest.mark.parametrize("key", ["", ".keys", "../x", "/abs", "a/b", "x" * 300,
+                                 ("..", ".keys"), ("x" * 300,), ()])
+def test_default_names_of_odd_keys_are_safe(make_chest, tmp_path, key):
+    c = make_chest(available_memory=0)
+    c[key] = 1
+    c.flush()
+    path = os.path.realpath(c.key_to_filename(key))
+    assert path.startswith(os.path.realpath(c.path) + os.sep)
+    assert sorted(os.listdir(tmp_path)) == ["chest"]
+
+
+def test_identifiers_keep_their_name_and_tuples_nest(make_chest):
+    c = make_chest(available_memory=0)
+    c["alpha"] = 1
+    c["one", "two"] = 12
+    c["one", "three"] = 13
+    c.flush()
+    assert os.path.basename(c.key_to_filename("alpha")) == "alpha"
+    assert files_in(c.path) == [".keys", "_one/three", "_one/two", "alpha"]
+
+
+def test_file_and_folder_of_the_same_name(make_chest):
+    c = make_chest(available_memory=0, key_to_filename=lambda k: "/".join(k))
+    c[("a",)] = "file a"
+    c[("a", "b")] = "file a/b needs folder a"
+    assert c[("a",)] == "file a"
+    assert c[("a", "b")] == "file a/b needs folder a"
+
+
+def test_a_stray_file_in_the_folder_is_not_overwritten(make_chest, chest_path):
+    os.makedirs(chest_path)
+    with open(os.path.join(chest_path, "notes"), "w") as f:
+        f.write("mine")
+    c = make_chest(available_memory=0)
+    c["notes"] = "chest's"
+    with open(os.path.join(chest_path, "notes")) as f:
+        assert f.read() == "mine"
+    assert c["notes"] == "chest's"
+
+
+# -- the budget and eviction ----------
+def test_budget_holds_after_every_call(make_chest):
+    c = make_chest(available_memory=10_000)
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        c[i % 37] = rng.random(int(rng.integers(1, 400)))
+        assert c.memory_usage <= c.available_memory
+        key = int(rng.integers(0, 37))
+        if key in c:
+            c[key]
+        assert c.memory_usage <= c.available_memory
+        assert c.memory_usage == sum(nbytes(v) for v in c.inmem.values())
+
+
+def test_largest_leaves_first_ties_to_least_recently_used(make_chest):
+    c = make_chest(available_memory=1000)
+    c["small"] = np.zeros(10)      # 80 bytes
+    c["big1"] = np.zeros(50)       # 400
+    c["big2"] = np.zeros(50)       # 400
+    c["big1"]                      # big2 is now the least recently used
+    c["more"] = np.zeros(20)       # 160: 1040 > 1000, one big one goes
+    assert set(c.inmem) == {"small", "big1", "more"}
+
+
+def test_lru_policy(make_chest):
+    c = make_chest(available_memory=900, policy="lru")
+    c["small"] = np.zeros(10)      # 80 bytes
+    c["big"] = np.zeros(100)       # 800
+    c["big"]
+    c["more"] = np.zeros(10)       # 960 > 900: the least recently used goes
+    assert set(c.inmem) == {"big", "more"}
+    with pytest.raises(ValueError, match="unknown eviction policy 'nope'"):
+        make_chest("other", policy="nope")
+
+
+def test_value_larger_than_the_budget_goes_straight_to_disk(make_chest):
+    c = make_chest(available_memory=1000)
+    c["small"] = np.zeros(10)
+    c["huge"] = np.zeros(1000)
+    assert set(c.inmem) == {"small"}
+    assert os.path.exists(c.key_to_filename("huge"))
+    assert c["huge"].shape == (1000,)
+    assert set(c.inmem) == {"small"}  # read back, too big to keep
+
+
+def test_budget_accepts_strings(make_chest):
+    c = make_chest(available_memory="1kB")
+    assert c.available_memory == 1000
+    c["x"] = np.zeros(100)
+    c.available_memory = "512B"
+    assert not c.inmem
+    assert Chest().available_memory > 0
+
+
+# -- values ----------
+def test_value_files_are_pickle_protocol_5(make_chest):
+    c = make_chest(available_memory=0)
+    c["x"] = np.arange(1000)
+    with open(c.key_to_filename("x"), "rb") as f:
+        assert f.read(2) == b"\x80\x05"
+    with open(c.key_to_filename("x"), "rb") as f:
+        assert np.array_equal(pickle.load(f), np.arange(1000))
+
+
+def test_cloudpickle_for_what_pickle_refuses(make_chest, chest_path):
+    class Local:
+        y = 2
+
+    c = make_chest(available_memory=0)
+    c["f"] = lambda x: x + 1
+    c["cls"] = Local
+    c.flush()
+    again = Chest(path=chest_path)
+    assert again["f"](1) == 2
+    assert again["cls"].y == 2
+    again.close()
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise TypeError("cannot pickle this")
+
+
+@pytest.mark.filterwarnings("ignore:.*could not be written:chest.ChestWarning")
+def test_value_that_cannot_be_dumped_stays_in_memory(make_chest):
+    c = make_chest(available_memory=100)
+    c["bad"] = Unpicklable()
+    for i in range(20):
+        c[i] = i
+    assert "bad" in c.inmem
+    assert isinstance(c["bad"], Unpicklable)
+    assert not os.path.exists(c.key_to_filename("bad"))
+    assert not any(".tmp." in f for f in files_in(c.path))
+    assert all(c[i] == i for i in range(20))
+    with pytest.raises(TypeError, match="cannot pickle"):
+        c.move_to_disk("bad")
+    with pytest.raises(UnwritableValuesError, match="'bad'"):
+        c.flush()
+    assert all(i in c.store.files for i in range(20))
+    assert "bad" in c.inmem
+
+
+@pytest.mark.filterwarnings("ignore:.*could not be written:chest.ChestWarning")
+def test_dump_failure_of_any_kind_moves_eviction_on(make_chest):
+    def dump(value, f):
+        if value == "boom":
+            raise RuntimeError("disk on fire")
+        pickle.dump(value, f)
+
+    c = make_chest(available_memory=200, dump=dump, load=pickle.load)
+    c["boom"] = "boom"
+    for i in range(30):
+        c[i] = i
+    assert c["boom"] == "boom" and "boom" in c.inmem
+    assert c.memory_usage <= c.available_memory + nbytes("boom")
+
+
+@pytest.mark.filterwarnings("ignore:.*could not be written:chest.ChestWarning")
+def test_huge_unwritable_value_warns_and_stays(make_chest):
+    c = make_chest(available_memory=10)
+    with pytest.warns(ChestWarning, match="'bad'"):
+        c["bad"] = Unpicklable()
+    assert "bad" in c.inmem
+
+
+# -- files on disk ----------
+def test_overwrite_keeps_the_flushed_file_until_the_next_flush(make_chest, tmp_path):
+    c = make_chest(available_memory=10**6)
+    c["k"] = "old"
+    c.flush()
+    c["k"] = "new"
+    # A user reading the key's file never sees the old value ...
+    assert not os.path.exists(c.key_to_filename("k"))
+    # ... yet a crash now (a copy of the folder, as a kill -9 would leave it)
+    # still finds the flushed value.
+    shutil.copytree(c.path, tmp_path / "crashed")
+    crashed = Chest(path=str(tmp_path / "crashed"))
+    assert crashed["k"] == "old"
+    assert files_in(crashed.path) == [".keys", "k"]
+    crashed.close()
+    c.flush()
+    assert files_in(c.path) == [".keys", "k"]
+    with open(c.key_to_filename("k"), "rb") as f:
+        assert pickle.load(f) == "new"
+
+
+def test_an_overwrite_on_disk_replaces_the_file_atomically(make_chest, monkeypatch):
+    c = make_chest(available_memory=0)
+    c["k"] = "v1"
+    c.flush()
+    replaced = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        replaced.append((os.path.basename(src), os.path.exists(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(chest.store.os, "replace", spy)
+    c["k"] = "v2"
+    assert c["k"] == "v2"
+    assert any(src.startswith(".tmp.k.") for src, _ in replaced)
+
+
+def test_flush_writes_only_what_disk_lacks(make_chest):
+    c = make_chest(available_memory=10**6)
+    c["a"] = 1
+    c["b"] = 2
+    c.flush()
+    assert c.stats.spills == 2 and not c.inmem
+    c["a"], c["b"]             # read back: unchanged values are not rewritten
+    c.flush()
+    assert c.stats.spills == 2
+    c["a"] = 3
+    c.flush()
+    assert c.stats.spills == 3
+    assert c.memory_usage == 0
+
+
+def test_array_changed_in_place_after_reload_is_written_again(make_chest, chest_path):
+    c = make_chest(available_memory=1000)
+    c["x"] = np.zeros(100)     # 800 bytes
+    c["y"] = np.zeros(100)     # pushes x out
+    x = c["x"]                 # x back in memory, y out
+    assert "x" in c.inmem
+    spills = c.stats.spills
+    x[0] = 42                  # changed in place
+    c["y"]                     # x goes out again: changed, so written
+    assert c.stats.spills == spills + 1
+    c["x"]
+    spills = c.stats.spills
+    c["y"]                     # x goes out unchanged: not written
+    assert c.stats.spills == spills
+    c.flush()
+    again = Chest(path=chest_path)
+    assert again["x"][0] == 42
+    again.close()
+
+
+def test_mutable_values_without_fingerprint_are_rewritten(make_chest):
+    c = make_chest(available_memory=1000)   # holds one of the two lists
+    c["l"] = [0] * 20
+    c["m"] = [1] * 20
+    lst = c["l"]
+    lst.append(99)
+    c["m"]
+    c.flush()
+    assert c["l"][-1] == 99
+
+
+def test_missing_or_corrupt_file_names_key_and_file(make_chest):
+    c = make_chest(available_memory=0)
+    c["gone"] = 1
+    c["bad"] = 2
+    c["fine"] = 3
+    os.remove(c.key_to_filename("gone"))
+    with open(c.key_to_filename("bad"), "wb") as f:
+        f.write(b"\x80\x05garbage")
+    with pytest.raises(ValueFileError, match="'gone'.*missing") as e:
+        c["gone"]
+    assert e.value.filename == c.key_to_filename("gone")
+    with pytest.raises(ValueFileError, match="'bad'") as e:
+        c["bad"]
+    assert c.key_to_filename("bad") in str(e.value)
+    assert "gone" in c and "bad" in c
+    assert c["fine"] == 3
+    with pytest.raises(ValueFileError):
+        c.get("gone")  # not a KeyError: .get must not say "missing"
+
+
+def test_json_chest_with_tuple_keys_reopens_whole(make_chest, chest_path):
+    c = make_chest(dump=json.dump, load=json.load, mode="t", available_memory=0)
+    c[("a", 1)] = [1, 2]
+    c[(("nested",), 2.5)] = {"x": "y"}
+    c[7] = "seven"
+    c.flush()
+    with open(c.key_to_filename(7)) as f:
+        assert json.load(f) == "seven"
+    again = Chest(path=chest_path, dump=json.dump, load=json.load, mode="t")
+    assert dict(again.items()) == {("a", 1): [1, 2], (("nested",), 2.5): {"x": "y"},
+                                   7: "seven"}
+    again.close()
+
+
+def test_index_is_the_chests_own_versioned_format(make_chest):
+    c = make_chest(dump=json.dump, load=json.load, mode="t")
+    c["x"] = 1
+    c.flush()
+    with open(os.path.join(c.path, ".keys"), "rb") as f:
+        assert f.read(12) == b"chest-index\n"
+
+
+def test_a_chest_of_the_original_chest_reopens(chest_path):
+    # chest 0.2.3 wrote its index with the user's dump (pickle protocol 1).
+    os.makedirs(os.path.join(chest_path, "_spam"))
+    with open(os.path.join(chest_path, "x"), "wb") as f:
+        pickle.dump([1, 2, 3], f, protocol=1)
+    with open(os.path.join(chest_path, "_spam", "eggs"), "wb") as f:
+        pickle.dump("spam and eggs", f, protocol=1)
+    with open(os.path.join(chest_path, ".keys"), "wb") as f:
+        pickle.dump([("x", "x"), (("spam", "eggs"), "_spam/eggs")], f, protocol=1)
+    c = Chest(path=chest_path)
+    assert dict(c.items()) == {"x": [1, 2, 3], ("spam", "eggs"): "spam and eggs"}
+    c["y"] = 4
+    c.close()
+    again = Chest(path=chest_path)
+    assert len(again) == 3
+    again.close()
+
+
+# -- opening and closing ----------
+def test_temporary_chest_is_removed_when_closed_collected_or_left():
+    c = Chest(available_memory=0)
+    c["x"] = 1
+    path = c.path
+    c.close()
+    assert not os.path.exists(path)
+
+    c = Chest(available_memory=0)
+    c["x"] = 1
+    path = c.path
+    del c
+    gc.collect()
+    assert not os.path.exists(path)
+
+    with Chest(available_memory=0) as c:
+        c["x"] = 1
+    assert not os.path.exists(c.path)
+
+
+def test_chest_with_path_flushes_on_close_and_collection(chest_path):
+    c = Chest(path=chest_path)
+    c["x"] = 1
+    del c
+    gc.collect()
+    again = Chest(path=chest_path)
+    assert again["x"] == 1
+    again["y"] = 2
+    again.close()
+    with Chest(path=chest_path) as c:
+        assert dict(c) == {"x": 1, "y": 2}
+
+
+def test_flush_on_interpreter_shutdown_without_tracebacks(chest_path):
+    code = (
+        "from chest import Chest\n"
+        "import numpy as np\n"
+        f"c = Chest(path={chest_path!r}, available_memory=1000)\n"
+        "c['x'] = np.arange(1000)\n"
+        "c['y'] = 'why'\n"
+        "class Holder:\n"
+        "    def __del__(self):\n"
+        "        self.c['late'] = 1\n"
+        "h = Holder()\n"
+        "h.c = c\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stderr == ""
+    c = Chest(path=chest_path)
+    assert c["y"] == "why" and np.array_equal(c["x"], np.arange(1000))
+    c.close()
+
+
+def test_closed_chest_whose_folder_was_removed_is_not_recreated(chest_path):
+    c = Chest(path=chest_path)
+    c["x"] = 1
+    c.drop()
+    c.close()
+    assert not os.path.exists(chest_path)
+
+
+def test_repr(make_chest):
+    c = make_chest(available_memory=1000)
+    c["a"] = np.zeros(100)
+    c["b"] = np.zeros(100)
+    text = repr(c)
+    assert c.path in text
+    assert "2 keys, 1 in memory (800 B of 1.0 kB), 1 on disk only" in text
+    assert c.path in str(c)
+
+
+# -- update ----------
+def test_update_links_files_of_another_chest(make_chest):
+    a = make_chest("a", available_memory=0)
+    b = make_chest("b", available_memory=0)
+    a["x"] = np.arange(10)
+    a["in memory"] = 1
+    a.move_to_disk("x")
+    b.update(a)
+    assert os.stat(a.key_to_filename("x")).st_ino == \
+        os.stat(b.key_to_filename("x")).st_ino
+    a["x"] = "changed"
+    assert np.array_equal(b["x"], np.arange(10))
+    assert b["in memory"] == 1
+
+
+def test_update_copies_across_file_systems(make_chest, monkeypatch):
+    a = make_chest("a", available_memory=0)
+    b = make_chest("b", available_memory=0)
+    a["x"] = "value"
+    b["x"] = "old"
+
+    def no_link(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(chest.store.os, "link", no_link)
+    b.update(a)
+    assert b["x"] == "value"
+    assert os.stat(a.key_to_filename("x")).st_ino != \
+        os.stat(b.key_to_filename("x")).st_ino
+
+
+def test_update_never_leaves_a_key_without_data(make_chest, monkeypatch):
+    a = make_chest("a", available_memory=0)
+    b = make_chest("b", available_memory=0)
+    a["x"] = "value"
+    b["y"] = "kept"
+
+    def broken(src, dst):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(chest.store.os, "link", broken)
+    monkeypatch.setattr(chest.store.shutil, "copyfile", broken)
+    with pytest.raises(OSError):
+        b.update(a)
+    assert "x" not in b
+    assert b["y"] == "kept"
+    assert not any(".tmp." in f for f in files_in(b.path))
+
+
+def test_update_no_overwrite_and_other_mappings(make_chest):
+    a = make_chest("a")
+    a.update({"x": 1}, y=2)
+    a.update([("x", 10), ("z", 3)], overwrite=False)
+    assert dict(a) == {"x": 1, "y": 2, "z": 3}
+    b = make_chest("b", dump=json.dump, load=json.load, mode="t", available_memory=0)
+    b["x"] = 5
+    a.update(b)  # other format: values are loaded and stored again
+    assert a["x"] == 5
+
+
+# -- callbacks and the original's methods ----------
+def test_on_miss_and_on_overflow(make_chest):
+    events = []
+    c = make_chest(available_memory=100, on_miss=lambda k: events.append(("miss", k)),
+                   on_overflow=lambda k: events.append(("overflow", k)))
+    c["a"] = np.zeros(10)
+    c["b"] = np.zeros(10)
+    c["a"]
+    assert events == [("overflow", "a"), ("miss", "a"), ("overflow", "b")]
+
+
+def test_prefetch_and_get_from_disk(make_chest):
+    c = make_chest(available_memory=10**6)
+    for i in range(5):
+        c[i] = i
+    c.flush()
+    c.prefetch([0, 1])
+    c.prefetch(2)
+    c.get_from_disk(3)
+    assert set(c.inmem) == {0, 1, 2, 3}
+    assert c.stats.misses == 0
+    with pytest.raises(KeyError):
+        c.prefetch(["nope"])
+
+
+def test_prefetch_with_a_user_open_many(make_chest):
+    opened = []
+
+    def open_many(names, mode):
+        from chest.core import _open_many
+        opened.extend(names)
+        return _open_many(names, mode)
+
+    c = make_chest(available_memory=10**6, open_many=open_many)
+    c[1], c[2] = "one", "two"
+    c.flush()
+    c.prefetch([1, 2])
+    assert len(opened) == 2 and set(c.inmem) == {1, 2}
+
+
+# -- threads ----------
+def test_hits_do_not_wait_for_a_slow_write(make_chest):
+    started, release = threading.Event(), threading.Event()
+
+    def slow_dump(value, f):
+        if isinstance(value, str) and value.startswith("slow"):
+            started.set()
+            release.wait(10)
+        pickle.dump(value, f)
+
+    c = make_chest(available_memory=1000, dump=slow_dump, load=pickle.load)
+    c["resident"] = 1
+    c["slow"] = "slow" + "x" * 500
+    # Setting "trigger" pushes the largest value, "slow", out in this thread.
+    writer = threading.Thread(target=c.__setitem__, args=("trigger", "t" * 400))
+    writer.start()
+    assert started.wait(10)
+    # The writer is inside dump; reads and writes of other keys go on.
+    assert c["resident"] == 1
+    c["other"] = 2
+    assert c["slow"].startswith("slow")  # still readable while being written
+    release.set()
+    writer.join(10)
+    assert "slow" in c.store.files and "slow" not in c.inmem
+    assert c["trigger"] == "t" * 400 and c["slow"] == "slow" + "x" * 500
