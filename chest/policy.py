@@ -81,6 +81,8 @@ class Policy:
     def pop(self) -> Hashable:
         """Remove and return the key to evict next; KeyError if there is none."""
         heap = self.heap
+        if not heap:
+            raise KeyError("pop(): no key to evict")
         while True:
             key, (weight, tick) = heap.peekitem()
             last = self._last_use.get(key, tick)

@@ -1,0 +1,163 @@
+"""Store: names, atomic files, retiring, the index and its recovery."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+
+import pytest
+from conftest import files_in
+
+from chest.errors import IndexFileError, ValueFileError
+from chest.store import INDEX_MAGIC, Store, hashed_name, key_to_filename
+
+
+def make(path, **kwargs):
+    return Store(str(path), pickle.dump, pickle.load, **kwargs)
+
+
+def put(store, key, value):
+    store.commit(key, store.write_temp(store.prepare(key), value))
+
+
+def test_key_to_filename_of_the_original():
+    assert key_to_filename("x") == "x"
+    assert key_to_filename(("one", "two")) == "_one/two"
+    assert key_to_filename(1) == hashed_name(1) != key_to_filename("1")
+    assert key_to_filename(frozenset({"a", "b"})) == key_to_filename(
+        frozenset({"b", "a"}))
+    assert len(key_to_filename("x" * 300)) == 32
+
+
+def test_write_read_and_index_roundtrip(tmp_path):
+    s = make(tmp_path)
+    put(s, "x", [1, 2])
+    put(s, ("a", "b"), "ab")
+    s.write_index(["x", ("a", "b")])
+    again = make(tmp_path)
+    assert again.names == {"x": "x", ("a", "b"): "_a/b"}
+    assert again.read(("a", "b"))[0] == "ab"
+    assert again.files["x"] == os.path.getsize(tmp_path / "x")
+
+
+def test_write_failure_leaves_nothing(tmp_path):
+    def dump(value, f):
+        f.write(b"partial")
+        raise ValueError("no")
+
+    s = Store(str(tmp_path), dump, pickle.load)
+    with pytest.raises(ValueError):
+        s.write_temp(s.prepare("x"), 1)
+    assert files_in(tmp_path) == []
+
+
+def test_retired_file_is_restored_after_a_crash(tmp_path):
+    s = make(tmp_path)
+    put(s, "x", "flushed")
+    s.write_index(["x"])
+    s.retire("x")
+    assert files_in(tmp_path) == [".keys", ".old.x"]
+    again = make(tmp_path)  # as if the process had died here
+    assert again.read("x")[0] == "flushed"
+    assert files_in(tmp_path) == [".keys", "x"]
+
+
+def test_retired_file_is_removed_by_the_next_index(tmp_path):
+    s = make(tmp_path)
+    put(s, "x", 1)
+    s.write_index(["x"])
+    s.retire("x")
+    put(s, "x", 2)
+    s.write_index(["x"])
+    assert files_in(tmp_path) == [".keys", "x"]
+
+
+def test_unindexed_file_is_deleted_not_retired(tmp_path):
+    s = make(tmp_path)
+    put(s, "x", 1)
+    s.retire("x")
+    assert files_in(tmp_path) == []
+
+
+def test_temporary_files_of_a_crash_are_cleaned(tmp_path):
+    s = make(tmp_path)
+    put(s, ("a", "b"), 1)
+    s.write_index([("a", "b")])
+    for stray in [tmp_path / ".tmp.x.123", tmp_path / "_a" / ".tmp.b.456"]:
+        stray.write_bytes(b"half")
+    make(tmp_path)
+    assert files_in(tmp_path) == [".keys", "_a/b"]
+
+
+def test_forgotten_name_is_not_reused_before_the_next_index(tmp_path):
+    s = make(tmp_path, key_to_filename=lambda k: "same")
+    put(s, 1, "one")
+    s.write_index([1])
+    s.forget(1)
+    assert s.prepare(2) != s.full_path("same")
+    s.write_index([])
+    assert s.filename(3) == s.full_path("same")
+
+
+def test_names_differing_in_case_are_distinct(tmp_path):
+    s = make(tmp_path)
+    assert s.prepare("Key") != s.prepare("KEY")
+    assert s.prepare("KEY") == s.prepare("KEY")
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[:-3],
+    lambda data: data[:len(INDEX_MAGIC) + 4],
+    lambda data: data[:-1] + bytes([data[-1] ^ 1]),
+    lambda data: b"",
+    lambda data: b"not an index at all",
+])
+def test_damaged_index_is_an_error_never_an_empty_chest(tmp_path, damage):
+    s = make(tmp_path)
+    put(s, "x", 1)
+    s.write_index(["x"])
+    index = tmp_path / ".keys"
+    index.write_bytes(damage(index.read_bytes()))
+    with pytest.raises(IndexFileError, match=str(index)):
+        make(tmp_path)
+
+
+def test_newer_index_version_is_refused(tmp_path):
+    s = make(tmp_path)
+    s.write_index([])
+    index = tmp_path / ".keys"
+    data = bytearray(index.read_bytes())
+    struct.pack_into("<I", data, len(INDEX_MAGIC), 99)
+    index.write_bytes(bytes(data))
+    with pytest.raises(IndexFileError, match="version 99 is newer"):
+        make(tmp_path)
+
+
+def test_legacy_json_index_turns_lists_back_into_tuples(tmp_path):
+    (tmp_path / "_a").mkdir()
+    (tmp_path / "_a" / "b").write_text(json.dumps(5))
+    (tmp_path / ".keys").write_text(json.dumps([[["a", "b"], "_a/b"]]))
+    s = Store(str(tmp_path), json.dump, json.load, mode="t")
+    assert s.read(("a", "b"))[0] == 5
+
+
+def test_read_errors_name_key_and_file(tmp_path):
+    s = make(tmp_path)
+    put(s, "x", 1)
+    (tmp_path / "x").write_bytes(b"\x80\x05\x95")
+    with pytest.raises(ValueFileError, match=r"'x' from .*x: UnpicklingError"):
+        s.read("x")
+
+
+def test_link_or_copy(tmp_path):
+    a = make(tmp_path / "a")
+    b = make(tmp_path / "b")
+    put(a, "x", "value")
+    b.commit("x", b.link_temp(a.filename("x"), b.prepare("x")))
+    assert b.read("x")[0] == "value"
+
+
+def test_mode_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="mode must be 'b'"):
+        make(tmp_path, mode="x")
