@@ -203,17 +203,34 @@ class Chest(MutableMapping):
     def __setitem__(self, key: Hashable, value: Any) -> None:
         size = nbytes(value)
         with self.lock:
-            self._drop_value(key)
+            old_size = self._sizes.get(key)
+            if old_size is not None and size <= self._available_memory:
+                # Replaced in memory: no heap removal, at most a heap update.
+                self.inmem[key] = value
+                self._sizes[key] = size
+                self.memory_usage += size - old_size
+                if self._clean:
+                    self._clean.pop(key, None)
+                if self._unwritable:
+                    self._unwritable.pop(key, None)
+                if key in self.store.files:
+                    self.store.retire(key)
+                self.policy.add(key, size)
+            else:
+                self._drop_value(key)
+                if size > self._available_memory:
+                    self._keys[key] = next(self._versions)
+                    self._changed = True
+                    self._closed = False
+                    self._write_through(key, value, size)
+                    return
+                self.inmem[key] = value
+                self._sizes[key] = size
+                self.memory_usage += size
+                self.policy.add(key, size)
             self._keys[key] = next(self._versions)
             self._changed = True
             self._closed = False
-            if size > self._available_memory:
-                self._write_through(key, value, size)
-                return
-            self.inmem[key] = value
-            self._sizes[key] = size
-            self.memory_usage += size
-            self.policy.add(key, size)
             over = self.memory_usage > self._available_memory
         if over:
             self.shrink()

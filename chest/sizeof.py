@@ -88,6 +88,10 @@ def _default_size(value: Any) -> int:
 nbytes = SizeRegistry()
 
 
+for _scalar in (int, float, complex, bool, str, bytes, bytearray, type(None)):
+    nbytes.register(_scalar)(sys.getsizeof)
+
+
 def _sampled(items: list) -> int:
     """Estimated size of the items of a container, sizing at most SAMPLE."""
     n = len(items)
