@@ -595,25 +595,27 @@ class Chest(MutableMapping):
         same_format = (other.dump is self.dump and other.load is self.load
                        and other.mode == self.mode and other.open is self.open)
         with other.lock:
-            values, files = {}, {}
+            # (key, value) or (key, file to link), in the other chest's order.
+            entries = []
             for key in other._keys:
                 if key in other.inmem:
-                    values[key] = other.inmem[key]
+                    entries.append((key, other.inmem[key], None))
                 elif key in other._in_flight:
-                    values[key] = other._in_flight[key]
+                    entries.append((key, other._in_flight[key], None))
                 elif same_format and key in other.store.files:
-                    files[key] = other.store.filename(key)
+                    entries.append((key, None, other.store.filename(key)))
                 else:
-                    values[key] = _MISSING
-        for key, value in values.items():
-            if overwrite or key not in self:
+                    entries.append((key, _MISSING, None))
+        for key, value, source in entries:
+            if not overwrite and key in self:
+                continue
+            if source is None:
                 self[key] = other[key] if value is _MISSING else value
-        for key, source in files.items():
-            if overwrite or key not in self:
-                try:
-                    self._link(key, source)
-                except FileNotFoundError:
-                    self[key] = other[key]  # other changed it meanwhile
+                continue
+            try:
+                self._link(key, source)
+            except FileNotFoundError:
+                self[key] = other[key]  # other changed it meanwhile
 
     def _link(self, key: Hashable, source: str) -> None:
         """Make ``key``'s file a link or copy of ``source`` (another chest's)."""
