@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import errno
 import itertools
+import logging
 import os
 import shutil
 import tempfile
@@ -19,7 +21,7 @@ import weakref
 from collections.abc import MutableMapping
 from contextlib import contextmanager
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
-                    Optional, Union)
+                    NamedTuple, Optional, Tuple, Union)
 
 from . import serialize
 from .budget import DEFAULT_BUDGET, format_bytes, parse_budget
@@ -36,6 +38,23 @@ __all__ = ["Chest", "nbytes", "key_to_filename"]
 MAX_OPEN_FILES = 512
 
 _MISSING = object()
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+logger = logging.getLogger(__name__)
+
+
+def _warn_if_disk_full(path: str, key: Hashable, error: BaseException) -> None:
+    if isinstance(error, OSError) and error.errno in _DISK_FULL:
+        warnings.warn(
+            f"chest at {path}: no space to write key {key!r} ({error}); it stays "
+            f"in memory, over the budget", ChestWarning, stacklevel=4)
+
+
+class SpilledSize(NamedTuple):
+    """Bytes of the values held on disk only: as in memory, and on disk."""
+
+    memory: int
+    disk: int
 
 
 def _do_nothing(*args: Any, **kwargs: Any) -> None:
@@ -90,6 +109,9 @@ class Chest(MutableMapping):
         Which value leaves memory first.
     durable : bool
         ``fsync`` files and folders so a flush also survives power loss.
+    worker_local_directory : str, optional
+        Put a temporary chest's folder in this folder (dask.distributed
+        passes a worker's own folder here).
 
     Examples
     --------
@@ -120,10 +142,17 @@ class Chest(MutableMapping):
         *,
         policy: Union[str, Policy] = "largest",
         durable: bool = False,
+        worker_local_directory: Optional[Union[str, os.PathLike]] = None,
     ) -> None:
+        if isinstance(data, (str, os.PathLike)) and worker_local_directory is None:
+            # dask.distributed calls ``Worker(data=Chest)`` as Chest(directory).
+            data, worker_local_directory = None, data
         self.lock = threading.RLock()
         self._explicitly_given_path = path is not None
-        self.path = os.fspath(path) if path is not None else tempfile.mkdtemp(".chest")
+        if path is not None:
+            self.path = os.fspath(path)
+        else:
+            self.path = tempfile.mkdtemp(".chest", dir=worker_local_directory)
         self._available_memory = parse_budget(
             DEFAULT_BUDGET if available_memory is None else available_memory)
         self.dump = dump
@@ -154,6 +183,8 @@ class Chest(MutableMapping):
         # Keys in memory whose last write failed -> the error; eviction skips
         # them until they are set again or flushed.
         self._unwritable: Dict[Hashable, BaseException] = {}
+        # Keys written to disk -> their size in memory then (spilled_total).
+        self._spilled_sizes: Dict[Hashable, int] = {}
         self._changed = False  # anything not yet in the index on disk
         self._closed = False  # closed, and not changed since
 
@@ -298,6 +329,7 @@ class Chest(MutableMapping):
         self._clean.pop(key, None)
         if key in self.store.files:
             self.store.retire(key)
+            self._spilled_sizes.pop(key, None)
 
     def _keep_in_memory(self, key: Hashable, value: Any, size: int,
                         clean: Any = None) -> None:
@@ -313,7 +345,7 @@ class Chest(MutableMapping):
         """Store a value larger than the whole budget straight on disk (lock held)."""
         self._on_overflow(key)
         try:
-            self._write(key, value)
+            self._write(key, value, size)
         except Exception as e:
             self.inmem[key] = value
             self._sizes[key] = size
@@ -324,17 +356,19 @@ class Chest(MutableMapping):
                 f"the budget but cannot be written ({e!r}); it stays in memory",
                 ChestWarning, stacklevel=3)
 
-    def _write(self, key: Hashable, value: Any) -> None:
-        """Write ``key``'s value to its file now (lock held)."""
+    def _write(self, key: Hashable, value: Any, size: int) -> None:
+        """Write ``key``'s value (``size`` bytes in memory) to its file now
+        (lock held)."""
         written = self.store.write_temp(self.store.prepare(key), value)
         try:
             self.store.commit(key, written)
         except BaseException:
             self.store.discard(written.tmp)
             raise
-        self._count_write(written)
+        self._count_write(key, written, size)
 
-    def _count_write(self, written: Written) -> None:
+    def _count_write(self, key: Hashable, written: Written, size: int) -> None:
+        self._spilled_sizes[key] = size
         self.stats.spills += 1
         self.stats.bytes_written += written.size
         self.stats.write_seconds += written.seconds
@@ -350,10 +384,30 @@ class Chest(MutableMapping):
         Values that cannot be written stay in memory (and over budget);
         eviction moves on to the next one. Writing happens outside the lock.
         """
+        while self.memory_usage > self._available_memory:
+            if self._evict_next() < 0:
+                return
+
+    def evict(self) -> int:
+        """Move the next value (by the eviction policy) from memory to disk.
+
+        Returns the bytes freed in memory, or -1 if no value could be moved.
+        Never raises: a value that cannot be written stays in memory and
+        the next one is tried. This is what dask.distributed's memory monitor
+        calls to spill.
+        """
+        try:
+            return self._evict_next()
+        except Exception as e:
+            logger.warning("chest at %s: eviction failed: %r", self.path, e)
+            return -1
+
+    def _evict_next(self) -> int:
+        """Evict one value: the bytes freed, or -1 if none could be evicted."""
         while True:
             with self.lock:
-                if self.memory_usage <= self._available_memory or not self.policy:
-                    return
+                if not self.policy:
+                    return -1
                 key = self.policy.pop()
                 value = self.inmem.pop(key)
                 size = self._sizes.pop(key)
@@ -365,7 +419,7 @@ class Chest(MutableMapping):
                     raise
                 if self._is_clean(key, value):
                     del self._clean[key]
-                    continue
+                    return size
                 self._clean.pop(key, None)
                 version = self._keys[key]
                 self._in_flight[key] = value
@@ -374,11 +428,15 @@ class Chest(MutableMapping):
                 except Exception as e:
                     self._keep_unwritable(key, value, size, e)
                     continue
-            self._spill(key, value, size, version, filename)
+            if self._spill(key, value, size, version, filename):
+                return size
 
     def _spill(self, key: Hashable, value: Any, size: int, version: int,
-               filename: str) -> None:
-        """Write an evicted value without the lock, then commit it with it."""
+               filename: str) -> bool:
+        """Write an evicted value without the lock, then commit it with it.
+
+        False if it could not be written (it is back in memory).
+        """
         try:
             written = self.store.write_temp(filename, value)
         except Exception as e:
@@ -386,19 +444,21 @@ class Chest(MutableMapping):
                 if self._keys.get(key) == version and \
                         self._in_flight.get(key) is value:
                     self._keep_unwritable(key, value, size, e)
-            return
+            _warn_if_disk_full(self.path, key, e)
+            return False
         with self.lock:
             if self._keys.get(key) != version or self._in_flight.get(key) is not value:
                 self.store.discard(written.tmp)  # set, deleted or flushed meanwhile
-                return
+                return True
             try:
                 self.store.commit(key, written)
             except Exception as e:
                 self.store.discard(written.tmp)
                 self._keep_unwritable(key, value, size, e)
-                return
+                return False
             del self._in_flight[key]
-            self._count_write(written)
+            self._count_write(key, written, size)
+            return True
 
     def _keep_unwritable(self, key: Hashable, value: Any, size: int,
                          error: BaseException) -> None:
@@ -458,6 +518,45 @@ class Chest(MutableMapping):
                 self.shrink()
             return value
 
+    # -- dask.distributed's spilling interface -----------------------------------
+    @property
+    def fast(self) -> Dict[Hashable, Any]:
+        """The values in memory (what a distributed worker may ask to evict)."""
+        return self.inmem
+
+    @property
+    def slow(self) -> "_OnDiskKeys":
+        """The keys whose values are on disk only (sized and iterable)."""
+        return _OnDiskKeys(self)
+
+    @property
+    def spilled_total(self) -> SpilledSize:
+        """Bytes of the values on disk only: ``(memory, disk)``.
+
+        ``memory`` is what they would take in memory (their size when they
+        were evicted, or their file size after a reopen), ``disk`` the bytes
+        of their files.
+        """
+        with self.lock:
+            files = self.store.files
+            disk = sum(size for key, size in files.items() if key not in self.inmem)
+            memory = sum(self._spilled_sizes.get(key, size)
+                         for key, size in files.items() if key not in self.inmem)
+        return SpilledSize(memory, disk)
+
+    @property
+    def cumulative_metrics(self) -> Dict[Tuple[str, str], float]:
+        """Disk traffic in dask.distributed's metric format."""
+        s = self.stats
+        return {
+            ("disk-write", "count"): s.spills,
+            ("disk-write", "bytes"): s.bytes_written,
+            ("disk-write", "seconds"): s.write_seconds,
+            ("disk-read", "count"): s.reloads,
+            ("disk-read", "bytes"): s.bytes_read,
+            ("disk-read", "seconds"): s.read_seconds,
+        }
+
     # -- the original chest's methods ---------------------------------------------
     def key_to_filename(self, key: Hashable) -> str:
         """The path of ``key``'s file (or of the one it would get)."""
@@ -481,7 +580,7 @@ class Chest(MutableMapping):
             self._on_overflow(key)
             if not self._is_clean(key, value):
                 try:
-                    self._write(key, value)
+                    self._write(key, value, self._sizes[key])
                 except Exception as e:
                     self._unwritable[key] = e
                     raise
@@ -537,10 +636,11 @@ class Chest(MutableMapping):
                 # Another thread is writing it; write it now, its commit will
                 # see that the key is no longer in flight and back off.
                 value = self._in_flight.pop(key)
+                size = nbytes(value)
                 try:
-                    self._write(key, value)
+                    self._write(key, value, size)
                 except Exception as e:
-                    self._keep_unwritable(key, value, nbytes(value), e)
+                    self._keep_unwritable(key, value, size, e)
                     failures[key] = e
             for key in list(self.inmem):
                 try:
@@ -568,6 +668,7 @@ class Chest(MutableMapping):
             self._clean.clear()
             self._in_flight.clear()
             self._unwritable.clear()
+            self._spilled_sizes.clear()
             self.policy.clear()
             self.memory_usage = 0
             self._changed = False
@@ -670,6 +771,26 @@ class Chest(MutableMapping):
             # modules used here may already be gone (the atexit hook below
             # closed every chest with a path before that).
             pass
+
+
+class _OnDiskKeys:
+    """The keys of a chest whose values are on disk only."""
+
+    def __init__(self, chest: Chest) -> None:
+        self._chest = chest
+
+    def __len__(self) -> int:
+        c = self._chest
+        return len(c.store.files) - sum(1 for k in c.inmem if k in c.store.files)
+
+    def __iter__(self) -> Iterator[Hashable]:
+        c = self._chest
+        with c.lock:
+            return iter([k for k in c.store.files if k not in c.inmem])
+
+    def __contains__(self, key: object) -> bool:
+        c = self._chest
+        return key in c.store.files and key not in c.inmem
 
 
 # Chests with a path, flushed at exit while the interpreter is still whole.
