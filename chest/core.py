@@ -25,8 +25,9 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
 
 from . import serialize
 from .budget import DEFAULT_BUDGET, format_bytes, parse_budget
-from .errors import ChestWarning, UnwritableValuesError, ValueFileError
+from .errors import ChestWarning, ReadOnlyError, UnwritableValuesError, ValueFileError
 from .fingerprint import fingerprint
+from .lock import WriterLock
 from .policy import Policy, make_policy
 from .sizeof import nbytes
 from .stats import Stats
@@ -109,6 +110,16 @@ class Chest(MutableMapping):
         Which value leaves memory first.
     durable : bool
         ``fsync`` files and folders so a flush also survives power loss.
+    readonly : bool
+        Open a chest with a path for reading only: no lock is taken (a
+        writer may have it open), nothing is written, changes raise
+        :class:`~chest.errors.ReadOnlyError`.
+    lock_timeout : float
+        Seconds to wait for another process to close the chest before
+        :class:`~chest.errors.ChestLockedError` (default: do not wait).
+    max_disk : int or str, optional
+        Most bytes the value files may take; a value that would go over stays
+        in memory, as on a full disk.
     worker_local_directory : str, optional
         Put a temporary chest's folder in this folder (dask.distributed
         passes a worker's own folder here).
@@ -142,6 +153,9 @@ class Chest(MutableMapping):
         *,
         policy: Union[str, Policy] = "largest",
         durable: bool = False,
+        readonly: bool = False,
+        lock_timeout: float = 0.0,
+        max_disk: Optional[Union[int, str]] = None,
         worker_local_directory: Optional[Union[str, os.PathLike]] = None,
     ) -> None:
         if isinstance(data, (str, os.PathLike)) and worker_local_directory is None:
@@ -188,15 +202,30 @@ class Chest(MutableMapping):
         self._changed = False  # anything not yet in the index on disk
         self._closed = False  # closed, and not changed since
 
-        self.store = Store(
-            self.path, dump, load, key_to_filename, open, mode,
-            unbuffered=(open is builtins.open and dump is serialize.dump
-                        and load is serialize.load),
-            durable=durable,
-        )
-        for key in self.store.indexed:
+        self.readonly = readonly
+        self._lock_timeout = lock_timeout
+        self._writer_lock: Optional[WriterLock] = None
+        if self._explicitly_given_path and not readonly:
+            os.makedirs(self.path, exist_ok=True)
+            self._writer_lock = WriterLock(self.path, lock_timeout)
+        try:
+            self.store = Store(
+                self.path, dump, load, key_to_filename, open, mode,
+                unbuffered=(open is builtins.open and dump is serialize.dump
+                            and load is serialize.load),
+                durable=durable, journal=self._explicitly_given_path,
+                readonly=readonly,
+                max_disk=None if max_disk is None else parse_budget(max_disk),
+            )
+        except BaseException:
+            if self._writer_lock is not None:
+                self._writer_lock.release()
+            raise
+        # True when a change must first check readonly or take the lock again.
+        self._guarded = readonly
+        for key in self.store.files:
             self._keys[key] = next(self._versions)
-        if self._explicitly_given_path:
+        if self._explicitly_given_path and not readonly:
             _OPEN_CHESTS[id(self)] = self
         else:
             self._finalizer = weakref.finalize(
@@ -232,6 +261,8 @@ class Chest(MutableMapping):
         return value
 
     def __setitem__(self, key: Hashable, value: Any) -> None:
+        if self._guarded:
+            self._writable("set a key")
         size = nbytes(value)
         with self.lock:
             old_size = self._sizes.get(key)
@@ -267,6 +298,8 @@ class Chest(MutableMapping):
             self.shrink()
 
     def __delitem__(self, key: Hashable) -> None:
+        if self._guarded:
+            self._writable("delete a key")
         with self.lock:
             if key not in self._keys:
                 raise KeyError(key)
@@ -412,6 +445,11 @@ class Chest(MutableMapping):
                 value = self.inmem.pop(key)
                 size = self._sizes.pop(key)
                 self.memory_usage -= size
+                if self.readonly:
+                    self._clean.pop(key, None)  # a copy of its file: let it go
+                    return size
+                if self._guarded:
+                    self._writable("write to disk")
                 try:
                     self._on_overflow(key)
                 except BaseException:
@@ -576,6 +614,7 @@ class Chest(MutableMapping):
                 if key in self._in_flight or key in self.store.files:
                     return
                 raise KeyError(key)
+            self._writable("move a value to disk")
             value = self.inmem[key]
             self._on_overflow(key)
             if not self._is_clean(key, value):
@@ -631,6 +670,7 @@ class Chest(MutableMapping):
         flush returns is found again when the chest is reopened.
         """
         with self.lock:
+            self._writable("flush")
             failures: Dict[Hashable, BaseException] = {}
             for key in list(self._in_flight):
                 # Another thread is writing it; write it now, its commit will
@@ -655,13 +695,17 @@ class Chest(MutableMapping):
     def write_keys(self) -> None:
         """Write the index of the keys whose values are on disk."""
         with self.lock:
+            self._writable("write the index")
             self.store.write_index(k for k in self._keys if k in self.store.files)
             self._changed = any(k not in self.store.files for k in self._keys)
 
     def drop(self) -> None:
         """Remove the chest's folder and everything in it; the chest is empty."""
         with self.lock:
+            if self.readonly:
+                raise ReadOnlyError(self.path, "drop the chest")
             self.store.drop()
+            self._release_writer_lock()
             self.inmem.clear()
             self._sizes.clear()
             self._keys.clear()
@@ -681,6 +725,8 @@ class Chest(MutableMapping):
         loaded and written again. With ``overwrite=False`` keys already here
         keep their value.
         """
+        if self._guarded:
+            self._writable("update")
         if isinstance(other, Chest) and other is not self:
             self._update_from_chest(other, overwrite)
         else:
@@ -721,6 +767,7 @@ class Chest(MutableMapping):
     def _link(self, key: Hashable, source: str) -> None:
         """Make ``key``'s file a link or copy of ``source`` (another chest's)."""
         with self.lock:
+            self._writable("update")
             self._drop_value(key)
             written = self.store.link_temp(source, self.store.prepare(key))
             try:
@@ -750,12 +797,32 @@ class Chest(MutableMapping):
             return
         _OPEN_CHESTS.pop(id(self), None)
         with self.lock:
-            if not os.path.isdir(self.store.path):
-                return
             try:
-                self.flush()
+                if os.path.isdir(self.store.path) and not self.readonly and (
+                        self._changed or self.inmem or self._in_flight):
+                    self.flush()
             except UnwritableValuesError as e:
                 warnings.warn(str(e), ChestWarning, stacklevel=2)
+            finally:
+                self.store.close()
+                self._release_writer_lock()
+
+    def _writable(self, action: str) -> None:
+        """Refuse ``action`` on a read-only chest; after ``close()``, take the
+        writer's lock again before writing (lock held)."""
+        if self.readonly:
+            raise ReadOnlyError(self.path, action)
+        if self._writer_lock is None and self._explicitly_given_path:
+            os.makedirs(self.path, exist_ok=True)
+            self._writer_lock = WriterLock(self.path, self._lock_timeout)
+            _OPEN_CHESTS[id(self)] = self
+        self._guarded = False
+
+    def _release_writer_lock(self) -> None:
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+            self._guarded = True
 
     def __enter__(self) -> "Chest":
         return self

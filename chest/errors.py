@@ -1,6 +1,7 @@
 """Errors and warnings raised by chest; each message names the key, file or path."""
 from __future__ import annotations
 
+import errno
 from typing import Hashable
 
 
@@ -55,6 +56,50 @@ class UnwritableValuesError(ChestError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return type(self), (self.path, self.failures)
+
+
+class ChestLockedError(ChestError):
+    """Another process has the chest open for writing."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        self.path = path
+        self.holder = holder
+        super().__init__(
+            f"the chest at {path} is open for writing by {holder}; close it there, "
+            f"pass lock_timeout= to wait, or open it with readonly=True")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.path, self.holder)
+
+
+class ReadOnlyError(ChestError):
+    """A change was asked of a chest opened with ``readonly=True``."""
+
+    def __init__(self, path: str, action: str) -> None:
+        self.path = path
+        self.action = action
+        super().__init__(f"cannot {action}: the chest at {path} is read-only")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.path, self.action)
+
+
+class DiskBudgetError(ChestError, OSError):
+    """Writing a value would take the chest's files over ``max_disk``."""
+
+    def __init__(self, path: str, key: Hashable, needed: int, max_disk: int) -> None:
+        self.path = path
+        self.key = key
+        self.needed = needed
+        self.max_disk = max_disk
+        super().__init__(errno.ENOSPC, self.__str__())
+
+    def __str__(self) -> str:
+        return (f"writing key {self.key!r} would take the chest at {self.path} to "
+                f"{self.needed} bytes on disk, over max_disk={self.max_disk}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.path, self.key, self.needed, self.max_disk)
 
 
 class ChestWarning(UserWarning):

@@ -47,7 +47,8 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTupl
 
 import cloudpickle
 
-from .errors import IndexFileError, ValueFileError
+from .errors import DiskBudgetError, IndexFileError, ValueFileError
+from .journal import JOURNAL_NAME, Journal, read_journal
 
 __all__ = ["Store", "key_to_filename", "INDEX_NAME"]
 
@@ -168,6 +169,9 @@ class Store:
         mode: str = "b",
         unbuffered: bool = False,
         durable: bool = False,
+        journal: bool = False,
+        readonly: bool = False,
+        max_disk: Optional[int] = None,
     ) -> None:
         if mode not in ("b", "t"):
             raise ValueError(f"mode must be 'b' (binary) or 't' (text), not {mode!r}")
@@ -179,6 +183,11 @@ class Store:
         self.mode = mode
         self.unbuffered = unbuffered and mode == "b"
         self.durable = durable
+        self.readonly = readonly
+        #: Most bytes the value files may take (None: no limit).
+        self.max_disk = max_disk
+        #: Bytes of the value files of the keys in ``files``.
+        self.disk_usage = 0
         #: key -> name relative to ``path`` ('/'-separated), for keys given one.
         self.names: Dict[Hashable, str] = {}
         #: key -> size in bytes of its file, for keys whose file holds their value.
@@ -190,9 +199,17 @@ class Store:
         self._retired: Dict[str, str] = {}  # retired path -> live path
         self._released: Dict[Hashable, str] = {}  # forgotten key -> name
         self._known_dirs = {self.path}
-        os.makedirs(self.path, exist_ok=True)
+        if not readonly:
+            os.makedirs(self.path, exist_ok=True)
         self._read_index()
-        self._recover()
+        self.journal = Journal(os.path.join(self.path, JOURNAL_NAME), durable) \
+            if journal and not readonly else None
+        replayed = self._replay_journal() if journal else False
+        if not readonly:
+            self._recover()
+            if replayed:
+                # Make the recovery durable; this also empties the journal.
+                self.write_index(list(self.files))
 
     # -- names ---------------------------------------------------------------
     def full_path(self, name: str) -> str:
@@ -339,10 +356,19 @@ class Store:
         The rename replaces an older file of the key atomically: a reader or
         a crash sees the old value or the new one, never a mix or nothing.
         """
+        old_size = self.files.get(key, 0)
+        if self.max_disk is not None and \
+                self.disk_usage - old_size + written.size > self.max_disk:
+            raise DiskBudgetError(self.path, key,
+                                  self.disk_usage - old_size + written.size,
+                                  self.max_disk)
         os.replace(written.tmp, written.filename)
         if self.durable:
             self._sync_dir(os.path.dirname(written.filename))
+        if self.journal is not None:
+            self.journal.append(key, self.names[key], written.size)
         self.files[key] = written.size
+        self.disk_usage += written.size - old_size
 
     def discard(self, tmp: str) -> None:
         """Remove a temporary file that will not be committed."""
@@ -365,6 +391,13 @@ class Store:
             with self._open(filename, "r") as f:
                 value = self.load(f)
         except FileNotFoundError:
+            if self.readonly:
+                # The writer replaced this value since its last flush and
+                # keeps the flushed file aside until the next one.
+                folder, base = os.path.split(filename)
+                old = os.path.join(folder, OLD_PREFIX + base)
+                if os.path.exists(old):
+                    return self.read(key, old)
             raise ValueFileError(key, filename, "the file is missing") from None
         except (MemoryError, KeyboardInterrupt):
             raise
@@ -380,7 +413,7 @@ class Store:
         """
         if key in self.files:
             self._retire_path(self.full_path(self.names[key]), remove_live=True)
-            del self.files[key]
+            self.disk_usage -= self.files.pop(key)
 
     def _retire_path(self, filename: str, remove_live: bool) -> None:
         folder, base = os.path.split(filename)
@@ -404,10 +437,13 @@ class Store:
     def forget(self, key: Hashable) -> None:
         """Drop ``key``: retire its file, keep its name reserved until the next
         index write (a crash must not pair the old index with a new file)."""
+        had_file = key in self.files
         self.retire(key)
         name = self.names.pop(key, None)
         if name is not None:
             self._released[key] = name
+            if had_file and self.journal is not None:
+                self.journal.append(key, None, 0)
 
     # -- the index -----------------------------------------------------------
     @property
@@ -445,6 +481,8 @@ class Store:
             if self.names.get(key) != name:
                 self._unclaim(name)
         self._released.clear()
+        if self.journal is not None:
+            self.journal.clear()
 
     def _read_index(self) -> None:
         filename = self.index_path
@@ -461,6 +499,7 @@ class Store:
         for key, name, size in entries:
             self._claim(key, name)
             self.files[key] = size
+        self.disk_usage = sum(self.files.values())
         self.indexed = {key: name for key, name, _ in entries}
         self._indexed_paths = {self.full_path(n) for n in self.indexed.values()}
 
@@ -490,9 +529,33 @@ class Store:
             entries.append((key, safe, size))
         return entries
 
+    def _replay_journal(self) -> bool:
+        """Add the keys written (and drop those deleted) since the index was
+        written, as the journal recorded them. True if there was anything."""
+        records = read_journal(os.path.join(self.path, JOURNAL_NAME))
+        for key, name, _ in records:
+            old = self.names.get(key)
+            if name is None:
+                if old is not None:
+                    del self.names[key]
+                    self._unclaim(old)
+                    self.disk_usage -= self.files.pop(key, 0)
+                continue
+            try:
+                size = os.stat(self.full_path(name)).st_size
+            except FileNotFoundError:
+                continue  # written, then deleted or overwritten: never flushed
+            if old is not None and old != name:
+                self._unclaim(old)
+            self._claim(key, name)
+            self.disk_usage += size - self.files.get(key, 0)
+            self.files[key] = size
+        return bool(records)
+
     def _recover(self) -> None:
         """Clean what a crash may have left: temporary files, retired files
         whose key's file is missing (put back), or no longer needed."""
+        live_paths = {self.full_path(self.names[k]) for k in self.files}
         for folder in self._walk_folders():
             try:
                 names = os.listdir(folder)
@@ -504,14 +567,14 @@ class Store:
                     self.discard(full)
                 elif base.startswith(OLD_PREFIX):
                     live = os.path.join(folder, base[len(OLD_PREFIX):])
-                    if live in self._indexed_paths and not os.path.exists(live):
+                    if live in live_paths and not os.path.exists(live):
                         os.replace(full, live)
                     else:
                         self.discard(full)
 
     def _walk_folders(self) -> List[str]:
         folders = {self.path}
-        for name in self.indexed.values():
+        for name in self.names.values():
             parts = name.split("/")
             for i in range(1, len(parts)):
                 folders.add(self.full_path("/".join(parts[:i])))
@@ -536,6 +599,13 @@ class Store:
         self._retired.clear()
         self._released.clear()
         self._known_dirs.clear()
+        self.disk_usage = 0
+        self.close()
+
+    def close(self) -> None:
+        """Release the journal's file descriptor."""
+        if self.journal is not None:
+            self.journal.close()
 
 
 def _as_key(key: Any) -> Hashable:

@@ -1,0 +1,97 @@
+"""The journal: keys whose files were written or deleted since the last index.
+
+``.keys`` is rewritten only by ``flush()``. Between two flushes, eviction
+writes value files that the index does not know yet; the journal records
+each one (and each deletion) with one small append, so a chest reopened
+after a crash finds them. Each record is ``length, crc32, pickle((key, name,
+size))``; replay stops at the first torn or damaged record, which can only
+be the last one written.
+
+Examples
+--------
+>>> import os, tempfile
+>>> j = Journal(os.path.join(tempfile.mkdtemp(), ".journal"))
+>>> j.append(("x", 1), "_x/1", 10)
+>>> j.append(("x", 1), None, 0)
+>>> read_journal(j.filename)
+[(('x', 1), '_x/1', 10), (('x', 1), None, 0)]
+>>> j.clear()
+>>> read_journal(j.filename)
+[]
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import zlib
+from typing import Hashable, List, Optional, Tuple
+
+import cloudpickle
+
+__all__ = ["Journal", "read_journal", "JOURNAL_NAME"]
+
+JOURNAL_NAME = ".journal"
+_RECORD = struct.Struct("<II")  # payload length, crc32 of payload
+
+Record = Tuple[Hashable, Optional[str], int]
+
+
+class Journal:
+    """An append-only log of ``(key, file name or None if deleted, size)``."""
+
+    def __init__(self, filename: str, durable: bool = False) -> None:
+        self.filename = filename
+        self.durable = durable
+        self._fd: Optional[int] = None
+
+    def append(self, key: Hashable, name: Optional[str], size: int) -> None:
+        """Record that ``key``'s file is ``name`` (None: the key was deleted)."""
+        try:
+            payload = pickle.dumps((key, name, size), protocol=5)
+        except Exception:
+            payload = cloudpickle.dumps((key, name, size), protocol=5)
+        if self._fd is None:
+            self._fd = os.open(self.filename, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                               0o644)
+        # One write call: a crash leaves the record whole or torn at the end.
+        os.write(self._fd, _RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
+        if self.durable:
+            os.fsync(self._fd)
+
+    def clear(self) -> None:
+        """Remove the journal (the index on disk now holds everything)."""
+        self.close()
+        try:
+            os.remove(self.filename)
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        """Close the journal's file descriptor."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_journal(filename: str) -> List[Record]:
+    """Every whole record of a journal file, in order; [] if there is none."""
+    try:
+        with open(filename, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    records: List[Record] = []
+    offset = 0
+    while offset + _RECORD.size <= len(data):
+        length, crc = _RECORD.unpack_from(data, offset)
+        payload = data[offset + _RECORD.size:offset + _RECORD.size + length]
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            break
+        try:
+            key, name, size = pickle.loads(payload)
+        except Exception:
+            break
+        records.append((key, name, size))
+        offset += _RECORD.size + length
+    return records

@@ -1,0 +1,97 @@
+"""One writer process per chest folder: an advisory ``flock`` on the folder.
+
+The lock is held while a chest with a path is open for writing. A second
+process gets :class:`~chest.errors.ChestLockedError` naming the folder and
+the process that holds it (read from ``/proc/locks`` where there is one).
+Within one process, chests opened on the same folder share the lock (as the
+original chest allowed). Locking the folder itself leaves no extra file in
+it.
+
+Examples
+--------
+>>> import tempfile
+>>> folder = tempfile.mkdtemp()
+>>> lock = WriterLock(folder)
+>>> again = WriterLock(folder)     # same process: shared
+>>> lock.release(); again.release()
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from typing import Dict, List, Tuple
+
+from .errors import ChestLockedError
+
+__all__ = ["WriterLock", "lock_holder"]
+
+_held: Dict[Tuple[int, int], List[int]] = {}  # (device, inode) -> [fd, users]
+_held_lock = threading.Lock()
+
+
+class WriterLock:
+    """Hold the writer's lock of ``folder``, waiting up to ``timeout`` seconds."""
+
+    def __init__(self, folder: str, timeout: float = 0.0) -> None:
+        self.folder = folder
+        self._id: Tuple[int, int] = (0, 0)
+        self._released = False
+        deadline = time.monotonic() + timeout
+        while True:
+            with _held_lock:
+                if self._try_acquire():
+                    return
+            if time.monotonic() >= deadline:
+                raise ChestLockedError(folder, lock_holder(folder))
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _try_acquire(self) -> bool:
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        info = os.fstat(fd)
+        self._id = (info.st_dev, info.st_ino)
+        held = _held.get(self._id)
+        if held is not None:
+            os.close(fd)
+            held[1] += 1
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        _held[self._id] = [fd, 1]
+        return True
+
+    def release(self) -> None:
+        """Let go (the last user in this process unlocks the folder)."""
+        with _held_lock:
+            if self._released:
+                return
+            self._released = True
+            held = _held.get(self._id)
+            if held is None:
+                return
+            held[1] -= 1
+            if held[1] == 0:
+                del _held[self._id]
+                os.close(held[0])  # closing the descriptor drops the flock
+
+
+def lock_holder(folder: str) -> str:
+    """Who holds the flock of ``folder``: "process PID", or "another process"."""
+    try:
+        info = os.stat(folder)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return "another process"
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK":
+            _, _, inode = fields[5].rpartition(":")
+            if inode == str(info.st_ino):
+                return f"process {fields[4]}"
+    return "another process"
