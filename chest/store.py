@@ -437,12 +437,11 @@ class Store:
     def forget(self, key: Hashable) -> None:
         """Drop ``key``: retire its file, keep its name reserved until the next
         index write (a crash must not pair the old index with a new file)."""
-        had_file = key in self.files
         self.retire(key)
         name = self.names.pop(key, None)
         if name is not None:
             self._released[key] = name
-            if had_file and self.journal is not None:
+            if self.journal is not None:
                 self.journal.append(key, None, 0)
 
     # -- the index -----------------------------------------------------------

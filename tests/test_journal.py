@@ -1,0 +1,81 @@
+"""Journal: spilled keys survive a crash between flushes."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from conftest import files_in
+
+from chest import Chest
+from chest.journal import Journal, read_journal
+
+
+def crash_copy(c, tmp_path, name="crashed"):
+    """The chest's folder as a kill -9 would leave it now."""
+    target = tmp_path / name
+    shutil.copytree(c.path, target)
+    return str(target)
+
+
+def test_torn_last_record_is_ignored(tmp_path):
+    j = Journal(str(tmp_path / ".journal"))
+    j.append("a", "a", 1)
+    j.append("b", "b", 2)
+    j.close()
+    data = (tmp_path / ".journal").read_bytes()
+    (tmp_path / ".journal").write_bytes(data[:-3])
+    assert read_journal(str(tmp_path / ".journal")) == [("a", "a", 1)]
+
+
+def test_spilled_keys_are_recovered_after_a_crash(make_chest, tmp_path):
+    c = make_chest(available_memory=0)
+    c["flushed"] = 0
+    c.flush()
+    c["spilled"] = 1
+    c[("tuple", 2)] = 2
+    crashed = Chest(path=crash_copy(c, tmp_path))
+    assert dict(crashed) == {"flushed": 0, "spilled": 1, ("tuple", 2): 2}
+    # Recovery wrote the index: the journal is gone.
+    assert ".journal" not in os.listdir(crashed.path)
+    crashed.close()
+
+
+def test_deleted_keys_stay_deleted_after_a_crash(make_chest, tmp_path):
+    c = make_chest(available_memory=0)
+    c["a"] = 1
+    c["b"] = 2
+    c.flush()
+    del c["a"]
+    crashed = Chest(path=crash_copy(c, tmp_path))
+    assert dict(crashed) == {"b": 2}
+    assert files_in(crashed.path) == [".keys", "b"]
+    crashed.close()
+
+
+def test_overwritten_and_spilled_value_wins_after_a_crash(make_chest, tmp_path):
+    c = make_chest(available_memory=0)
+    c["k"] = "flushed"
+    c.flush()
+    c["k"] = "later"
+    crashed = Chest(path=crash_copy(c, tmp_path))
+    assert crashed["k"] == "later"
+    assert files_in(crashed.path) == [".keys", "k"]
+    crashed.close()
+
+
+def test_value_only_in_memory_at_the_crash_falls_back_to_flushed(make_chest, tmp_path):
+    c = make_chest(available_memory=10**6)
+    c["k"] = "flushed"
+    c.flush()
+    c["k"] = "in memory only"
+    c["new"] = "in memory only"
+    crashed = Chest(path=crash_copy(c, tmp_path))
+    assert dict(crashed) == {"k": "flushed"}
+    crashed.close()
+
+
+def test_a_temporary_chest_keeps_no_journal():
+    c = Chest(available_memory=0)
+    c["x"] = 1
+    assert ".journal" not in os.listdir(c.path)
+    c.close()
