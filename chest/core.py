@@ -190,8 +190,10 @@ class Chest(MutableMapping):
         # compares it to know whether its result is still current.
         self._keys: Dict[Hashable, int] = {}
         self._versions = itertools.count()
-        # Keys in memory whose file holds the same value -> fingerprint then.
-        self._clean: Dict[Hashable, Any] = {}
+        # Key -> fingerprint of the value its file holds, where known (taken
+        # when the file was written or first read): a value in memory with
+        # the same fingerprint need not be written again.
+        self._file_tokens: Dict[Hashable, Any] = {}
         # Values being written by an eviction that released the lock.
         self._in_flight: Dict[Hashable, Any] = {}
         # Keys in memory whose last write failed -> the error; eviction skips
@@ -271,8 +273,8 @@ class Chest(MutableMapping):
                 self.inmem[key] = value
                 self._sizes[key] = size
                 self.memory_usage += size - old_size
-                if self._clean:
-                    self._clean.pop(key, None)
+                if self._file_tokens:
+                    self._file_tokens.pop(key, None)
                 if self._unwritable:
                     self._unwritable.pop(key, None)
                 if key in self.store.files:
@@ -359,20 +361,25 @@ class Chest(MutableMapping):
             self._in_flight.pop(key, None)
         if self._unwritable:
             self._unwritable.pop(key, None)
-        self._clean.pop(key, None)
+        self._file_tokens.pop(key, None)
         if key in self.store.files:
             self.store.retire(key)
             self._spilled_sizes.pop(key, None)
 
-    def _keep_in_memory(self, key: Hashable, value: Any, size: int,
-                        clean: Any = None) -> None:
+    def _keep_in_memory(self, key: Hashable, value: Any, size: int) -> None:
         """Put a value in the memory tier (lock held)."""
         self.inmem[key] = value
         self._sizes[key] = size
         self.memory_usage += size
         self.policy.add(key, size)
-        if clean is not None:
-            self._clean[key] = clean
+
+    def _keep_loaded(self, key: Hashable, value: Any, size: int) -> None:
+        """Keep a value just read from its file in memory (lock held)."""
+        self._keep_in_memory(key, value, size)
+        if key not in self._file_tokens:
+            token = fingerprint(value)
+            if token is not None:
+                self._file_tokens[key] = token
 
     def _write_through(self, key: Hashable, value: Any, size: int) -> None:
         """Store a value larger than the whole budget straight on disk (lock held)."""
@@ -392,22 +399,29 @@ class Chest(MutableMapping):
     def _write(self, key: Hashable, value: Any, size: int) -> None:
         """Write ``key``'s value (``size`` bytes in memory) to its file now
         (lock held)."""
+        token = fingerprint(value)
         written = self.store.write_temp(self.store.prepare(key), value)
         try:
             self.store.commit(key, written)
         except BaseException:
             self.store.discard(written.tmp)
             raise
-        self._count_write(key, written, size)
+        self._count_write(key, written, size, token)
 
-    def _count_write(self, key: Hashable, written: Written, size: int) -> None:
+    def _count_write(self, key: Hashable, written: Written, size: int,
+                     token: Any) -> None:
         self._spilled_sizes[key] = size
+        if token is None:
+            self._file_tokens.pop(key, None)
+        else:
+            self._file_tokens[key] = token
         self.stats.spills += 1
         self.stats.bytes_written += written.size
         self.stats.write_seconds += written.seconds
 
     def _is_clean(self, key: Hashable, value: Any) -> bool:
-        token = self._clean.get(key)
+        """Does ``key``'s file hold ``value`` as it is now?"""
+        token = self._file_tokens.get(key)
         return token is not None and key in self.store.files and \
             fingerprint(value) == token
 
@@ -446,19 +460,16 @@ class Chest(MutableMapping):
                 size = self._sizes.pop(key)
                 self.memory_usage -= size
                 if self.readonly:
-                    self._clean.pop(key, None)  # a copy of its file: let it go
-                    return size
+                    return size  # a copy of its file: let it go
                 if self._guarded:
                     self._writable("write to disk")
                 try:
                     self._on_overflow(key)
                 except BaseException:
-                    self._keep_in_memory(key, value, size, self._clean.get(key))
+                    self._keep_in_memory(key, value, size)
                     raise
                 if self._is_clean(key, value):
-                    del self._clean[key]
                     return size
-                self._clean.pop(key, None)
                 version = self._keys[key]
                 self._in_flight[key] = value
                 try:
@@ -476,6 +487,7 @@ class Chest(MutableMapping):
         False if it could not be written (it is back in memory).
         """
         try:
+            token = fingerprint(value)
             written = self.store.write_temp(filename, value)
         except Exception as e:
             with self.lock:
@@ -495,7 +507,7 @@ class Chest(MutableMapping):
                 self._keep_unwritable(key, value, size, e)
                 return False
             del self._in_flight[key]
-            self._count_write(key, written, size)
+            self._count_write(key, written, size, token)
             return True
 
     def _keep_unwritable(self, key: Hashable, value: Any, size: int,
@@ -550,7 +562,7 @@ class Chest(MutableMapping):
                 size = nbytes(value)
                 if size > self._available_memory:
                     return value
-                self._keep_in_memory(key, value, size, fingerprint(value))
+                self._keep_loaded(key, value, size)
                 over = self.memory_usage > self._available_memory
             if over:
                 self.shrink()
@@ -624,7 +636,6 @@ class Chest(MutableMapping):
                     self._unwritable[key] = e
                     raise
             self._unwritable.pop(key, None)
-            self._clean.pop(key, None)
             del self.inmem[key]
             self.memory_usage -= self._sizes.pop(key)
             self.policy.remove(key)
@@ -656,8 +667,7 @@ class Chest(MutableMapping):
                 with self.open_many(names, mode="r" + self.mode) as files:
                     for key, f in zip(batch, files):
                         value = self.load(f)
-                        self._keep_in_memory(key, value, nbytes(value),
-                                             fingerprint(value))
+                        self._keep_loaded(key, value, nbytes(value))
                         self.stats.reloads += 1
         self.shrink()
 
@@ -709,7 +719,7 @@ class Chest(MutableMapping):
             self.inmem.clear()
             self._sizes.clear()
             self._keys.clear()
-            self._clean.clear()
+            self._file_tokens.clear()
             self._in_flight.clear()
             self._unwritable.clear()
             self._spilled_sizes.clear()

@@ -47,3 +47,48 @@ def test_unpicklable_raises_the_pickle_error():
     import threading
     with pytest.raises(TypeError):
         dump(threading.Lock(), io.BytesIO())
+
+
+def file_of(value, tmp_path):
+    path = tmp_path / "value"
+    with open(path, "wb", buffering=0) as f:
+        dump(value, f)
+    return path
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.arange(100_000.0),
+    lambda: {"x": np.arange(100_000.0), "small": [1, 2],
+             "f": np.ones((300, 400), order="F")},
+    lambda: (np.arange(100_000), np.arange(100_000)),  # the second one memoized
+    lambda: [np.ones(20_000), bytearray(100_000), np.ones(20_000)],
+    lambda: bytearray(200_000),
+    lambda: np.array(["x"] * 100_000, dtype=object),
+    lambda: np.arange(10**6).reshape(1000, 1000)[:, :500],
+    lambda: "small",
+])
+def test_load_reads_exactly_what_pickle_load_reads(tmp_path, make):
+    value = make()
+    path = file_of(value, tmp_path)
+    with open(path, "rb", buffering=0) as f:
+        ours = load(f)
+    with open(path, "rb") as f:
+        theirs = pickle.load(f)
+    assert type(ours) is type(theirs)
+    assert pickle.dumps(ours, protocol=5) == pickle.dumps(theirs, protocol=5)
+
+
+def test_large_arrays_are_read_into_numpy_memory(tmp_path):
+    path = file_of({"a": np.arange(100_000.0), "b": bytearray(100_000)}, tmp_path)
+    with open(path, "rb", buffering=0) as f:
+        value = load(f)
+    assert isinstance(value["a"].base, np.ndarray)  # not a bytearray
+    assert value["a"].flags.writeable
+    assert type(value["b"]) is bytearray  # not numpy's: read in-band
+
+
+def test_truncated_file_raises(tmp_path):
+    path = file_of(np.arange(100_000.0), tmp_path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with open(path, "rb", buffering=0) as f, pytest.raises(Exception):
+        load(f)
