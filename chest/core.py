@@ -26,7 +26,7 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
 from . import serialize
 from .budget import DEFAULT_BUDGET, format_bytes, parse_budget
 from .errors import ChestWarning, ReadOnlyError, UnwritableValuesError, ValueFileError
-from .fingerprint import fingerprint
+from .fingerprint import bytes_token, fingerprint, unchanged
 from .lock import WriterLock
 from .policy import Policy, make_policy
 from .sizeof import nbytes
@@ -37,6 +37,9 @@ __all__ = ["Chest", "nbytes", "key_to_filename"]
 
 #: How many files :meth:`Chest.prefetch` opens at once.
 MAX_OPEN_FILES = 512
+#: Values up to this size (in memory and on disk) are pickled to bytes and
+#: written or read in one call, and known unchanged by their bytes' hash.
+SMALL_VALUE = 64 * 1024
 
 _MISSING = object()
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -78,8 +81,8 @@ class Chest(MutableMapping):
     """A dictionary that spills to disk.
 
     Values stay in memory until their sizes add up to more than
-    ``available_memory``; then the largest (by default) move to files in
-    ``path``, one file per key, and come back when asked for. A chest with a
+    ``available_memory``; then the least recently used (by default) move to
+    files in ``path``, one file per key, and come back when asked for. A chest with a
     path can be closed and reopened by that path later.
 
     Parameters
@@ -106,8 +109,9 @@ class Chest(MutableMapping):
         :meth:`prefetch`.
     mode : {'b', 't'}
         Binary or text files (``'t'`` for ``json.dump`` / ``json.load``).
-    policy : {'largest', 'lru'} or Policy
-        Which value leaves memory first.
+    policy : {'lru', 'largest'} or Policy
+        Which value leaves memory first: the least recently used (default),
+        or the largest (ties: the least recently used).
     durable : bool
         ``fsync`` files and folders so a flush also survives power loss.
     readonly : bool
@@ -151,7 +155,7 @@ class Chest(MutableMapping):
         open_many: Callable[..., Any] = _open_many,
         mode: str = "b",
         *,
-        policy: Union[str, Policy] = "largest",
+        policy: Union[str, Policy] = "lru",
         durable: bool = False,
         readonly: bool = False,
         lock_timeout: float = 0.0,
@@ -205,6 +209,9 @@ class Chest(MutableMapping):
         self._closed = False  # closed, and not changed since
 
         self.readonly = readonly
+        # The default pickle format with plain files: the fast paths apply.
+        self._default_format = (open is builtins.open and dump is serialize.dump
+                                and load is serialize.load and mode == "b")
         self._lock_timeout = lock_timeout
         self._writer_lock: Optional[WriterLock] = None
         if self._explicitly_given_path and not readonly:
@@ -213,8 +220,7 @@ class Chest(MutableMapping):
         try:
             self.store = Store(
                 self.path, dump, load, key_to_filename, open, mode,
-                unbuffered=(open is builtins.open and dump is serialize.dump
-                            and load is serialize.load),
+                unbuffered=self._default_format,
                 durable=durable, journal=self._explicitly_given_path,
                 readonly=readonly,
                 max_disk=None if max_disk is None else parse_budget(max_disk),
@@ -373,13 +379,38 @@ class Chest(MutableMapping):
         self.memory_usage += size
         self.policy.add(key, size)
 
-    def _keep_loaded(self, key: Hashable, value: Any, size: int) -> None:
+    def _keep_loaded(self, key: Hashable, value: Any, size: int,
+                     token: Any = None) -> None:
         """Keep a value just read from its file in memory (lock held)."""
         self._keep_in_memory(key, value, size)
         if key not in self._file_tokens:
-            token = fingerprint(value)
+            token = fingerprint(value) if token is None else token
             if token is not None:
                 self._file_tokens[key] = token
+
+    def _write_file(self, filename: str, value: Any, size: int) -> Tuple[Written, Any]:
+        """Write a value beside ``filename`` under a temporary name; also its
+        token (see :mod:`chest.fingerprint`). Needs no lock."""
+        if self._default_format and size <= SMALL_VALUE:
+            data = serialize.dumps(value)
+            return self.store.write_bytes_temp(filename, data), bytes_token(data)
+        token = fingerprint(value)
+        return self.store.write_temp(filename, value), token
+
+    def _read_file(self, key: Hashable, filename: str) -> Tuple[Any, int, float, Any]:
+        """Load ``key``'s value: ``(value, bytes read, seconds, token or None)``.
+        Needs no lock."""
+        if self._default_format and self.store.files.get(key, 0) <= SMALL_VALUE:
+            data, seconds = self.store.read_bytes(key, filename)
+            try:
+                value = serialize.loads(data)
+            except MemoryError:
+                raise
+            except Exception as e:
+                raise ValueFileError(key, filename, f"{type(e).__name__}: {e}") from e
+            return value, len(data), seconds, bytes_token(data)
+        value, size_on_disk, seconds = self.store.read(key, filename)
+        return value, size_on_disk, seconds, None
 
     def _write_through(self, key: Hashable, value: Any, size: int) -> None:
         """Store a value larger than the whole budget straight on disk (lock held)."""
@@ -399,8 +430,7 @@ class Chest(MutableMapping):
     def _write(self, key: Hashable, value: Any, size: int) -> None:
         """Write ``key``'s value (``size`` bytes in memory) to its file now
         (lock held)."""
-        token = fingerprint(value)
-        written = self.store.write_temp(self.store.prepare(key), value)
+        written, token = self._write_file(self.store.prepare(key), value, size)
         try:
             self.store.commit(key, written)
         except BaseException:
@@ -423,7 +453,7 @@ class Chest(MutableMapping):
         """Does ``key``'s file hold ``value`` as it is now?"""
         token = self._file_tokens.get(key)
         return token is not None and key in self.store.files and \
-            fingerprint(value) == token
+            unchanged(token, value, serialize.dumps)
 
     def shrink(self) -> None:
         """Move values to disk until ``memory_usage <= available_memory``.
@@ -487,8 +517,7 @@ class Chest(MutableMapping):
         False if it could not be written (it is back in memory).
         """
         try:
-            token = fingerprint(value)
-            written = self.store.write_temp(filename, value)
+            written, token = self._write_file(filename, value, size)
         except Exception as e:
             with self.lock:
                 if self._keys.get(key) == version and \
@@ -543,7 +572,7 @@ class Chest(MutableMapping):
                     self._on_miss(key)
                 filename = self.store.filename(key)
             try:
-                value, size_on_disk, seconds = self.store.read(key, filename)
+                value, size_on_disk, seconds, token = self._read_file(key, filename)
             except ValueFileError:
                 with self.lock:
                     if self._keys.get(key, _MISSING) == version and \
@@ -562,7 +591,7 @@ class Chest(MutableMapping):
                 size = nbytes(value)
                 if size > self._available_memory:
                     return value
-                self._keep_loaded(key, value, size)
+                self._keep_loaded(key, value, size, token)
                 over = self.memory_usage > self._available_memory
             if over:
                 self.shrink()

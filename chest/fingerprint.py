@@ -9,8 +9,11 @@ eviction time:
   frozensets of those) cannot change: their token is :data:`IMMUTABLE`;
 - numpy arrays and ``bytearray`` get a 64-bit xxh3 hash of their memory
   (about 20 GB/s) together with dtype and shape;
-- anything else (lists, dicts, pandas objects, user classes) has no token:
-  the chest cannot tell, so it writes the value again on eviction.
+- anything else (lists, dicts, pandas objects, user classes) has no token
+  of its own. Small values written or read by the default serialiser get
+  :func:`bytes_token`, a hash of their pickle: pickling them again on
+  eviction (microseconds) tells whether the file already holds them. Large
+  ones are written again.
 
 Examples
 --------
@@ -27,11 +30,11 @@ True
 from __future__ import annotations
 
 import sys
-from typing import Any, Hashable, Optional
+from typing import Any, Callable, Hashable, Optional
 
 import xxhash
 
-__all__ = ["fingerprint", "IMMUTABLE"]
+__all__ = ["fingerprint", "bytes_token", "unchanged", "IMMUTABLE"]
 
 
 class _Immutable:
@@ -51,6 +54,26 @@ def _is_immutable(value: Any, depth: int = 0) -> bool:
     if type(value) in (tuple, frozenset) and depth < 3 and len(value) <= 64:
         return all(_is_immutable(v, depth + 1) for v in value)
     return False
+
+
+def bytes_token(data: bytes) -> Hashable:
+    """The token of a value whose file holds ``data``.
+
+    A value in memory is unchanged if serialising it again gives the same
+    bytes: then its file already holds exactly what would be written.
+    """
+    return ("bytes", len(data), xxhash.xxh3_64_intdigest(data))
+
+
+def unchanged(token: Hashable, value: Any, dumps: Callable[[Any], bytes]) -> bool:
+    """Does ``value`` still match ``token`` (from :func:`fingerprint` or
+    :func:`bytes_token`)?"""
+    if type(token) is tuple and token[0] == "bytes":
+        try:
+            return bytes_token(dumps(value)) == token
+        except Exception:
+            return False
+    return fingerprint(value) == token
 
 
 def fingerprint(value: Any) -> Optional[Hashable]:

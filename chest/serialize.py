@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import cloudpickle
 
-__all__ = ["dump", "load", "PROTOCOL"]
+__all__ = ["dump", "load", "dumps", "loads", "PROTOCOL"]
 
 PROTOCOL = 5
 
@@ -45,6 +45,20 @@ def dump(value: Any, file: IO[bytes]) -> None:
             raise
         except Exception:
             raise pickle_error from None
+
+
+def dumps(value: Any) -> bytes:
+    """What :func:`dump` would write, as bytes."""
+    try:
+        return pickle.dumps(value, protocol=PROTOCOL)
+    except Exception as pickle_error:
+        try:
+            return cloudpickle.dumps(value, protocol=PROTOCOL)
+        except Exception:
+            raise pickle_error from None
+
+
+loads = pickle.loads
 
 
 def load(file: IO[bytes]) -> Any:

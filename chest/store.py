@@ -322,6 +322,48 @@ class Store:
             raise
         return Written(tmp, filename, size, time.perf_counter() - start)
 
+    def write_bytes_temp(self, filename: str, data: bytes) -> Written:
+        """As :meth:`write_temp`, for a value already serialised to ``data``:
+        one ``write`` call."""
+        folder, base = os.path.split(filename)
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{base}.{uuid.uuid4().hex[:12]}")
+        start = time.perf_counter()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        try:
+            try:
+                fd = os.open(tmp, flags, 0o644)
+            except FileNotFoundError:
+                self._known_dirs.discard(folder)
+                self._ensure_dir(folder)
+                fd = os.open(tmp, flags, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            self.discard(tmp)
+            raise
+        return Written(tmp, filename, len(data), time.perf_counter() - start)
+
+    def read_bytes(self, key: Hashable, filename: str) -> Tuple[bytes, float]:
+        """The content of ``key``'s file: ``(data, seconds)``."""
+        start = time.perf_counter()
+        try:
+            with builtins.open(filename, "rb", buffering=0) as f:
+                data = f.readall()
+        except FileNotFoundError:
+            if self.readonly:
+                folder, base = os.path.split(filename)
+                old = os.path.join(folder, OLD_PREFIX + base)
+                if os.path.exists(old):
+                    return self.read_bytes(key, old)
+            raise ValueFileError(key, filename, "the file is missing") from None
+        return data, time.perf_counter() - start
+
     def link_temp(self, source: str, filename: str) -> Written:
         """Hard-link (or, across file systems, copy) ``source`` beside ``filename``.
 

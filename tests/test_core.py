@@ -167,7 +167,7 @@ def test_budget_holds_after_every_call(make_chest):
 
 
 def test_largest_leaves_first_ties_to_least_recently_used(make_chest):
-    c = make_chest(available_memory=1000)
+    c = make_chest(available_memory=1000, policy="largest")
     c["small"] = np.zeros(10)      # 80 bytes
     c["big1"] = np.zeros(50)       # 400
     c["big2"] = np.zeros(50)       # 400
@@ -604,7 +604,8 @@ def test_hits_do_not_wait_for_a_slow_write(make_chest):
             release.wait(10)
         pickle.dump(value, f)
 
-    c = make_chest(available_memory=1000, dump=slow_dump, load=pickle.load)
+    c = make_chest(available_memory=1000, dump=slow_dump, load=pickle.load,
+                   policy="largest")
     c["resident"] = 1
     c["slow"] = "slow" + "x" * 500
     # Setting "trigger" pushes the largest value, "slow", out in this thread.
