@@ -233,11 +233,11 @@ class Chest(MutableMapping):
         self._guarded = readonly
         for key in self.store.files:
             self._keys[key] = next(self._versions)
-        if self._explicitly_given_path and not readonly:
-            _OPEN_CHESTS[id(self)] = self
-        else:
+        if not self._explicitly_given_path:
             self._finalizer = weakref.finalize(
                 self, shutil.rmtree, self.store.path, True)
+        elif not readonly:
+            _OPEN_CHESTS[id(self)] = self
         if data:
             self.update(data)
 
@@ -726,7 +726,8 @@ class Chest(MutableMapping):
                     self.move_to_disk(key)
                 except Exception as e:
                     failures[key] = e
-            if self._changed or not os.path.exists(self.store.index_path):
+            if self._changed or self.store.unindexed_writes or \
+                    not os.path.exists(self.store.index_path):
                 self.write_keys()
             if failures:
                 raise UnwritableValuesError(self.path, failures)

@@ -87,11 +87,12 @@ def lock_holder(folder: str) -> str:
             lines = f.read().splitlines()
     except OSError:
         return "another process"
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}"
     for line in lines:
         fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF": major:minor:inode
         if len(fields) >= 6 and fields[1] == "FLOCK":
-            _, _, inode = fields[5].rpartition(":")
-            if inode == str(info.st_ino):
+            where, _, inode = fields[5].rpartition(":")
+            if inode == str(info.st_ino) and where == device:
                 return f"process {fields[4]}"
     return "another process"

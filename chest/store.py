@@ -188,6 +188,8 @@ class Store:
         self.max_disk = max_disk
         #: Bytes of the value files of the keys in ``files``.
         self.disk_usage = 0
+        #: Files written or deleted since the index was written.
+        self.unindexed_writes = False
         #: key -> name relative to ``path`` ('/'-separated), for keys given one.
         self.names: Dict[Hashable, str] = {}
         #: key -> size in bytes of its file, for keys whose file holds their value.
@@ -409,6 +411,7 @@ class Store:
             self._sync_dir(os.path.dirname(written.filename))
         if self.journal is not None:
             self.journal.append(key, self.names[key], written.size)
+        self.unindexed_writes = True
         self.files[key] = written.size
         self.disk_usage += written.size - old_size
 
@@ -524,6 +527,7 @@ class Store:
         self._released.clear()
         if self.journal is not None:
             self.journal.clear()
+        self.unindexed_writes = False
 
     def _read_index(self) -> None:
         filename = self.index_path
@@ -575,6 +579,8 @@ class Store:
         written, as the journal recorded them. True if there was anything."""
         records = read_journal(os.path.join(self.path, JOURNAL_NAME))
         for key, name, _ in records:
+            if name is not None and _safe_name(name) != name:
+                continue  # not a name this store writes: ignore the record
             old = self.names.get(key)
             if name is None:
                 if old is not None:
@@ -678,7 +684,11 @@ def _parse_index(filename: str, data: bytes) -> List[Tuple[Hashable, str, int]]:
     if zlib.crc32(payload) != crc:
         raise IndexFileError(filename, "checksum mismatch: the file is corrupted")
     try:
-        entries = pickle.loads(payload)["entries"]
+        entries = [(key, name, int(size))
+                   for key, name, size in pickle.loads(payload)["entries"]]
     except Exception as e:
         raise IndexFileError(filename, f"{type(e).__name__}: {e}") from e
-    return [(key, name, size) for key, name, size in entries]
+    for key, name, _ in entries:
+        if _safe_name(name) != name:
+            raise IndexFileError(filename, f"unsafe file name {name!r} of key {key!r}")
+    return entries

@@ -79,3 +79,13 @@ def test_a_temporary_chest_keeps_no_journal():
     c["x"] = 1
     assert ".journal" not in os.listdir(c.path)
     c.close()
+
+
+def test_a_clean_close_leaves_no_journal(chest_path):
+    c = Chest(path=chest_path, available_memory=10**7)
+    c["big list"] = list(range(100_000))  # no fingerprint: rewritten if read
+    c.close()
+    c = Chest(path=chest_path, available_memory=10**7)
+    assert c["big list"][-1] == 99_999
+    c.close()
+    assert ".journal" not in os.listdir(chest_path)

@@ -105,3 +105,15 @@ def test_lock_timeout_waits_for_the_holder(chest_path):
     holder.stdout.close()
     waited.close()
     c.close()
+
+
+def test_collecting_a_readonly_chest_keeps_the_folder(chest_path):
+    import gc
+    writer = Chest(path=chest_path)
+    writer["x"] = 1
+    writer.close()
+    reader = Chest(path=chest_path, readonly=True)
+    assert reader["x"] == 1
+    del reader
+    gc.collect()
+    assert os.path.exists(os.path.join(chest_path, ".keys"))

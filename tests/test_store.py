@@ -161,3 +161,19 @@ def test_link_or_copy(tmp_path):
 def test_mode_is_checked(tmp_path):
     with pytest.raises(ValueError, match="mode must be 'b'"):
         make(tmp_path, mode="x")
+
+
+@pytest.mark.parametrize("entries", [
+    [("x", "x")],                      # not (key, name, size)
+    [("x", "../outside", 1)],          # a name that leaves the folder
+    [("x", "x", "not a size")],
+])
+def test_malformed_index_entries_are_an_index_error(tmp_path, entries):
+    import zlib
+    from chest.store import _HEADER, INDEX_VERSION
+    payload = pickle.dumps({"entries": entries})
+    (tmp_path / ".keys").write_bytes(
+        INDEX_MAGIC + _HEADER.pack(INDEX_VERSION, len(payload), zlib.crc32(payload))
+        + payload)
+    with pytest.raises(IndexFileError):
+        make(tmp_path)
