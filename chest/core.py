@@ -124,6 +124,11 @@ class Chest(MutableMapping):
     max_disk : int or str, optional
         Most bytes the value files may take; a value that would go over stays
         in memory, as on a full disk.
+    mmap : bool
+        Load large numpy arrays as read-only memory maps of their files (as
+        ``np.load(mmap_mode='r')``): nothing is read until used, and evicting
+        them writes nothing. Copy one to change it. A map stays valid when
+        its key is overwritten or deleted. Needs the default ``dump``/``load``.
     worker_local_directory : str, optional
         Put a temporary chest's folder in this folder (dask.distributed
         passes a worker's own folder here).
@@ -160,6 +165,7 @@ class Chest(MutableMapping):
         readonly: bool = False,
         lock_timeout: float = 0.0,
         max_disk: Optional[Union[int, str]] = None,
+        mmap: bool = False,
         worker_local_directory: Optional[Union[str, os.PathLike]] = None,
     ) -> None:
         if isinstance(data, (str, os.PathLike)) and worker_local_directory is None:
@@ -212,6 +218,8 @@ class Chest(MutableMapping):
         # The default pickle format with plain files: the fast paths apply.
         self._default_format = (open is builtins.open and dump is serialize.dump
                                 and load is serialize.load and mode == "b")
+        if mmap and not self._default_format:
+            raise ValueError("mmap=True needs the default dump, load, open and mode")
         self._lock_timeout = lock_timeout
         self._writer_lock: Optional[WriterLock] = None
         if self._explicitly_given_path and not readonly:
@@ -219,7 +227,8 @@ class Chest(MutableMapping):
             self._writer_lock = WriterLock(self.path, lock_timeout)
         try:
             self.store = Store(
-                self.path, dump, load, key_to_filename, open, mode,
+                self.path, dump, serialize.load_mapped if mmap else load,
+                key_to_filename, open, mode,
                 unbuffered=self._default_format,
                 durable=durable, journal=self._explicitly_given_path,
                 readonly=readonly,

@@ -29,6 +29,7 @@ True
 """
 from __future__ import annotations
 
+import mmap
 import sys
 from typing import Any, Callable, Hashable, Optional
 
@@ -67,13 +68,28 @@ def bytes_token(data: bytes) -> Hashable:
 
 def unchanged(token: Hashable, value: Any, dumps: Callable[[Any], bytes]) -> bool:
     """Does ``value`` still match ``token`` (from :func:`fingerprint` or
-    :func:`bytes_token`)?"""
+    :func:`bytes_token`)?
+
+    A read-only memory map of the key's own file always does.
+    """
+    if fingerprint(value) is IMMUTABLE and not _is_immutable(value):
+        return True
     if type(token) is tuple and token[0] == "bytes":
         try:
             return bytes_token(dumps(value)) == token
         except Exception:
             return False
     return fingerprint(value) == token
+
+
+def _is_mapped(array: Any) -> bool:
+    """Is ``array`` a read-only view of a memory-mapped file?"""
+    if array.flags.writeable:
+        return False
+    base = array.base
+    while type(base).__name__ == "ndarray":
+        base = base.base
+    return isinstance(getattr(base, "obj", base), mmap.mmap)
 
 
 def fingerprint(value: Any) -> Optional[Hashable]:
@@ -88,6 +104,8 @@ def fingerprint(value: Any) -> Optional[Hashable]:
     if type(value) is bytearray:
         return ("bytearray", len(value), xxhash.xxh3_64_intdigest(value))
     if numpy is not None and type(value) is numpy.ndarray:
+        if _is_mapped(value):
+            return IMMUTABLE  # a read-only map of a file no one changes
         if value.dtype.hasobject:
             return None
         if value.flags.c_contiguous:

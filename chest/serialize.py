@@ -18,12 +18,14 @@ Examples
 """
 from __future__ import annotations
 
+import io
+import mmap
 import pickle
 from typing import IO, Any
 
 import cloudpickle
 
-__all__ = ["dump", "load", "dumps", "loads", "PROTOCOL"]
+__all__ = ["dump", "load", "load_mapped", "dumps", "loads", "PROTOCOL"]
 
 PROTOCOL = 5
 
@@ -72,7 +74,23 @@ def load(file: IO[bytes]) -> Any:
     if hasattr(file, "readinto") and hasattr(file, "seek"):
         start = file.tell()
         try:
-            return _load_into_numpy_memory(file)
+            return _load_into_numpy_memory(file, mapped=False)
+        except _NoFastPath:
+            file.seek(start)
+    return pickle.load(file)
+
+
+def load_mapped(file: IO[bytes]) -> Any:
+    """As :func:`load`, but large numpy arrays are read-only memory maps of
+    the file (as ``np.load(mmap_mode='r')``): nothing is read until used.
+
+    The map keeps the file's data alive even if the file is then replaced or
+    removed.
+    """
+    if hasattr(file, "fileno") and hasattr(file, "seek"):
+        start = file.tell()
+        try:
+            return _load_into_numpy_memory(file, mapped=True)
         except _NoFastPath:
             file.seek(start)
     return pickle.load(file)
@@ -91,13 +109,14 @@ _FROMBUFFER = {("numpy._core.numeric", "_frombuffer"),
 _MAX_PARSED = 1 << 20
 
 
-def _load_into_numpy_memory(file: IO[bytes]) -> Any:
+def _load_into_numpy_memory(file: IO[bytes], mapped: bool) -> Any:
     """Unpickle, handing the data of numpy arrays over as out-of-band buffers.
 
     pickle writes a large buffer as an unframed ``BYTEARRAY8`` header and the
     data, right after a frame. Each such buffer that is the first argument of
     numpy's ``_frombuffer`` is replaced by ``NEXT_BUFFER`` and read into a
-    numpy buffer; the rest of the stream is what ``pickle.load`` would read.
+    numpy buffer (or a view of the file mapped in memory, if ``mapped``);
+    the rest of the stream is what ``pickle.load`` would read.
     """
     try:
         import numpy
@@ -111,6 +130,7 @@ def _load_into_numpy_memory(file: IO[bytes]) -> Any:
     stack = _OpcodeStack()
     size = int.from_bytes(head[3:], "little")
     first = True
+    mapping = None
     while True:
         body = _read_exact(file, size)
         following = file.read(9)
@@ -124,8 +144,17 @@ def _load_into_numpy_memory(file: IO[bytes]) -> Any:
         if is_buffer:
             n = int.from_bytes(following[1:], "little")
             if stack.calls_frombuffer():
-                buffer = numpy.empty(n, numpy.uint8)
-                _readinto_exact(file, memoryview(buffer))
+                if mapped:
+                    if mapping is None:
+                        mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+                    offset = file.tell()
+                    if offset + n > len(mapping):
+                        raise _NoFastPath
+                    buffer = numpy.frombuffer(mapping, numpy.uint8, n, offset)
+                    file.seek(n, io.SEEK_CUR)
+                else:
+                    buffer = numpy.empty(n, numpy.uint8)
+                    _readinto_exact(file, memoryview(buffer))
                 parts.append(_NEXT_BUFFER)
                 buffers.append(buffer)
             else:

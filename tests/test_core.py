@@ -620,3 +620,24 @@ def test_hits_do_not_wait_for_a_slow_write(make_chest):
     writer.join(10)
     assert "slow" in c.store.files and "slow" not in c.inmem
     assert c["trigger"] == "t" * 400 and c["slow"] == "slow" + "x" * 500
+
+
+# -- memory-mapped arrays ------------------------------------------------------
+def test_mmap_loads_read_only_maps_and_evicts_them_for_free(make_chest, chest_path):
+    c = make_chest(available_memory=10**6, mmap=True)
+    c["x"] = np.arange(100_000.0)   # 800 kB
+    c["y"] = np.arange(100_000.0)   # x goes to disk
+    x = c["x"]                      # mapped, not read; y goes to disk
+    assert not x.flags.writeable
+    assert float(x[-1]) == 99_999.0
+    spills = c.stats.spills
+    c["y"]                          # x leaves memory: nothing written
+    assert c.stats.spills == spills
+    c["x"] = np.zeros(3)            # the old file goes; the map stays valid
+    c.flush()
+    assert float(x[-1]) == 99_999.0
+    copy = x.copy()
+    copy[0] = 1.0                   # to change one, copy it
+    del x
+    with pytest.raises(ValueError, match="mmap=True needs the default"):
+        make_chest("other", mmap=True, dump=json.dump, load=json.load, mode="t")
