@@ -172,6 +172,8 @@ class Chest(MutableMapping):
             # dask.distributed calls ``Worker(data=Chest)`` as Chest(directory).
             data, worker_local_directory = None, data
         self.lock = threading.RLock()
+        # A forked child must neither flush nor remove its parent's chest.
+        self._owner_pid = os.getpid()
         self._explicitly_given_path = path is not None
         if path is not None:
             self.path = os.fspath(path)
@@ -244,7 +246,7 @@ class Chest(MutableMapping):
             self._keys[key] = next(self._versions)
         if not self._explicitly_given_path:
             self._finalizer = weakref.finalize(
-                self, shutil.rmtree, self.store.path, True)
+                self, _remove_folder, self.store.path, self._owner_pid)
         elif not readonly:
             _OPEN_CHESTS[id(self)] = self
         if data:
@@ -279,6 +281,7 @@ class Chest(MutableMapping):
 
     def __setitem__(self, key: Hashable, value: Any) -> None:
         if self._guarded:
+            hash(key)  # a bad key changes nothing, not even the lock
             self._writable("set a key")
         size = nbytes(value)
         with self.lock:
@@ -315,13 +318,13 @@ class Chest(MutableMapping):
             self.shrink()
 
     def __delitem__(self, key: Hashable) -> None:
-        if self._guarded:
-            self._writable("delete a key")
         with self.lock:
             if key not in self._keys:
                 raise KeyError(key)
+            if self._guarded:
+                self._writable("delete a key")
+            self.store.forget(key)  # first: if it fails, nothing has changed
             self._drop_value(key)
-            self.store.forget(key)
             del self._keys[key]
             self._changed = True
             self._closed = False
@@ -543,6 +546,7 @@ class Chest(MutableMapping):
             except Exception as e:
                 self.store.discard(written.tmp)
                 self._keep_unwritable(key, value, size, e)
+                _warn_if_disk_full(self.path, key, e)
                 return False
             del self._in_flight[key]
             self._count_write(key, written, size, token)
@@ -745,7 +749,8 @@ class Chest(MutableMapping):
         """Write the index of the keys whose values are on disk."""
         with self.lock:
             self._writable("write the index")
-            self.store.write_index(k for k in self._keys if k in self.store.files)
+            # Keys whose new value could not be written keep their flushed one.
+            self.store.write_index(self._keys)
             self._changed = any(k not in self.store.files for k in self._keys)
 
     def drop(self) -> None:
@@ -837,7 +842,7 @@ class Chest(MutableMapping):
         warning. A closed chest can still be used; closing it again (or
         garbage collection) writes what changed since.
         """
-        if self._closed:
+        if self._closed or os.getpid() != self._owner_pid:
             return
         self._closed = True
         if not self._explicitly_given_path:
@@ -865,6 +870,7 @@ class Chest(MutableMapping):
             os.makedirs(self.path, exist_ok=True)
             self._writer_lock = WriterLock(self.path, self._lock_timeout)
             _OPEN_CHESTS[id(self)] = self
+            self._closed = False  # open again: close() must release the lock
         self._guarded = False
 
     def _release_writer_lock(self) -> None:
@@ -909,8 +915,17 @@ class _OnDiskKeys:
         return key in c.store.files and key not in c.inmem
 
 
+def _remove_folder(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 # Chests with a path, flushed at exit while the interpreter is still whole.
 _OPEN_CHESTS: "weakref.WeakValueDictionary[int, Chest]" = weakref.WeakValueDictionary()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_OPEN_CHESTS.clear)
 
 
 @atexit.register

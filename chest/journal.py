@@ -54,10 +54,21 @@ class Journal:
         if self._fd is None:
             self._fd = os.open(self.filename, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                                0o644)
-        # One write call: a crash leaves the record whole or torn at the end.
-        os.write(self._fd, _RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
-        if self.durable:
-            os.fsync(self._fd)
+        record = memoryview(_RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            while record:
+                record = record[os.write(self._fd, record):]
+            if self.durable:
+                os.fsync(self._fd)
+        except BaseException:
+            # Cut the torn record off: replay stops at the first bad record,
+            # and the records appended later must still be read.
+            try:
+                os.ftruncate(self._fd, end)
+            except OSError:
+                pass
+            raise
 
     def clear(self) -> None:
         """Remove the journal (the index on disk now holds everything)."""

@@ -79,6 +79,15 @@ class WriterLock:
                 os.close(held[0])  # closing the descriptor drops the flock
 
 
+def _forget_inherited_locks() -> None:
+    """A forked child shares its parent's locks, but does not hold them."""
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
 def lock_holder(folder: str) -> str:
     """Who holds the flock of ``folder``: "process PID", or "another process"."""
     try:

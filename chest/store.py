@@ -34,6 +34,7 @@ from __future__ import annotations
 import builtins
 import errno
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -119,9 +120,27 @@ class Written(NamedTuple):
     seconds: float
 
 
+class _RawFile(io.FileIO):
+    """An unbuffered binary file whose ``write`` writes everything or raises.
+
+    pickle streams large buffers straight through it, and ignores what
+    ``write`` returns: a short write (a full disk) must not go unnoticed.
+    """
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        total = len(view)
+        while view:
+            written = super().write(view)
+            if not written:
+                raise OSError(errno.ENOSPC, "no space left to write", self.name)
+            view = view[written:]
+        return total
+
+
 def _open_raw(filename: str, mode: str) -> IO[Any]:
     """An unbuffered binary file: pickle streams large buffers straight through."""
-    return builtins.open(filename, mode, buffering=0)
+    return _RawFile(filename, mode.replace("b", ""))
 
 
 class Store:
@@ -196,6 +215,7 @@ class Store:
         self.files: Dict[Hashable, int] = {}
         #: key -> name, as in the index on disk.
         self.indexed: Dict[Hashable, str] = {}
+        self._indexed_sizes: Dict[Hashable, int] = {}
         self._taken: Dict[str, Hashable] = {}  # folded name -> key owning it
         self._folders: Dict[str, int] = {}  # folded folder -> names under it
         self._retired: Dict[str, str] = {}  # retired path -> live path
@@ -406,14 +426,17 @@ class Store:
             raise DiskBudgetError(self.path, key,
                                   self.disk_usage - old_size + written.size,
                                   self.max_disk)
-        os.replace(written.tmp, written.filename)
-        if self.durable:
-            self._sync_dir(os.path.dirname(written.filename))
+        # The journal first: if it cannot be written nothing has changed; a
+        # record whose rename then fails points at the key's older file or
+        # at none, and replay handles both.
         if self.journal is not None:
             self.journal.append(key, self.names[key], written.size)
+        os.replace(written.tmp, written.filename)
         self.unindexed_writes = True
         self.files[key] = written.size
         self.disk_usage += written.size - old_size
+        if self.durable:
+            self._sync_dir(os.path.dirname(written.filename))
 
     def discard(self, tmp: str) -> None:
         """Remove a temporary file that will not be committed."""
@@ -482,12 +505,13 @@ class Store:
     def forget(self, key: Hashable) -> None:
         """Drop ``key``: retire its file, keep its name reserved until the next
         index write (a crash must not pair the old index with a new file)."""
+        name = self.names.get(key)
+        if name is not None and self.journal is not None:
+            self.journal.append(key, None, 0)  # first: if it fails, no change
         self.retire(key)
-        name = self.names.pop(key, None)
         if name is not None:
+            del self.names[key]
             self._released[key] = name
-            if self.journal is not None:
-                self.journal.append(key, None, 0)
 
     # -- the index -----------------------------------------------------------
     @property
@@ -496,9 +520,22 @@ class Store:
         return os.path.join(self.path, INDEX_NAME)
 
     def write_index(self, keys: Iterable[Hashable]) -> None:
-        """Atomically write the index of ``keys`` (all must have files), then
-        delete retired files and free the names of forgotten keys."""
-        entries = [(key, self.names[key], self.files[key]) for key in keys]
+        """Atomically write the index of ``keys``, then delete retired files
+        and free the names of forgotten keys.
+
+        A key without a file keeps its entry of the previous index, and its
+        retired file is kept: its new value could not be written, and the
+        flushed one must survive.
+        """
+        entries = []
+        kept = set()
+        for key in keys:
+            if key in self.files:
+                entries.append((key, self.names[key], self.files[key]))
+            elif key in self.indexed:
+                name = self.indexed[key]
+                entries.append((key, name, self._indexed_sizes.get(key, 0)))
+                kept.add(self.full_path(name))
         payload = _dumps_index({"entries": entries})
         header = INDEX_MAGIC + _HEADER.pack(INDEX_VERSION, len(payload),
                                             zlib.crc32(payload))
@@ -517,10 +554,12 @@ class Store:
         if self.durable:
             self._sync_dir(self.path)
         self.indexed = {key: name for key, name, _ in entries}
+        self._indexed_sizes = {key: size for key, _, size in entries}
         self._indexed_paths = {self.full_path(n) for n in self.indexed.values()}
-        for old in self._retired:
-            self.discard(old)
-        self._retired.clear()
+        for old, live in list(self._retired.items()):
+            if live not in kept:
+                self.discard(old)
+                del self._retired[old]
         for key, name in self._released.items():
             if self.names.get(key) != name:
                 self._unclaim(name)
@@ -546,6 +585,7 @@ class Store:
             self.files[key] = size
         self.disk_usage = sum(self.files.values())
         self.indexed = {key: name for key, name, _ in entries}
+        self._indexed_sizes = {key: size for key, _, size in entries}
         self._indexed_paths = {self.full_path(n) for n in self.indexed.values()}
 
     def _parse_legacy_index(self, filename: str) -> List[Tuple[Hashable, str, int]]:
@@ -603,11 +643,7 @@ class Store:
         """Clean what a crash may have left: temporary files, retired files
         whose key's file is missing (put back), or no longer needed."""
         live_paths = {self.full_path(self.names[k]) for k in self.files}
-        for folder in self._walk_folders():
-            try:
-                names = os.listdir(folder)
-            except FileNotFoundError:
-                continue
+        for folder, _, names in os.walk(self.path):
             for base in names:
                 full = os.path.join(folder, base)
                 if base.startswith(TMP_PREFIX):
@@ -618,14 +654,6 @@ class Store:
                         os.replace(full, live)
                     else:
                         self.discard(full)
-
-    def _walk_folders(self) -> List[str]:
-        folders = {self.path}
-        for name in self.names.values():
-            parts = name.split("/")
-            for i in range(1, len(parts)):
-                folders.add(self.full_path("/".join(parts[:i])))
-        return sorted(folders)
 
     def _sync_dir(self, folder: str) -> None:
         fd = os.open(folder, os.O_RDONLY)
