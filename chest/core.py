@@ -605,6 +605,7 @@ class Chest(MutableMapping):
                 if size > self._available_memory:
                     return value
                 self._keep_loaded(key, value, size, token)
+                self._closed = False  # it may be changed in place: flush on close
                 over = self.memory_usage > self._available_memory
             if over:
                 self.shrink()

@@ -88,8 +88,22 @@ def _default_size(value: Any) -> int:
 nbytes = SizeRegistry()
 
 
-for _scalar in (int, float, complex, bool, str, bytes, bytearray, type(None)):
+for _scalar in (int, float, complex, bool, bytes, bytearray, type(None)):
     nbytes.register(_scalar)(sys.getsizeof)
+
+# What CPython adds to a non-ASCII str's characters (the ASCII one is exact).
+_STR_HEADER = sys.getsizeof("x\xe9") - 3
+
+
+@nbytes.register(str)
+def _size_str(text: str) -> int:
+    # sys.getsizeof of a non-ASCII str grows once its UTF-8 form is cached
+    # (by pickling it, say): count the characters, so the size stays put.
+    if text.isascii():
+        return sys.getsizeof(text)
+    code = ord(max(text))
+    kind = 1 if code < 0x100 else 2 if code < 0x10000 else 4
+    return _STR_HEADER + (len(text) + 1) * kind
 
 
 def _sampled(items: list) -> int:

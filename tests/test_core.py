@@ -641,3 +641,15 @@ def test_mmap_loads_read_only_maps_and_evicts_them_for_free(make_chest, chest_pa
     del x
     with pytest.raises(ValueError, match="mmap=True needs the default"):
         make_chest("other", mmap=True, dump=json.dump, load=json.load, mode="t")
+
+
+def test_a_value_read_after_close_and_changed_is_written_on_close(chest_path):
+    c = Chest(path=chest_path, available_memory=10**6)
+    c["x"] = np.zeros(3)
+    c.close()
+    x = c["x"]
+    x[0] = 5
+    c.close()
+    again = Chest(path=chest_path)
+    assert again["x"][0] == 5
+    again.close()

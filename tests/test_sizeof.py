@@ -79,3 +79,12 @@ def test_a_broken_size_function_does_not_break_storage():
 @pytest.mark.parametrize("value", [None, 1, 1.5, "s", b"b", (), [], {}, set()])
 def test_everything_has_a_size(value):
     assert nbytes(value) > 0
+
+
+@pytest.mark.parametrize("char", ["a", "\xe9", "\u03b1", "\U0001F600"])
+def test_str_size_is_exact_and_stable(char):
+    import pickle
+    text = "x" + char * 10
+    assert nbytes(text) == sys.getsizeof("x" + char * 10)
+    pickle.dumps(text)  # caches the UTF-8 form of a non-ASCII str
+    assert nbytes(text) == sys.getsizeof("x" + char * 10)
