@@ -53,8 +53,6 @@ import shutil
 import sys
 import textwrap
 import time
-import uuid
-import zlib
 from dataclasses import dataclass, field
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTuple,
                     Optional, Sequence, Set, Tuple)
@@ -64,9 +62,9 @@ from . import lock as _lock
 from .budget import format_bytes
 from .errors import ChestLockedError, IndexFileError
 from .journal import _RECORD, JOURNAL_NAME, read_journal
-from .store import (_HEADER, _IDENTIFIER, INDEX_MAGIC, INDEX_NAME, INDEX_VERSION,
-                    OLD_PREFIX, TMP_PREFIX, Store, _dumps_index, _safe_name,
-                    key_to_filename)
+from .store import (_HEADER, _IDENTIFIER, INDEX_MAGIC, INDEX_NAME, OLD_PREFIX,
+                    TMP_PREFIX, Store, _safe_name, key_to_filename)
+from .store import write_index_file as _write_index_file
 
 __all__ = [
     "main", "build_parser", "read_index", "read_journal_file", "walk_files",
@@ -873,30 +871,7 @@ def write_index_file(path: str, entries: Iterable[Entry], durable: bool = True) 
     durable : bool
         ``fsync`` the file and the folder.
     """
-    payload = _dumps_index({"entries": [(e.key, e.name, e.size) for e in entries]})
-    header = INDEX_MAGIC + _HEADER.pack(INDEX_VERSION, len(payload),
-                                        zlib.crc32(payload))
-    tmp = os.path.join(path, f"{TMP_PREFIX}keys.{uuid.uuid4().hex[:12]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(payload)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(path, INDEX_NAME))
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    if durable:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    _write_index_file(path, [(e.key, e.name, e.size) for e in entries], durable)
 
 
 def _write_with_store(path: str, entries: Sequence[Entry]) -> None:

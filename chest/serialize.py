@@ -71,13 +71,7 @@ def load(file: IO[bytes]) -> Any:
     than the ``bytearray`` pickle would make); any other data is read by
     ``pickle.load``.
     """
-    if hasattr(file, "readinto") and hasattr(file, "seek"):
-        start = file.tell()
-        try:
-            return _load_into_numpy_memory(file, mapped=False)
-        except _NoFastPath:
-            file.seek(start)
-    return pickle.load(file)
+    return _load(file, mapped=False)
 
 
 def load_mapped(file: IO[bytes]) -> Any:
@@ -87,10 +81,14 @@ def load_mapped(file: IO[bytes]) -> Any:
     The map keeps the file's data alive even if the file is then replaced or
     removed.
     """
-    if hasattr(file, "fileno") and hasattr(file, "seek"):
+    return _load(file, mapped=True)
+
+
+def _load(file: IO[bytes], mapped: bool) -> Any:
+    if hasattr(file, "readinto") and hasattr(file, "seek"):
         start = file.tell()
         try:
-            return _load_into_numpy_memory(file, mapped=True)
+            return _load_into_numpy_memory(file, mapped)
         except _NoFastPath:
             file.seek(start)
     return pickle.load(file)
@@ -146,7 +144,11 @@ def _load_into_numpy_memory(file: IO[bytes], mapped: bool) -> Any:
             if stack.calls_frombuffer():
                 if mapped:
                     if mapping is None:
-                        mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+                        try:
+                            mapping = mmap.mmap(file.fileno(), 0,
+                                                access=mmap.ACCESS_READ)
+                        except (OSError, ValueError):  # not a file on disk
+                            raise _NoFastPath from None
                     offset = file.tell()
                     if offset + n > len(mapping):
                         raise _NoFastPath

@@ -378,13 +378,18 @@ class Store:
             with builtins.open(filename, "rb", buffering=0) as f:
                 data = f.readall()
         except FileNotFoundError:
-            if self.readonly:
-                folder, base = os.path.split(filename)
-                old = os.path.join(folder, OLD_PREFIX + base)
-                if os.path.exists(old):
-                    return self.read_bytes(key, old)
-            raise ValueFileError(key, filename, "the file is missing") from None
+            old = self._flushed_copy(filename)
+            if old is None:
+                raise ValueFileError(key, filename, "the file is missing") from None
+            return self.read_bytes(key, old)
         return data, time.perf_counter() - start
+
+    def _flushed_copy(self, filename: str) -> Optional[str]:
+        """For a reader beside a writer: the retired file that still holds
+        the flushed value of a file the writer has replaced since."""
+        folder, base = os.path.split(filename)
+        old = os.path.join(folder, OLD_PREFIX + base)
+        return old if self.readonly and os.path.exists(old) else None
 
     def link_temp(self, source: str, filename: str) -> Written:
         """Hard-link (or, across file systems, copy) ``source`` beside ``filename``.
@@ -459,14 +464,10 @@ class Store:
             with self._open(filename, "r") as f:
                 value = self.load(f)
         except FileNotFoundError:
-            if self.readonly:
-                # The writer replaced this value since its last flush and
-                # keeps the flushed file aside until the next one.
-                folder, base = os.path.split(filename)
-                old = os.path.join(folder, OLD_PREFIX + base)
-                if os.path.exists(old):
-                    return self.read(key, old)
-            raise ValueFileError(key, filename, "the file is missing") from None
+            old = self._flushed_copy(filename)
+            if old is None:
+                raise ValueFileError(key, filename, "the file is missing") from None
+            return self.read(key, old)
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as e:
@@ -480,27 +481,25 @@ class Store:
         the next :meth:`write_index`, so a crash before then loses nothing.
         """
         if key in self.files:
-            self._retire_path(self.full_path(self.names[key]), remove_live=True)
+            self._retire_path(self.full_path(self.names[key]))
             self.disk_usage -= self.files.pop(key)
 
-    def _retire_path(self, filename: str, remove_live: bool) -> None:
+    def _retire_path(self, filename: str) -> None:
         folder, base = os.path.split(filename)
         old = os.path.join(folder, OLD_PREFIX + base)
-        if old in self._retired or not self._is_indexed_path(filename):
-            if remove_live:
-                try:
-                    os.remove(filename)
-                except FileNotFoundError:
-                    pass
+        if old in self._retired or filename not in self._indexed_paths:
+            # Not what the index on disk refers to, or its flushed value is
+            # already kept aside: no need to keep this one.
+            try:
+                os.remove(filename)
+            except FileNotFoundError:
+                pass
             return
         try:
             os.replace(filename, old)
         except FileNotFoundError:
             return
         self._retired[old] = filename
-
-    def _is_indexed_path(self, filename: str) -> bool:
-        return filename in self._indexed_paths
 
     def forget(self, key: Hashable) -> None:
         """Drop ``key``: retire its file, keep its name reserved until the next
@@ -536,23 +535,7 @@ class Store:
                 name = self.indexed[key]
                 entries.append((key, name, self._indexed_sizes.get(key, 0)))
                 kept.add(self.full_path(name))
-        payload = _dumps_index({"entries": entries})
-        header = INDEX_MAGIC + _HEADER.pack(INDEX_VERSION, len(payload),
-                                            zlib.crc32(payload))
-        tmp = os.path.join(self.path, f"{TMP_PREFIX}keys.{uuid.uuid4().hex[:12]}")
-        try:
-            with builtins.open(tmp, "wb") as f:
-                f.write(header)
-                f.write(payload)
-                if self.durable:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, self.index_path)
-        except BaseException:
-            self.discard(tmp)
-            raise
-        if self.durable:
-            self._sync_dir(self.path)
+        write_index_file(self.path, entries, self.durable)
         self.indexed = {key: name for key, name, _ in entries}
         self._indexed_sizes = {key: size for key, _, size in entries}
         self._indexed_paths = {self.full_path(n) for n in self.indexed.values()}
@@ -656,11 +639,7 @@ class Store:
                         self.discard(full)
 
     def _sync_dir(self, folder: str) -> None:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _sync_dir(folder)
 
     def drop(self) -> None:
         """Remove the folder and forget every key."""
@@ -681,6 +660,40 @@ class Store:
         """Release the journal's file descriptor."""
         if self.journal is not None:
             self.journal.close()
+
+
+def write_index_file(folder: str, entries: List[Tuple[Hashable, str, int]],
+                     durable: bool = False) -> None:
+    """Atomically write the ``.keys`` of ``folder`` listing ``entries``
+    (key, relative file name, size), in the chest's order."""
+    payload = _dumps_index({"entries": entries})
+    header = INDEX_MAGIC + _HEADER.pack(INDEX_VERSION, len(payload),
+                                        zlib.crc32(payload))
+    tmp = os.path.join(folder, f"{TMP_PREFIX}keys.{uuid.uuid4().hex[:12]}")
+    try:
+        with builtins.open(tmp, "wb") as f:
+            f.write(header)
+            f.write(payload)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(folder, INDEX_NAME))
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    if durable:
+        _sync_dir(folder)
+
+
+def _sync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _as_key(key: Any) -> Hashable:
