@@ -337,10 +337,7 @@ class Store:
                     os.fsync(f.fileno())
             size = os.stat(tmp).st_size
         except BaseException:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
+            _remove_quietly(tmp)
             raise
         return Written(tmp, filename, size, time.perf_counter() - start)
 
@@ -411,10 +408,7 @@ class Store:
                     with builtins.open(tmp, "rb") as f:
                         os.fsync(f.fileno())
             except BaseException:
-                try:
-                    os.remove(tmp)
-                except OSError:
-                    pass
+                _remove_quietly(tmp)
                 raise
         seconds = time.perf_counter() - start
         return Written(tmp, filename, os.stat(tmp).st_size, seconds)
@@ -445,10 +439,7 @@ class Store:
 
     def discard(self, tmp: str) -> None:
         """Remove a temporary file that will not be committed."""
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
+        _remove_quietly(tmp)
 
     def read(self, key: Hashable,
              filename: Optional[str] = None) -> Tuple[Any, int, float]:
@@ -679,13 +670,19 @@ def write_index_file(folder: str, entries: List[Tuple[Hashable, str, int]],
                 os.fsync(f.fileno())
         os.replace(tmp, os.path.join(folder, INDEX_NAME))
     except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
+        _remove_quietly(tmp)
         raise
     if durable:
         _sync_dir(folder)
+
+
+def _remove_quietly(path: str) -> None:
+    """Remove a file if it is there; cleaning up must not hide the error
+    being handled."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _sync_dir(folder: str) -> None:
