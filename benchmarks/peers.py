@@ -612,7 +612,7 @@ def best_of(repeat: int, backend: str, workload: str, quick: bool,
         return runs[-1]
     best = dict(good[0])
     for column, field, _, higher in COLUMNS[workload]:
-        values = [run[field] for run in good if field in run]
+        values = [run[field] for run in good if run.get(field) is not None]
         if values and higher is not None:
             best[field] = max(values) if higher else min(values)
     return best

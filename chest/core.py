@@ -357,12 +357,14 @@ class Chest(MutableMapping):
 
     def __repr__(self) -> str:
         on_disk = len(self._keys) - len(self.inmem)
-        disk_bytes = sum(self.store.files.values())
+        unwritable = (f", {len(self._unwritable)} cannot be written"
+                      if self._unwritable else "")
         return (
             f"<Chest at {self.path}: {len(self._keys)} keys, {len(self.inmem)} in "
             f"memory ({format_bytes(self.memory_usage)} of "
-            f"{format_bytes(self._available_memory)}), {on_disk} on disk only "
-            f"({format_bytes(disk_bytes)} in files); {self.stats}>"
+            f"{format_bytes(self._available_memory)}{unwritable}), {on_disk} on "
+            f"disk only ({format_bytes(self.store.disk_usage)} in files); "
+            f"{self.stats}>"
         )
 
     __str__ = __repr__

@@ -246,6 +246,7 @@ def test_value_that_cannot_be_dumped_stays_in_memory(make_chest):
     assert not os.path.exists(c.key_to_filename("bad"))
     assert not any(".tmp." in f for f in files_in(c.path))
     assert all(c[i] == i for i in range(20))
+    assert "1 cannot be written" in repr(c)
     with pytest.raises(TypeError, match="cannot pickle"):
         c.move_to_disk("bad")
     with pytest.raises(UnwritableValuesError, match="'bad'"):
