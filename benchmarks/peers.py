@@ -115,7 +115,7 @@ GB = 1e9
 TRACE = Path(__file__).resolve().parent / "trace_dask_array.json"
 BACKENDS = ("chest", "zict", "spillbuffer", "diskcache", "floor", "dict")
 WORKLOADS = ("arrays", "small", "hot", "policy")
-CHEST_POLICIES = ("largest", "lru")
+CHEST_POLICIES = ("largest", "lru", "clean-first")
 QUICK = 32  # --quick divides sizes, budgets and counts by this
 
 Result = Dict[str, Any]

@@ -81,8 +81,9 @@ class Chest(MutableMapping):
     """A dictionary that spills to disk.
 
     Values stay in memory until their sizes add up to more than
-    ``available_memory``; then the least recently used (by default) move to
-    files in ``path``, one file per key, and come back when asked for. A chest with a
+    ``available_memory``; then the least recently used move to files in
+    ``path`` (those already on disk first, as they cost no write), one file
+    per key, and come back when asked for. A chest with a
     path can be closed and reopened by that path later.
 
     Parameters
@@ -109,9 +110,10 @@ class Chest(MutableMapping):
         :meth:`prefetch`.
     mode : {'b', 't'}
         Binary or text files (``'t'`` for ``json.dump`` / ``json.load``).
-    policy : {'lru', 'largest'} or Policy
-        Which value leaves memory first: the least recently used (default),
-        or the largest (ties: the least recently used).
+    policy : {'clean-first', 'lru', 'largest'} or Policy
+        Which value leaves memory first: the least recently used of those
+        whose file already holds them, then of the others (default); the
+        least recently used; or the largest (ties: the least recently used).
     durable : bool
         ``fsync`` files and folders so a flush also survives power loss.
     readonly : bool
@@ -160,7 +162,7 @@ class Chest(MutableMapping):
         open_many: Callable[..., Any] = _open_many,
         mode: str = "b",
         *,
-        policy: Union[str, Policy] = "lru",
+        policy: Union[str, Policy] = "clean-first",
         durable: bool = False,
         readonly: bool = False,
         lock_timeout: float = 0.0,
@@ -288,6 +290,8 @@ class Chest(MutableMapping):
             old_size = self._sizes.get(key)
             if old_size is not None and size <= self._available_memory:
                 # Replaced in memory: no heap removal, at most a heap update.
+                if key in self.store.files:
+                    self.store.retire(key)  # first: if it fails, no change
                 self.inmem[key] = value
                 self._sizes[key] = size
                 self.memory_usage += size - old_size
@@ -295,8 +299,6 @@ class Chest(MutableMapping):
                     self._file_tokens.pop(key, None)
                 if self._unwritable:
                     self._unwritable.pop(key, None)
-                if key in self.store.files:
-                    self.store.retire(key)
                 self.policy.add(key, size)
             else:
                 self._drop_value(key)
@@ -372,6 +374,9 @@ class Chest(MutableMapping):
     # -- the memory tier ---------------------------------------------------------
     def _drop_value(self, key: Hashable) -> None:
         """Forget ``key``'s current value in memory and on disk (lock held)."""
+        if key in self.store.files:
+            self.store.retire(key)  # first: if it fails, nothing has changed
+            self._spilled_sizes.pop(key, None)
         size = self._sizes.pop(key, None)
         if size is not None:
             del self.inmem[key]
@@ -382,21 +387,19 @@ class Chest(MutableMapping):
         if self._unwritable:
             self._unwritable.pop(key, None)
         self._file_tokens.pop(key, None)
-        if key in self.store.files:
-            self.store.retire(key)
-            self._spilled_sizes.pop(key, None)
 
-    def _keep_in_memory(self, key: Hashable, value: Any, size: int) -> None:
+    def _keep_in_memory(self, key: Hashable, value: Any, size: int,
+                        clean: bool = False) -> None:
         """Put a value in the memory tier (lock held)."""
         self.inmem[key] = value
         self._sizes[key] = size
         self.memory_usage += size
-        self.policy.add(key, size)
+        self.policy.add(key, size, clean)
 
     def _keep_loaded(self, key: Hashable, value: Any, size: int,
                      token: Any = None) -> None:
         """Keep a value just read from its file in memory (lock held)."""
-        self._keep_in_memory(key, value, size)
+        self._keep_in_memory(key, value, size, clean=True)
         if key not in self._file_tokens:
             token = fingerprint(value) if token is None else token
             if token is not None:
@@ -475,8 +478,13 @@ class Chest(MutableMapping):
         Values that cannot be written stay in memory (and over budget);
         eviction moves on to the next one. Writing happens outside the lock.
         """
+        self._shrink()
+
+    def _shrink(self, keep: Any = _MISSING) -> None:
+        """As :meth:`shrink`; ``keep`` (a key just loaded for its reader) is
+        evicted only if nothing else can be."""
         while self.memory_usage > self._available_memory:
-            if self._evict_next() < 0:
+            if self._evict_next(keep) < 0:
                 return
 
     def evict(self) -> int:
@@ -493,13 +501,14 @@ class Chest(MutableMapping):
             logger.warning("chest at %s: eviction failed: %r", self.path, e)
             return -1
 
-    def _evict_next(self) -> int:
-        """Evict one value: the bytes freed, or -1 if none could be evicted."""
+    def _evict_next(self, keep: Any = _MISSING) -> int:
+        """Evict one value, ``keep`` last: the bytes freed, or -1 if none
+        could be evicted."""
         while True:
             with self.lock:
                 if not self.policy:
                     return -1
-                key = self.policy.pop()
+                key = self.policy.pop(keep)
                 value = self.inmem.pop(key)
                 size = self._sizes.pop(key)
                 self.memory_usage -= size
@@ -610,7 +619,7 @@ class Chest(MutableMapping):
                 self._closed = False  # it may be changed in place: flush on close
                 over = self.memory_usage > self._available_memory
             if over:
-                self.shrink()
+                self._shrink(keep=key)
             return value
 
     # -- dask.distributed's spilling interface -----------------------------------

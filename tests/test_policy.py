@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from chest.policy import LRU, LargestFirst, make_policy
+from chest.policy import LRU, CleanFirst, LargestFirst, make_policy
 
 
 def reference_order(sizes, uses, largest):
@@ -60,3 +60,43 @@ def test_make_policy():
     assert make_policy(p) is p
     with pytest.raises(ValueError, match="choose one of"):
         make_policy("fifo")
+
+
+def test_clean_first_evicts_values_already_on_disk_first():
+    p = CleanFirst()
+    p.add("dirty old", 10)
+    p.add("clean", 10, clean=True)
+    p.add("dirty new", 10)
+    p.add("clean newer", 10, clean=True)
+    p.touch("clean")
+    assert [p.pop() for _ in range(4)] == ["clean newer", "clean", "dirty old",
+                                           "dirty new"]
+
+
+def test_pop_keeps_a_key_while_another_can_go():
+    p = CleanFirst()
+    p.add("dirty", 10)
+    p.add("just loaded", 10, clean=True)
+    assert p.pop(keep="just loaded") == "dirty"
+    assert p.pop(keep="just loaded") == "just loaded"  # the last one left
+    q = LRU()
+    q.add(None, 1)
+    q.add("other", 1)
+    assert q.pop() is None  # None is a key like any other
+
+
+def test_clean_first_is_the_default_and_rereads_write_nothing(tmp_path):
+    import numpy as np
+
+    from chest import Chest
+    c = Chest(path=str(tmp_path / "c"), available_memory=3000)
+    assert isinstance(c.policy, CleanFirst)
+    for i in range(10):
+        c[i] = np.full(100, i)         # 800 bytes each: 3 fit
+    spills = c.stats.spills
+    for i in range(7):                 # read back what is on disk only
+        assert c[i][0] == i
+    # Evicting values read back costs nothing: only the first read pushed out
+    # one of the three never-written values.
+    assert c.stats.spills == spills + 1
+    c.close()
