@@ -72,14 +72,20 @@ def unchanged(token: Hashable, value: Any, dumps: Callable[[Any], bytes]) -> boo
 
     A read-only memory map of the key's own file always does.
     """
-    if fingerprint(value) is IMMUTABLE and not _is_immutable(value):
-        return True
     if type(token) is tuple and token[0] == "bytes":
+        if _is_mapped_array(value):
+            return True
         try:
             return bytes_token(dumps(value)) == token
         except Exception:
             return False
-    return fingerprint(value) == token
+    now = fingerprint(value)  # hashes an array: once per check, never twice
+    return now == token or (now is IMMUTABLE and not _is_immutable(value))
+
+
+def _is_mapped_array(value: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and type(value) is numpy.ndarray and _is_mapped(value)
 
 
 def _is_mapped(array: Any) -> bool:
