@@ -106,14 +106,26 @@ def _size_str(text: str) -> int:
     return _STR_HEADER + (len(text) + 1) * kind
 
 
-def _sampled(items: list) -> int:
+#: Types whose size is sys.getsizeof, sized without a registry lookup.
+_PLAIN = frozenset((int, float, bool, type(None), bytes))
+
+
+def _size_item(x: Any) -> int:
+    cls = type(x)
+    if cls in _PLAIN or cls is str and x.isascii():
+        return sys.getsizeof(x)
+    return nbytes(x)
+
+
+def _sampled(items: Any) -> int:
     """Estimated size of the items of a container, sizing at most SAMPLE."""
     n = len(items)
     if n <= SAMPLE:
-        return sum(nbytes(x) for x in items)
+        return sum(map(_size_item, items))
+    items = list(items)
     step = n / SAMPLE
     sample = [items[int(i * step)] for i in range(SAMPLE)]
-    return int(sum(nbytes(x) for x in sample) * n / SAMPLE)
+    return int(sum(map(_size_item, sample)) * n / SAMPLE)
 
 
 @nbytes.register(list)
@@ -121,15 +133,12 @@ def _sampled(items: list) -> int:
 @nbytes.register(set)
 @nbytes.register(frozenset)
 def _size_sequence(value: Any) -> int:
-    items = value if isinstance(value, (list, tuple)) else list(value)
-    return sys.getsizeof(value) + _sampled(items)
+    return sys.getsizeof(value) + _sampled(value)
 
 
 @nbytes.register(dict)
 def _size_dict(value: dict) -> int:
-    return sys.getsizeof(value) + _sampled(list(value.keys())) + _sampled(
-        list(value.values())
-    )
+    return sys.getsizeof(value) + _sampled(value.keys()) + _sampled(value.values())
 
 
 @nbytes.register(memoryview)

@@ -41,7 +41,6 @@ import re
 import shutil
 import struct
 import time
-import uuid
 import zlib
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTuple,
                     Optional, Tuple)
@@ -136,6 +135,12 @@ class _RawFile(io.FileIO):
                 raise OSError(errno.ENOSPC, "no space left to write", self.name)
             view = view[written:]
         return total
+
+
+def _temp_name(folder: str, base: str) -> str:
+    """A fresh temporary name beside ``base``: 48 random bits, so writers in
+    several processes (or forks) never pick the same one."""
+    return os.path.join(folder, f"{TMP_PREFIX}{base}.{os.urandom(6).hex()}")
 
 
 def _open_raw(filename: str, mode: str) -> IO[Any]:
@@ -320,7 +325,7 @@ class Store:
         fails. Safe to call without the chest's lock.
         """
         folder, base = os.path.split(filename)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{base}.{uuid.uuid4().hex[:12]}")
+        tmp = _temp_name(folder, base)
         start = time.perf_counter()
         try:
             try:
@@ -345,7 +350,7 @@ class Store:
         """As :meth:`write_temp`, for a value already serialised to ``data``:
         one ``write`` call."""
         folder, base = os.path.split(filename)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{base}.{uuid.uuid4().hex[:12]}")
+        tmp = _temp_name(folder, base)
         start = time.perf_counter()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
@@ -395,7 +400,7 @@ class Store:
         """
         folder, base = os.path.split(filename)
         self._ensure_dir(folder)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{base}.{uuid.uuid4().hex[:12]}")
+        tmp = _temp_name(folder, base)
         start = time.perf_counter()
         try:
             os.link(source, tmp)
@@ -660,7 +665,7 @@ def write_index_file(folder: str, entries: List[Tuple[Hashable, str, int]],
     payload = _dumps_index({"entries": entries})
     header = INDEX_MAGIC + _HEADER.pack(INDEX_VERSION, len(payload),
                                         zlib.crc32(payload))
-    tmp = os.path.join(folder, f"{TMP_PREFIX}keys.{uuid.uuid4().hex[:12]}")
+    tmp = _temp_name(folder, "keys")
     try:
         with builtins.open(tmp, "wb") as f:
             f.write(header)
