@@ -8,7 +8,7 @@ eviction time:
 - immutable values (``None``, numbers, ``str``, ``bytes``, and tuples or
   frozensets of those) cannot change: their token is :data:`IMMUTABLE`;
 - numpy arrays and ``bytearray`` get a 64-bit xxh3 hash of their memory
-  (about 20 GB/s) together with dtype and shape;
+  (15-25 GB/s) together with dtype and shape;
 - anything else (lists, dicts, pandas objects, user classes) has no token
   of its own. Small values written or read by the default serialiser get
   :func:`bytes_token`, a hash of their pickle: pickling them again on
