@@ -102,5 +102,11 @@ class DiskBudgetError(ChestError, OSError):
         return type(self), (self.path, self.key, self.needed, self.max_disk)
 
 
+class FolderError(ChestError):
+    """A command of ``python -m chest`` cannot go on: the path is not a
+    chest's folder or cannot be read, a writer holds the lock that
+    ``repair`` needs, or a repair is refused. The message says which."""
+
+
 class ChestWarning(UserWarning):
     """Something went wrong in the background; no data was lost."""

@@ -1,8 +1,10 @@
-"""Shared fixtures: fresh chest folders and a guard against leaked files."""
+"""Shared fixtures: fresh chest folders, sample chests (closed, crashed) and a
+guard against leaked files."""
 from __future__ import annotations
 
 import gc
 import os
+import shutil
 
 import psutil
 import pytest
@@ -51,3 +53,46 @@ def files_in(path: str) -> list:
         for name in names:
             found.append(os.path.relpath(os.path.join(folder, name), path))
     return sorted(found)
+
+
+def snapshot(path: str) -> dict:
+    """Every file below ``path`` with its bytes."""
+    found = {}
+    for name in files_in(path):
+        with open(os.path.join(path, name), "rb") as f:
+            found[name] = f.read()
+    return found
+
+
+@pytest.fixture
+def sample(tmp_path):
+    """A closed chest with a few values, tuple keys and a hashed name."""
+    path = str(tmp_path / "sample")
+    with Chest(path=path, available_memory=0) as c:
+        c["x"] = [1, 2, 3]
+        c["big"] = list(range(1000))
+        c["a", "b"] = "ab"
+        c["p", "q", "r"] = {"n": 1}
+        c[7] = "seven"
+    return path
+
+
+@pytest.fixture
+def crashed(tmp_path):
+    """A copy of a chest that was never closed: keys spilled since the last
+    flush are only in the journal, an overwritten key left its ``.old`` file."""
+    live = Chest(path=str(tmp_path / "live"), available_memory=1)
+    try:
+        live["kept"] = "flushed"
+        live["replaced"] = "flushed value"
+        live.flush()
+        live["replaced"] = "the new, longer value"  # retires the flushed file to .old.
+        for i in range(3):
+            live[f"v{i}"] = list(range(100 + i))  # over the budget: spilled
+        live["t", "u"] = "tuple"
+        del live["v0"]
+        copy = str(tmp_path / "crashed")
+        shutil.copytree(live.path, copy)  # what kill -9 would leave
+    finally:
+        live.close()
+    return copy
