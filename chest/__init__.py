@@ -8,12 +8,14 @@
 >>> c.close()
 """
 from .core import Chest, key_to_filename, nbytes
-from .errors import (ChestError, ChestWarning, IndexFileError, UnwritableValuesError,
-                     ValueFileError)
+from .errors import (ChestError, ChestLockedError, ChestWarning, DiskBudgetError,
+                     FolderError, IndexFileError, ReadOnlyError,
+                     UnwritableValuesError, ValueFileError)
 
 __version__ = "1.0.0.dev0"
 
 __all__ = [
-    "Chest", "nbytes", "key_to_filename", "ChestError", "ChestWarning",
-    "IndexFileError", "UnwritableValuesError", "ValueFileError", "__version__",
+    "Chest", "nbytes", "key_to_filename", "ChestError", "ChestLockedError",
+    "ChestWarning", "DiskBudgetError", "FolderError", "IndexFileError",
+    "ReadOnlyError", "UnwritableValuesError", "ValueFileError", "__version__",
 ]

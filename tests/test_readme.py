@@ -14,3 +14,19 @@ def test_readme_renders_without_errors():
         text = f.read()
     core.publish_doctree(text, settings_overrides={"halt_level": 2,
                                                    "report_level": 2})
+
+
+def test_every_name_the_readme_gives_exists():
+    import importlib
+    import re
+
+    with open(README) as f:
+        text = f.read()
+    names = set(re.findall(r"``(chest(?:\.[A-Za-z_]\w*)+)", text))
+    assert "chest.ValueFileError" in names
+    for dotted in sorted(names):
+        module, _, attr = dotted.rpartition(".")
+        try:
+            assert hasattr(importlib.import_module(module), attr), dotted
+        except ModuleNotFoundError:
+            importlib.import_module(dotted)  # a module: chest.folder, say
