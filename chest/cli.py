@@ -44,8 +44,6 @@ no problems: 2 keys, 2 value files (39 B)
 """
 from __future__ import annotations
 
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -56,7 +54,7 @@ from typing import IO, Any, List, Optional, Sequence
 from . import __version__
 from .budget import format_bytes
 from .errors import FolderError
-from .folder import (Entry, IndexInfo, JournalInfo, _leftover_kind, _stat_size,
+from .folder import (Entry, IndexInfo, JournalInfo, leftover_kind, stat_size,
                      check_folder, effective_entries, journal_changes, lock_state,
                      read_index, read_journal_file, walk_files)
 from .repair import repair
@@ -71,7 +69,7 @@ OK, PROBLEMS, UNUSABLE = 0, 1, 2
 
 def _key_order(index: IndexInfo, journal: JournalInfo, path: str) -> List[Entry]:
     return list(effective_entries(index.entries, journal.records,
-                                  _stat_size(path)).values())
+                                  stat_size(path)).values())
 
 
 def info(path: str, largest: int = 10, as_json: bool = False,
@@ -106,7 +104,7 @@ def info(path: str, largest: int = 10, as_json: bool = False,
     changes = journal_changes(index.entries, journal.records, files.get) \
         if index.readable else []
     held, holder = lock_state(path)
-    leftovers = [n for n in sorted(files) if _leftover_kind(n) is not None]
+    leftovers = [n for n in sorted(files) if leftover_kind(n) is not None]
     total = sum(e.size for e in entries.values())
     top = sorted(entries.values(), key=lambda e: -e.size)[:largest]
     if as_json:

@@ -40,6 +40,7 @@ __all__ = [
     "Entry", "IndexInfo", "JournalInfo", "Loaded", "check_folder", "read_index",
     "read_journal_file", "walk_files", "effective_entries", "journal_changes",
     "lock_state", "check_value_file", "key_from_name", "BACKUP_NAME",
+    "full_path", "retired_name", "stat_size", "is_chest_file", "leftover_kind",
 ]
 
 #: Where ``repair`` keeps a copy of a ``.keys`` it could not read.
@@ -94,7 +95,7 @@ class JournalInfo:
 
 
 def check_folder(path: str) -> str:
-    """The absolute path of a chest's folder; :class:`FolderError` if it is none.
+    """The absolute path of a chest's folder; FolderError if it is none.
 
     A chest's folder holds ``.keys`` or ``.journal``, or nothing but the
     chest's own hidden files (an empty chest).
@@ -215,20 +216,23 @@ def walk_files(path: str) -> Dict[str, int]:
     return found
 
 
-def _full(path: str, name: str) -> str:
+def full_path(path: str, name: str) -> str:
+    """The file ``name`` ('/'-separated, relative to the folder ``path``)."""
     return os.path.join(path, *name.split("/"))
 
 
-def _old_name(name: str) -> str:
+def retired_name(name: str) -> str:
     """The name a retired copy of file ``name`` has."""
     folder, _, base = name.rpartition("/")
     return f"{folder}/{OLD_PREFIX}{base}" if folder else OLD_PREFIX + base
 
 
-def _stat_size(path: str) -> Callable[[str], Optional[int]]:
+def stat_size(path: str) -> Callable[[str], Optional[int]]:
+    """``size(name)``: the size of file ``name`` in ``path``, None if missing."""
+
     def size(name: str) -> Optional[int]:
         try:
-            return os.stat(_full(path, name)).st_size
+            return os.stat(full_path(path, name)).st_size
         except OSError:
             return None
     return size
@@ -319,12 +323,13 @@ def journal_changes(index: Sequence[Entry],
     return changes
 
 
-def _special(name: str) -> bool:
+def is_chest_file(name: str) -> bool:
     """The chest's own files at the top of its folder (index, journal, backups)."""
     return name in (INDEX_NAME, JOURNAL_NAME) or name.startswith(BACKUP_NAME)
 
 
-def _leftover_kind(name: str) -> Optional[str]:
+def leftover_kind(name: str) -> Optional[str]:
+    """What a leftover of a crash (``.tmp.*``, ``.old.*``) is; None otherwise."""
     base = name.rpartition("/")[2]
     if base.startswith(TMP_PREFIX):
         return "a temporary file left by an interrupted write"

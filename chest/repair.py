@@ -34,8 +34,8 @@ from typing import (IO, Callable, Dict, Hashable, Iterable, List, Optional, Sequ
 
 from . import lock as _lock
 from .errors import ChestLockedError, FolderError
-from .folder import (BACKUP_NAME, Entry, IndexInfo, JournalInfo, Loaded, _full,
-                     _old_name, _special, check_folder, check_value_file,
+from .folder import (BACKUP_NAME, Entry, IndexInfo, JournalInfo, Loaded, full_path,
+                     retired_name, is_chest_file, check_folder, check_value_file,
                      effective_entries, key_from_name, read_index,
                      read_journal_file, walk_files)
 from .journal import JOURNAL_NAME
@@ -85,8 +85,9 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
     path : str
         The chest's folder.
     index, journal, files
-        What :func:`read_index`, :func:`read_journal_file` and
-        :func:`walk_files` found.
+        What :func:`~chest.folder.read_index`,
+        :func:`~chest.folder.read_journal_file` and
+        :func:`~chest.folder.walk_files` found.
     say : callable
         Called with one line per decision.
     quiet : bool
@@ -111,7 +112,7 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
     old_files: List[str] = []
     for name in sorted(files):
         base = name.rpartition("/")[2]
-        if _special(name):
+        if is_chest_file(name):
             continue
         if base.startswith(TMP_PREFIX):
             plan.removals.append(name)
@@ -136,7 +137,7 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
         plan.dropped += 1
 
     def load(name: str) -> Loaded:
-        loaded = check_value_file(_full(path, name))
+        loaded = check_value_file(full_path(path, name))
         progress.advance()
         if loaded.ok or loaded.whole:
             plan.loaded += 1
@@ -154,7 +155,7 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
                 continue
             source = e.name
             if e.name not in files:
-                old = _old_name(e.name)
+                old = retired_name(e.name)
                 if old not in files:
                     progress.advance()
                     say(f"drop   {what}: the file is missing")
@@ -355,7 +356,7 @@ def _apply(path: str, plan: Plan, index: IndexInfo, journal: JournalInfo,
         if backup is not None:
             shutil.copy2(os.path.join(path, INDEX_NAME), os.path.join(path, backup))
         for source, name in plan.restores:
-            os.replace(_full(path, source), _full(path, name))
+            os.replace(full_path(path, source), full_path(path, name))
         if index.error is None:
             _write_with_store(path, plan.entries)
         else:
@@ -365,7 +366,7 @@ def _apply(path: str, plan: Plan, index: IndexInfo, journal: JournalInfo,
             os.remove(os.path.join(path, JOURNAL_NAME))
         for name in plan.removals:
             try:
-                os.remove(_full(path, name))
+                os.remove(full_path(path, name))
             except FileNotFoundError:
                 pass
     except OSError as e:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Hashable, List, Set
 
-from .folder import (Entry, _full, _leftover_kind, _old_name, _special,
+from .folder import (Entry, full_path, leftover_kind, retired_name, is_chest_file,
                      check_value_file, effective_entries, journal_changes,
                      read_index, read_journal_file, walk_files)
 from .journal import JOURNAL_NAME
@@ -46,7 +46,7 @@ def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
     Parameters
     ----------
     path : str
-        The chest's folder (see :func:`check_folder`).
+        The chest's folder (see :func:`~chest.folder.check_folder`).
     deep : bool
         Also load every value file with ``pickle.load``; otherwise only
         check that it exists and has the size the index says.
@@ -85,7 +85,7 @@ def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
         for e in checked:
             size = files.get(e.name)
             if size is None:
-                old = _old_name(e.name)
+                old = retired_name(e.name)
                 hint = ""
                 if old in files:
                     named.add(old)
@@ -98,7 +98,7 @@ def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
                 problems.append(f"size: key {e.key!r}: file {e.name} has {size} "
                                 f"bytes, the index says {e.size}")
             if deep:
-                loaded = check_value_file(_full(path, e.name))
+                loaded = check_value_file(full_path(path, e.name))
                 progress.advance()
                 if not loaded.ok:
                     problems.append(f"damaged: key {e.key!r}: file {e.name} does "
@@ -110,12 +110,12 @@ def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
     referred = {e.name for e in index.entries}
     referred.update(name for _, name, _ in journal.records if name is not None)
     for name in sorted(files):
-        kind = _leftover_kind(name)
+        kind = leftover_kind(name)
         if name in named:
             continue
         if kind is not None:
             problems.append(f"leftover: {name} ({kind})")
-        elif not _special(name) and name not in referred:
+        elif not is_chest_file(name) and name not in referred:
             problems.append(f"orphan: {name} is a file no key refers to")
     present = [e for e in checked if e.name in files]
     return Report(problems, len(entries), len(present),

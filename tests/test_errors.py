@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 import chest
+from chest.folder import check_folder
 from chest.errors import (ChestError, ChestLockedError, DiskBudgetError, FolderError,
                           IndexFileError, ReadOnlyError, UnwritableValuesError,
                           ValueFileError)
@@ -18,7 +19,6 @@ ERRORS = [
     (ChestLockedError("/c", "process 12"), ["/c", "process 12"]),
     (ReadOnlyError("/c", "set a key"), ["/c", "set a key"]),
     (DiskBudgetError("/c", "k", 200, 100), ["/c", "'k'", "max_disk=100"]),
-    (FolderError("/c is not a chest folder"), ["/c"]),
 ]
 
 
@@ -41,3 +41,11 @@ def test_os_errors_are_os_errors():
 
 def test_a_damaged_value_is_not_a_key_error():
     assert not isinstance(ValueFileError("k", "f", "r"), KeyError)
+
+
+def test_folder_error_names_the_path(tmp_path):
+    missing = str(tmp_path / "missing")
+    with pytest.raises(FolderError) as info:
+        check_folder(missing)
+    assert missing in str(info.value)
+    assert isinstance(info.value, ChestError) and chest.FolderError is FolderError

@@ -25,8 +25,10 @@ def test_every_name_the_readme_gives_exists():
     names = set(re.findall(r"``(chest(?:\.[A-Za-z_]\w*)+)", text))
     assert "chest.ValueFileError" in names
     for dotted in sorted(names):
-        module, _, attr = dotted.rpartition(".")
-        try:
-            assert hasattr(importlib.import_module(module), attr), dotted
-        except ModuleNotFoundError:
-            importlib.import_module(dotted)  # a module: chest.folder, say
+        parts = dotted.split(".")
+        found = importlib.import_module(parts[0])
+        for i, part in enumerate(parts[1:], 2):
+            if hasattr(found, part):
+                found = getattr(found, part)
+            else:  # a submodule not imported yet, or a name that does not exist
+                found = importlib.import_module(".".join(parts[:i]))
