@@ -106,14 +106,15 @@ def _size_str(text: str) -> int:
     return _STR_HEADER + (len(text) + 1) * kind
 
 
-#: Types whose size is sys.getsizeof, sized without a registry lookup.
-_PLAIN = frozenset((int, float, bool, type(None), bytes))
-
-
 def _size_item(x: Any) -> int:
-    cls = type(x)
-    if cls in _PLAIN or cls is str and x.isascii():
-        return sys.getsizeof(x)
+    # Containers are sized on every set and their items are mostly builtins
+    # registered under their exact type: call that function directly.
+    func = nbytes._by_type.get(type(x))
+    if func is not None:
+        try:
+            return int(func(x))
+        except Exception:
+            pass
     return nbytes(x)
 
 

@@ -88,3 +88,12 @@ def test_str_size_is_exact_and_stable(char):
     assert nbytes(text) == sys.getsizeof("x" + char * 10)
     pickle.dumps(text)  # caches the UTF-8 form of a non-ASCII str
     assert nbytes(text) == sys.getsizeof("x" + char * 10)
+
+
+def test_items_of_containers_use_the_registered_size(monkeypatch):
+    # A registration for this test only: the registry is global.
+    monkeypatch.setattr(nbytes, "_by_type", dict(nbytes._by_type))
+    monkeypatch.setattr(nbytes, "_cache", {})
+    nbytes.register(int)(lambda n: 10_000)  # say, ints that stand for handles
+    assert nbytes([5, 6]) == sys.getsizeof([5, 6]) + 20_000
+    assert nbytes({"k": 5}) == sys.getsizeof({"k": 5}) + nbytes("k") + 10_000
