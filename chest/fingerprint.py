@@ -72,15 +72,14 @@ def unchanged(token: Hashable, value: Any, dumps: Callable[[Any], bytes]) -> boo
 
     A read-only memory map of the key's own file always does.
     """
+    if _is_mapped_array(value):
+        return True
     if type(token) is tuple and token[0] == "bytes":
-        if _is_mapped_array(value):
-            return True
         try:
             return bytes_token(dumps(value)) == token
         except Exception:
             return False
-    now = fingerprint(value)  # hashes an array: once per check, never twice
-    return now == token or (now is IMMUTABLE and not _is_immutable(value))
+    return fingerprint(value) == token
 
 
 def _is_mapped_array(value: Any) -> bool:
