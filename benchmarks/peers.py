@@ -82,7 +82,8 @@ The arrays workload calls ``os.sync()`` before its write and its read phase,
 so that no backend pays for the dirty pages of the one before (on a slow
 disk, the kernel throttles writers once writeback falls behind: a 32 MiB
 write then takes ~85 ms here instead of ~10 ms, for every backend alike).
-Each pair runs ``--repeat`` times (2) and the best figures are shown.
+Each pair runs ``--repeat`` times (2), in rounds over all the backends so
+that its tries follow different neighbours, and the best figures are shown.
 
 The ratios are "times better": above 1 the first of the pair is faster, or
 uses less memory or disk traffic, than the second.
@@ -599,14 +600,24 @@ def spawn(backend: str, workload: str, quick: bool, root: str) -> Result:
     return result
 
 
-def best_of(repeat: int, backend: str, workload: str, quick: bool,
-            root: str) -> Result:
-    """The best of ``repeat`` runs of a pair, figure by figure (as timeit).
+def run_rounds(repeat: int, backends: List[str], workload: str, quick: bool,
+               root: str) -> Dict[str, Result]:
+    """Run every backend once per round, ``repeat`` rounds; the best of each.
 
     On a slow disk whatever runs after a large clean-up writes at a fraction
-    of the usual speed; the best of a few runs takes that out.
+    of the usual speed. Rounds give each backend tries after different
+    neighbours, and the best of them (figure by figure, as timeit) takes
+    that out.
     """
-    runs = [spawn(backend, workload, quick, root) for _ in range(repeat)]
+    runs: Dict[str, List[Result]] = {b: [] for b in backends}
+    for _ in range(repeat):
+        for backend in backends:
+            runs[backend].append(spawn(backend, workload, quick, root))
+    return {b: best_of(runs[b], workload) for b in backends}
+
+
+def best_of(runs: List[Result], workload: str) -> Result:
+    """The best figures of several runs of one pair."""
     good = [run for run in runs if "error" not in run]
     if not good:
         return runs[-1]
@@ -708,8 +719,8 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(WORKLOADS),
                         help="comma-separated workloads (default: all)")
     parser.add_argument("--repeat", type=int, default=2,
-                        help="runs of each pair; the best figures are shown "
-                             "(default: 2)")
+                        help="rounds over the backends; each pair's best "
+                             "figures are shown (default: 2)")
     parser.add_argument("--backends", default=",".join(BACKENDS),
                         help="comma-separated backends (default: all)")
     parser.add_argument("--dir", default=None,
@@ -756,8 +767,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for workload in args.only:
             backends = [name for b in args.backends for name in variants(b, workload)]
             started = time.perf_counter()
-            results = {b: best_of(args.repeat, b, workload, args.quick, root)
-                       for b in backends}
+            results = run_rounds(args.repeat, backends, workload, args.quick, root)
             lines = table(workload, CONFIGS[workload](args.quick)["title"], results)
             lines.append(f"({time.perf_counter() - started:.0f} s in all)")
             print("\n" + "\n".join(lines), flush=True)
