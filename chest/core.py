@@ -301,6 +301,8 @@ class Chest(MutableMapping):
                     self._unwritable.pop(key, None)
                 self.policy.add(key, size)
             else:
+                if size > self._available_memory:
+                    self._on_overflow(key)  # first: if it raises, no change
                 self._drop_value(key)
                 if size > self._available_memory:
                     self._keys[key] = next(self._versions)
@@ -372,9 +374,10 @@ class Chest(MutableMapping):
     __str__ = __repr__
 
     # -- the memory tier ---------------------------------------------------------
-    def _drop_value(self, key: Hashable) -> None:
-        """Forget ``key``'s current value in memory and on disk (lock held)."""
-        if key in self.store.files:
+    def _drop_value(self, key: Hashable, file: bool = True) -> None:
+        """Forget ``key``'s current value in memory and, if ``file``, on disk
+        (lock held)."""
+        if file and key in self.store.files:
             self.store.retire(key)  # first: if it fails, nothing has changed
             self._spilled_sizes.pop(key, None)
         size = self._sizes.pop(key, None)
@@ -431,7 +434,6 @@ class Chest(MutableMapping):
 
     def _write_through(self, key: Hashable, value: Any, size: int) -> None:
         """Store a value larger than the whole budget straight on disk (lock held)."""
-        self._on_overflow(key)
         try:
             self._write(key, value, size)
         except Exception as e:
@@ -516,14 +518,16 @@ class Chest(MutableMapping):
                     return size  # a copy of its file: let it go
                 if self._guarded:
                     self._writable("write to disk")
+                version = self._keys[key]
                 try:
                     self._on_overflow(key)
                 except BaseException:
                     self._keep_in_memory(key, value, size)
                     raise
+                if self._keys.get(key, _MISSING) != version:
+                    return size  # the callback deleted or set the key: no write
                 if self._is_clean(key, value):
                     return size
-                version = self._keys[key]
                 self._in_flight[key] = value
                 try:
                     filename = self.store.prepare(key)
@@ -834,13 +838,16 @@ class Chest(MutableMapping):
         """Make ``key``'s file a link or copy of ``source`` (another chest's)."""
         with self.lock:
             self._writable("update")
-            self._drop_value(key)
             written = self.store.link_temp(source, self.store.prepare(key))
             try:
+                # Replaces the key's file at once: if it fails (a full disk,
+                # max_disk), the key keeps its value.
                 self.store.commit(key, written)
             except BaseException:
                 self.store.discard(written.tmp)
                 raise
+            self._drop_value(key, file=False)
+            self._spilled_sizes.pop(key, None)
             self._keys[key] = next(self._versions)
             self._changed = True
             self._closed = False

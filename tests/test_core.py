@@ -566,6 +566,44 @@ def test_on_miss_and_on_overflow(make_chest):
     assert events == [("overflow", "a"), ("miss", "a"), ("overflow", "b")]
 
 
+def test_on_overflow_that_raises_for_a_large_value_changes_nothing(make_chest):
+    refusing = [True]
+
+    def refuse(key):
+        if refusing:
+            raise RuntimeError("no spilling now")
+
+    c = make_chest(available_memory=1000, on_overflow=refuse)
+    c["a"] = b"old"
+    with pytest.raises(RuntimeError, match="no spilling"):
+        c["a"] = bytes(5000)  # larger than the budget: would go straight to disk
+    assert c["a"] == b"old" and list(c) == ["a"]
+    refusing.clear()  # so that closing the chest can write it
+
+
+@pytest.mark.parametrize("change", ["delete", "set"])
+def test_on_overflow_that_changes_the_evicted_key(make_chest, change):
+    def on_overflow(key):
+        if key == "x" and not done:
+            done.append(key)
+            if change == "delete":
+                del c["x"]
+            else:
+                c["x"] = b"new"
+
+    done: list = []
+    c = make_chest(available_memory=250, on_overflow=on_overflow)
+    c["x"] = bytes(200)
+    c["y"] = bytes(200)  # evicts x, whose callback changes x
+    if change == "delete":
+        assert "x" not in c and list(c) == ["y"]
+    else:
+        assert c["x"] == b"new"
+        c.flush()
+        assert c["x"] == b"new"
+    assert c.memory_usage == sum(c._sizes.values()) <= c.available_memory
+
+
 def test_prefetch_and_get_from_disk(make_chest):
     c = make_chest(available_memory=10**6)
     for i in range(5):

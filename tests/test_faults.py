@@ -379,6 +379,21 @@ def test_max_disk_keeps_the_value_in_memory_and_the_rest_intact(tmp_path):
     c.close()
 
 
+def test_update_over_max_disk_keeps_the_old_value(tmp_path):
+    small = Chest(path=str(tmp_path / "small"), max_disk=100_000)
+    small["a"] = np.zeros(10)
+    small.flush()
+    big = Chest(path=str(tmp_path / "big"))
+    big["a"] = np.ones(100_000)  # 800 kB: over the other chest's max_disk
+    big.flush()
+    with pytest.raises(OSError, match="max_disk"):
+        small.update(big)
+    assert (small["a"] == 0).all()
+    assert small.store.disk_usage <= 100_000
+    big.close()
+    small.close()
+
+
 def test_eviction_over_max_disk_warns(tmp_path):
     c = Chest(path=str(tmp_path / "chest"), available_memory=10_000, max_disk=5_000)
     try:
