@@ -359,6 +359,14 @@ class Chest(MutableMapping):
     def __len__(self) -> int:
         return len(self._keys)
 
+    def __reversed__(self) -> Iterator[Hashable]:
+        with self.lock:
+            return reversed(list(self._keys))
+
+    def __ior__(self, other: Any) -> "Chest":
+        self.update(other)
+        return self
+
     def __repr__(self) -> str:
         on_disk = len(self._keys) - len(self.inmem)
         unwritable = (f", {len(self._unwritable)} cannot be written"
@@ -800,7 +808,12 @@ class Chest(MutableMapping):
         if isinstance(other, Chest) and other is not self:
             self._update_from_chest(other, overwrite)
         else:
-            items = other.items() if hasattr(other, "items") else other
+            if hasattr(other, "items"):
+                items = other.items()
+            elif hasattr(other, "keys"):  # as dict.update: keys() and []
+                items = ((key, other[key]) for key in other.keys())
+            else:
+                items = other
             for key, value in items:
                 if overwrite or key not in self:
                     self[key] = value

@@ -555,6 +555,29 @@ def test_update_no_overwrite_and_other_mappings(make_chest):
     assert a["x"] == 5
 
 
+def test_update_from_keys_and_getitem_and_with_ior(make_chest):
+    class Pairs:  # what dict.update accepts besides mappings and pairs
+        def keys(self):
+            return ["p", "q"]
+
+        def __getitem__(self, key):
+            return key * 2
+
+    c = make_chest(available_memory=0)
+    c.update(Pairs())
+    c |= {"r": 1}
+    assert dict(c) == {"p": "pp", "q": "qq", "r": 1}
+
+
+def test_reversed_is_the_reverse_insertion_order(make_chest):
+    c = make_chest(available_memory=50)
+    for key in "abcd":
+        c[key] = key * 40  # some of them spilled
+    del c["b"]
+    c["b"] = "again"
+    assert list(reversed(c)) == list(reversed(list(c))) == ["b", "d", "c", "a"]
+
+
 # -- callbacks and the original's methods ----------
 def test_on_miss_and_on_overflow(make_chest):
     events = []
