@@ -384,7 +384,24 @@ class Store:
             if old is None:
                 raise ValueFileError(key, filename, "the file is missing") from None
             return self.read_bytes(key, old)
+        if self._replaced_since_opened(key, len(data)):
+            old = self._flushed_copy_or_raise(key, filename, len(data))
+            return self.read_bytes(key, old)
         return data, time.perf_counter() - start
+
+    def _replaced_since_opened(self, key: Hashable, size: int) -> bool:
+        """For a reader beside a writer: is the file not the one its index
+        lists (another size)? The writer may have replaced it since."""
+        return self.readonly and self.files.get(key, size) != size
+
+    def _flushed_copy_or_raise(self, key: Hashable, filename: str, size: int) -> str:
+        old = self._flushed_copy(filename)
+        if old is not None and old != filename:
+            return old
+        raise ValueFileError(
+            key, filename, f"the writer changed the file after this read-only chest "
+            f"was opened ({size} bytes, its index says {self.files[key]}): reopen "
+            f"the chest to read it as it is now")
 
     def _flushed_copy(self, filename: str) -> Optional[str]:
         """For a reader beside a writer: the retired file that still holds
@@ -458,7 +475,11 @@ class Store:
         start = time.perf_counter()
         try:
             with self._open(filename, "r") as f:
-                value = self.load(f)
+                size = os.fstat(f.fileno()).st_size if self.readonly and \
+                    hasattr(f, "fileno") else None
+                replaced = size is not None and self._replaced_since_opened(key, size)
+                if not replaced:
+                    value = self.load(f)
         except FileNotFoundError:
             old = self._flushed_copy(filename)
             if old is None:
@@ -468,6 +489,8 @@ class Store:
             raise
         except Exception as e:
             raise ValueFileError(key, filename, f"{type(e).__name__}: {e}") from e
+        if replaced:
+            return self.read(key, self._flushed_copy_or_raise(key, filename, size))
         return value, self.files.get(key, 0), time.perf_counter() - start
 
     def retire(self, key: Hashable) -> None:

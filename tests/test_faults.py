@@ -958,6 +958,27 @@ def test_readonly_process_reads_the_flushed_chest_beside_the_writer(tmp_path):
     c.close()
 
 
+def test_readonly_reader_never_returns_another_keys_value(tmp_path):
+    path = str(tmp_path / "chest")
+    w = Chest(path=path)
+    w["x"] = "value of key 'x'"
+    w["k"] = "k flushed"
+    w.flush()
+    r = Chest(path=path, readonly=True)
+    w["k"] = "k changed, and longer"  # the flushed file is kept aside until a flush
+    w.move_to_disk("k")
+    assert r["k"] == "k flushed"
+    del w["x"]
+    w.flush()
+    w[("x",)] = "value of key ('x',), which took the file name x"
+    w.flush()
+    assert os.path.exists(os.path.join(path, "x"))
+    with pytest.raises(ValueFileError, match="reopen"):
+        r["x"]
+    r.close()
+    w.close()
+
+
 def test_readonly_reader_leaves_the_folder_alone(tmp_path):
     # Was a bug: a readonly chest got a temporary chest's rmtree finalizer.
     path = str(tmp_path / "chest")
