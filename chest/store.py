@@ -137,6 +137,15 @@ class _RawFile(io.FileIO):
         return total
 
 
+def _size_of_open_file(f: Any) -> Optional[int]:
+    """The size of the file behind ``f``; None if it has none (a user's
+    ``open`` may return any file-like object)."""
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def _temp_name(folder: str, base: str) -> str:
     """A fresh temporary name beside ``base``: 48 random bits, so writers in
     several processes (or forks) never pick the same one."""
@@ -475,8 +484,7 @@ class Store:
         start = time.perf_counter()
         try:
             with self._open(filename, "r") as f:
-                size = os.fstat(f.fileno()).st_size if self.readonly and \
-                    hasattr(f, "fileno") else None
+                size = _size_of_open_file(f) if self.readonly else None
                 replaced = size is not None and self._replaced_since_opened(key, size)
                 if not replaced:
                     value = self.load(f)
