@@ -17,7 +17,8 @@ Commands::
     python -m chest repair PATH [--dry-run] [--force] [--quiet]
 
 Exit codes: 0 all is well; 1 problems were found (or the index cannot be
-read); 2 the path is not a chest folder or cannot be read, a writer holds
+read; for ``repair``: keys were, or would be, dropped, or files left with
+no key); 2 the path is not a chest folder or cannot be read, a writer holds
 the lock (``repair``), or the command line is wrong.
 
 ``verify --deep`` and ``repair`` load value files with ``pickle.load`` (the
@@ -145,8 +146,8 @@ def info(path: str, largest: int = 10, as_json: bool = False,
         state = ("the chest is open: normal while it runs" if held else
                  "the chest was not closed cleanly; opening it for writing, or "
                  "repair, writes them into the index")
-        row("journal", f"{len(journal.records)} records, {len(changes)} keys not in "
-                       f"the index" + (f" ({state})" if changes else ""))
+        row("journal", f"{len(journal.records)} records, {len(changes)} changes not "
+                       f"in the index" + (f" ({state})" if changes else ""))
     row("leftovers", ", ".join(leftovers) if leftovers else "none")
     if top:
         print(f"largest values ({len(top)} of {len(entries)}):", file=out)
@@ -252,7 +253,8 @@ def _non_negative(text: str) -> int:
 _EPILOG = """\
 exit codes:
   0  all is well
-  1  problems were found, or the index cannot be read
+  1  problems were found, or the index cannot be read; repair: keys were
+     (or would be) dropped, or files left with no key
   2  not a chest folder, cannot be read, locked by a writer (repair),
      or a wrong command line
 """
@@ -361,8 +363,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return ls(args.path, long=args.long, as_json=args.json)
         if args.command == "verify":
             return verify(args.path, deep=args.deep, quiet=args.quiet)
-        repair(args.path, dry_run=args.dry_run, force=args.force, quiet=args.quiet)
-        return OK
+        plan = repair(args.path, dry_run=args.dry_run, force=args.force,
+                      quiet=args.quiet)
+        return PROBLEMS if plan.dropped or plan.left else OK
     except FolderError as e:
         sys.stdout.flush()
         print(f"error: {e}", file=sys.stderr)

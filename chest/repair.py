@@ -67,7 +67,8 @@ class Plan:
     entries: List[Entry] = field(default_factory=list)
     restores: List[Tuple[str, str]] = field(default_factory=list)  # from, to
     removals: List[str] = field(default_factory=list)
-    dropped: int = 0
+    dropped: int = 0  # keys lost: their files are missing, unsafe or do not load
+    deleted: int = 0  # keys the journal says were deleted
     unchanged: int = 0  # entries of the index kept as they are
     left: int = 0  # files no key will refer to, left in place
     loaded: int = 0
@@ -134,7 +135,7 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
 
     for key in (e.key for e in index.entries if e.key not in entries):
         say(f"drop   {key!r}: deleted after the index was written (journal)")
-        plan.dropped += 1
+        plan.deleted += 1
 
     def load(name: str) -> Loaded:
         loaded = check_value_file(full_path(path, name))

@@ -81,6 +81,8 @@ def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
         owners.setdefault(folded, e.key)
         checked.append(e)
     named: Set[str] = set()  # retired copies already named by a problem
+    damaged: List[str] = []
+    loaded_any = False
     with Progress(len(checked) if deep else 0, quiet) as progress:
         for e in checked:
             size = files.get(e.name)
@@ -100,9 +102,17 @@ def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
             if deep:
                 loaded = check_value_file(full_path(path, e.name))
                 progress.advance()
+                loaded_any = loaded_any or loaded.ok
                 if not loaded.ok:
-                    problems.append(f"damaged: key {e.key!r}: file {e.name} does "
-                                    f"not load ({loaded.describe()})")
+                    damaged.append(f"damaged: key {e.key!r}: file {e.name} does "
+                                   f"not load ({loaded.describe()})")
+    if damaged and not loaded_any:
+        # Not one pickle: a chest written with another dump (json, say).
+        problems.append(f"values: none of the {len(damaged)} value files loads "
+                        f"with pickle.load; was the chest written with another "
+                        f"dump? --deep checks pickles only")
+    else:
+        problems.extend(damaged)
     problems.extend(journal_changes(index.entries, journal.records, files.get))
     if journal.torn_bytes:
         problems.append(f"journal: the last {journal.torn_bytes} bytes of "

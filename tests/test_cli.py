@@ -115,6 +115,8 @@ def test_info_and_ls_of_a_crashed_chest_replay_the_journal(crashed, capsys):
     assert cli.main(["info", crashed]) == 0
     out = capsys.readouterr().out
     assert "keys:          5 (3 not in the index yet)" in out
+    # 3 keys and the new value of 'replaced': changes, not keys
+    assert "journal:       6 records, 4 changes not in the index" in out
     assert "the chest was not closed cleanly" in out
     assert "leftovers:     .old.replaced" in out
 

@@ -1,6 +1,7 @@
 """verify: every problem of a chest's folder is reported, nothing changes."""
 from __future__ import annotations
 
+import json
 import os
 
 from chest import Chest, cli
@@ -110,3 +111,17 @@ def test_an_empty_chest_folder_is_clean(tmp_path, capsys):
     assert cli.main(["ls", path]) == 0
     assert cli.main(["repair", path]) == 0
     assert "nothing to repair: 0 keys" in capsys.readouterr().out
+
+
+def test_verify_deep_of_a_json_chest_says_it_checks_pickles_only(tmp_path, capsys):
+    path = str(tmp_path / "json")
+    with Chest(path=path, dump=json.dump, load=json.load, mode="t",
+               available_memory=0) as c:
+        for i in range(3):
+            c[f"k{i}"] = [i]
+    assert cli.main(["verify", path]) == 0
+    capsys.readouterr()
+    assert cli.main(["verify", "--deep", path]) == 1
+    out = capsys.readouterr().out
+    assert "none of the 3 value files loads with pickle.load" in out
+    assert "damaged" not in out  # the files are whole: they are json
