@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pickle
 import pickletools
@@ -163,9 +164,13 @@ def read_index(path: str) -> IndexInfo:
     info.legacy = not data.startswith(INDEX_MAGIC)
     if not info.legacy and len(data) >= len(INDEX_MAGIC) + _HEADER.size:
         info.version = _HEADER.unpack_from(data, len(INDEX_MAGIC))[0]
+    # chest 0.2 wrote .keys with the user's dump: pickle, or json for a
+    # json chest (a list of [key, file name] pairs).
+    dump, load, mode = (json.dump, json.load, "t") if info.legacy and \
+        data.lstrip()[:1] == b"[" else (pickle.dump, pickle.load, "b")
     try:
         # Read-only: no lock, no journal replay, no clean-up; nothing changes.
-        store = Store(path, pickle.dump, pickle.load, readonly=True)
+        store = Store(path, dump, load, mode=mode, readonly=True)
     except IndexFileError as e:
         info.error = str(e)
         return info

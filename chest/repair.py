@@ -358,7 +358,7 @@ def _apply(path: str, plan: Plan, index: IndexInfo, journal: JournalInfo,
             shutil.copy2(os.path.join(path, INDEX_NAME), os.path.join(path, backup))
         for source, name in plan.restores:
             os.replace(full_path(path, source), full_path(path, name))
-        if index.error is None:
+        if index.error is None and not index.legacy:
             _write_with_store(path, plan.entries)
         else:
             write_index_file(path, plan.entries)

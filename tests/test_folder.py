@@ -1,6 +1,7 @@
 """folder: reading a chest's folder without opening it."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -60,3 +61,16 @@ def test_lock_state_sees_the_writer(tmp_path):
     assert lock_state(c.path) == (True, f"this process ({os.getpid()})")
     c.close()
     assert lock_state(c.path) == (False, "free")
+
+
+def test_a_chest_0_2_json_index_is_read(tmp_path):
+    # chest 0.2 wrote .keys with the user's dump: a json chest has a json index.
+    path = tmp_path / "old"
+    (path / "a").mkdir(parents=True)
+    items = [("x", "x"), (("a", "b"), "a/b")]
+    for _, name in items:
+        (path / name).write_text('{"v": 1}')
+    (path / INDEX_NAME).write_text(json.dumps(items))
+    info = read_index(str(path))
+    assert info.readable and info.legacy
+    assert [(e.key, e.name) for e in info.entries] == [("x", "x"), (("a", "b"), "a/b")]
