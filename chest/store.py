@@ -234,6 +234,7 @@ class Store:
         self._folders: Dict[str, int] = {}  # folded folder -> names under it
         self._retired: Dict[str, str] = {}  # retired path -> live path
         self._released: Dict[Hashable, str] = {}  # forgotten key -> name
+        self._emptied: set = set()  # folders no name is under any more
         self._known_dirs = {self.path}
         if not readonly:
             os.makedirs(self.path, exist_ok=True)
@@ -315,6 +316,7 @@ class Store:
                 self._folders[folder] = count
             else:
                 del self._folders[folder]
+                self._emptied.add("/".join(name.split("/")[:i]))
 
     # -- values --------------------------------------------------------------
     def _open(self, filename: str, mode: str) -> IO[Any]:
@@ -574,9 +576,24 @@ class Store:
             if self.names.get(key) != name:
                 self._unclaim(name)
         self._released.clear()
+        self._remove_empty_folders()
         if self.journal is not None:
             self.journal.clear()
         self.unindexed_writes = False
+
+    def _remove_empty_folders(self) -> None:
+        """Remove the folders of tuple keys that are all gone, deepest first,
+        so that a chest used as a cache does not pile up empty folders."""
+        for folder in sorted(self._emptied, key=lambda f: -f.count("/")):
+            if _fold(folder) in self._folders:
+                continue  # a key has a name under it again
+            path = self.full_path(folder)
+            try:
+                os.rmdir(path)  # fails if a user's file (or anything) is left
+            except OSError:
+                continue
+            self._known_dirs.discard(path)
+        self._emptied.clear()
 
     def _read_index(self) -> None:
         filename = self.index_path

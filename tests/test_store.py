@@ -9,6 +9,7 @@ import struct
 import pytest
 from conftest import files_in
 
+from chest import Chest
 from chest.errors import IndexFileError, ValueFileError
 from chest.store import INDEX_MAGIC, Store, hashed_name, key_to_filename
 
@@ -177,3 +178,25 @@ def test_malformed_index_entries_are_an_index_error(tmp_path, entries):
         + payload)
     with pytest.raises(IndexFileError):
         make(tmp_path)
+
+
+def test_folders_of_deleted_tuple_keys_are_removed_on_flush(tmp_path):
+    c = Chest(path=str(tmp_path / "c"), available_memory=0)
+    for i in range(5):
+        c[(f"group{i}", "x")] = i
+    c[("a", ("b", "c"))] = "deep"
+    c[("kept", "y")] = "kept"
+    c.flush()
+    with open(tmp_path / "c" / "_group0" / "notes.txt", "w") as f:
+        f.write("a user's file")  # never removed, nor its folder
+    for i in range(5):
+        del c[(f"group{i}", "x")]
+    del c[("a", ("b", "c"))]
+    c.flush()
+    assert sorted(os.listdir(tmp_path / "c")) == [".keys", "_group0", "_kept"]
+    c[("a", ("b", "c"))] = "again"  # its folders are made again
+    c.flush()
+    c.close()
+    c = Chest(path=str(tmp_path / "c"))
+    assert dict(c) == {("kept", "y"): "kept", ("a", ("b", "c")): "again"}
+    c.close()
