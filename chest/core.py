@@ -266,9 +266,11 @@ class Chest(MutableMapping):
         self.shrink()
 
     @property
-    def heap(self) -> Any:
-        """The eviction priorities (a ``heapdict``), lowest leaves first."""
-        return self.policy.heap
+    def heap(self) -> Dict[Hashable, Tuple]:
+        """The keys in memory and their eviction priorities, in the order
+        they would leave (a snapshot; see :mod:`chest.policy`)."""
+        with self.lock:
+            return self.policy.priorities()
 
     # -- MutableMapping --------------------------------------------------------
     def __getitem__(self, key: Hashable) -> Any:
@@ -289,7 +291,7 @@ class Chest(MutableMapping):
         with self.lock:
             old_size = self._sizes.get(key)
             if old_size is not None and size <= self._available_memory:
-                # Replaced in memory: no heap removal, at most a heap update.
+                # Replaced in memory: the policy only records a use.
                 if key in self.store.files:
                     self.store.retire(key)  # first: if it fails, no change
                 self.inmem[key] = value

@@ -1,23 +1,31 @@
-"""Eviction policies: exact order with lazy, O(1) hits."""
+"""Eviction policies: exact order, O(1) hits."""
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 
 from chest.policy import LRU, CleanFirst, LargestFirst, make_policy
 
 
-def reference_order(sizes, uses, largest):
+def reference_order(sizes, uses, cleans, cls):
     """Keys in eviction order, computed directly."""
-    return sorted(sizes, key=lambda k: ((-sizes[k] if largest else 0), uses[k]))
+    def priority(key):
+        if cls is LargestFirst:
+            return (-sizes[key], uses[key])
+        if cls is CleanFirst:
+            return (not cleans[key], uses[key])
+        return (uses[key],)
+    return sorted(sizes, key=priority)
 
 
-@pytest.mark.parametrize("cls", [LargestFirst, LRU])
-def test_matches_a_direct_computation(cls):
-    rng = random.Random(1)
+@pytest.mark.parametrize("cls", [LargestFirst, LRU, CleanFirst])
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_a_direct_computation(cls, seed):
+    rng = random.Random(seed)
     p = cls()
-    sizes, uses, tick = {}, {}, 0
+    sizes, uses, cleans, tick = {}, {}, {}, 0
     for _ in range(2000):
         key = rng.randrange(50)
         tick += 1
@@ -25,19 +33,71 @@ def test_matches_a_direct_computation(cls):
             p.touch(key)
         else:
             sizes[key] = rng.choice([10, 20, 30])
-            p.add(key, sizes[key])
+            cleans[key] = rng.random() < 0.5
+            p.add(key, sizes[key], cleans[key])
         uses[key] = tick
         if rng.random() < 0.05 and sizes:
             gone = rng.choice(list(sizes))
             p.remove(gone)
-            del sizes[gone], uses[gone]
-    expected = reference_order(sizes, uses, cls is LargestFirst)
+            p.remove(gone)  # not tracked any more: no error
+            del sizes[gone], uses[gone], cleans[gone]
+        if rng.random() < 0.02 and len(sizes) > 1:
+            keep = rng.choice(list(sizes))
+            gone = p.pop(keep=keep)
+            assert gone == [k for k in reference_order(sizes, uses, cleans, cls)
+                            if k != keep][0]
+            del sizes[gone], uses[gone], cleans[gone]
+    expected = reference_order(sizes, uses, cleans, cls)
+    assert list(p.priorities()) == expected
+    assert len(p) == len(expected) and all(key in p for key in expected)
     assert [p.pop() for _ in range(len(p))] == expected
+    with pytest.raises(KeyError):
+        p.pop()
+    p.touch(expected[0])  # a hit racing an eviction: no error
+
+
+@pytest.mark.parametrize("cls", [LargestFirst, LRU, CleanFirst])
+def test_clear(cls):
+    p = cls()
+    for i in range(10):
+        p.add(i, i, clean=i % 2)
+    p.clear()
+    assert len(p) == 0 and 3 not in p and p.priorities() == {}
     with pytest.raises(KeyError):
         p.pop()
 
 
-def test_hit_touches_no_heap():
+@pytest.mark.parametrize("cls", [LargestFirst, LRU, CleanFirst])
+def test_hits_from_other_threads_never_break_eviction(cls):
+    p = cls()
+    stop = threading.Event()
+    errors = []
+
+    def hit():
+        try:
+            while not stop.is_set():
+                for key in range(200):
+                    p.touch(key)
+        except Exception as e:  # pragma: no cover - what the test looks for
+            errors.append(e)
+
+    threads = [threading.Thread(target=hit) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for round in range(50):
+            for key in range(200):
+                p.add(key, key % 7, clean=key % 3 == 0)
+            popped = [p.pop(keep=5) for _ in range(200)]
+            assert sorted(popped) == list(range(200)) and popped[-1] == 5
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+
+
+def test_a_hit_on_the_heap_policy_touches_no_heap():
     p = LargestFirst()
     for i in range(100):
         p.add(i, i)
@@ -100,3 +160,33 @@ def test_clean_first_is_the_default_and_rereads_write_nothing(tmp_path):
     # one of the three never-written values.
     assert c.stats.spills == spills + 1
     c.close()
+
+
+def test_chest_heap_lists_the_keys_in_memory_in_eviction_order(tmp_path):
+    from chest import Chest
+    c = Chest(path=str(tmp_path / "c"), available_memory=10_000, policy="lru")
+    for key in "abc":
+        c[key] = b"x" * 100
+    c["a"]
+    assert list(c.heap) == ["b", "c", "a"]
+    c.close()
+
+
+@pytest.mark.parametrize("cls", [LRU, CleanFirst])
+def test_keys_hit_then_removed_leave_no_pile_of_heap_entries(cls):
+    p = cls()
+    for round in range(20):
+        for key in range(300):
+            p.add(key, 1, clean=key % 2)
+            p.touch(key)
+        # Eviction passes every key, hit since it was added, to the heap.
+        first = p.pop()
+        p.add(first, 1, clean=first % 2)
+        for key in range(300):
+            p.remove(key)
+    assert len(p) == 0
+    assert sum(map(len, p._heaps)) <= 64 + 2 * len(p)
+    for key in range(5):
+        p.add(key, 1)
+    p.touch(0)
+    assert [p.pop() for _ in range(5)] == [1, 2, 3, 4, 0]
