@@ -106,27 +106,37 @@ def _size_str(text: str) -> int:
     return _STR_HEADER + (len(text) + 1) * kind
 
 
-def _size_item(x: Any) -> int:
-    # Containers are sized on every set and their items are mostly builtins
-    # registered under their exact type: call that function directly.
-    func = nbytes._by_type.get(type(x))
-    if func is not None:
-        try:
-            return int(func(x))
-        except Exception:
-            pass
-    return nbytes(x)
-
-
 def _sampled(items: Any) -> int:
     """Estimated size of the items of a container, sizing at most SAMPLE."""
     n = len(items)
-    if n <= SAMPLE:
-        return sum(map(_size_item, items))
-    items = list(items)
-    step = n / SAMPLE
-    sample = [items[int(i * step)] for i in range(SAMPLE)]
-    return int(sum(map(_size_item, sample)) * n / SAMPLE)
+    if n > SAMPLE:
+        items = list(items)
+        step = n / SAMPLE
+        return int(_size_items([items[int(i * step)] for i in range(SAMPLE)])
+                   * n / SAMPLE)
+    return _size_items(items)
+
+
+def _size_items(items: Any) -> int:
+    # Containers are sized on every set, and their items are mostly builtins
+    # registered under their exact type: call those functions directly, and
+    # sys.getsizeof without a Python call around it.
+    by_type = nbytes._by_type
+    getsizeof = sys.getsizeof
+    total = 0
+    for x in items:
+        func = by_type.get(type(x))
+        if func is getsizeof or (func is _size_str and x.isascii()):
+            total += getsizeof(x)
+            continue
+        if func is not None:
+            try:
+                total += int(func(x))
+                continue
+            except Exception:
+                pass
+        total += nbytes(x)
+    return total
 
 
 @nbytes.register(list)
