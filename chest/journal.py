@@ -44,6 +44,7 @@ class Journal:
         self.filename = filename
         self.durable = durable
         self._fd: Optional[int] = None
+        self._end = 0  # where the next record starts
 
     def append(self, key: Hashable, name: Optional[str], size: int) -> None:
         """Record that ``key``'s file is ``name`` (None: the key was deleted)."""
@@ -54,21 +55,24 @@ class Journal:
         if self._fd is None:
             self._fd = os.open(self.filename, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                                0o644)
-        record = memoryview(_RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
-        end = os.lseek(self._fd, 0, os.SEEK_END)
+            # Only the writer holding the chest's lock appends: keep count.
+            self._end = os.lseek(self._fd, 0, os.SEEK_END)
+        record = _RECORD.pack(len(payload), zlib.crc32(payload)) + payload
         try:
-            while record:
-                record = record[os.write(self._fd, record):]
+            view = memoryview(record)
+            while view:
+                view = view[os.write(self._fd, view):]
             if self.durable:
                 os.fsync(self._fd)
         except BaseException:
             # Cut the torn record off: replay stops at the first bad record,
             # and the records appended later must still be read.
             try:
-                os.ftruncate(self._fd, end)
+                os.ftruncate(self._fd, self._end)
             except OSError:
                 pass
             raise
+        self._end += len(record)
 
     def clear(self) -> None:
         """Remove the journal (the index on disk now holds everything)."""

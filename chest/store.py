@@ -221,6 +221,7 @@ class Store:
         self.max_disk = max_disk
         #: Bytes of the value files of the keys in ``files``.
         self.disk_usage = 0
+        self._prefix = os.path.join(self.path, "")  # ends with a separator
         #: Files written or deleted since the index was written.
         self.unindexed_writes = False
         #: key -> name relative to ``path`` ('/'-separated), for keys given one.
@@ -251,7 +252,7 @@ class Store:
     # -- names ---------------------------------------------------------------
     def full_path(self, name: str) -> str:
         """Absolute path of a relative name."""
-        return os.path.join(self.path, *name.split("/"))
+        return self._prefix + (name if os.sep == "/" else name.replace("/", os.sep))
 
     def filename(self, key: Hashable) -> str:
         """Absolute path of ``key``'s file, or of the one it would get."""
