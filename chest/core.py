@@ -41,6 +41,9 @@ MAX_OPEN_FILES = 512
 #: written or read in one call, and known unchanged by their bytes' hash.
 SMALL_VALUE = 64 * 1024
 
+#: Files at least this large are read while a thread makes room for them.
+READ_AHEAD_EVICTION = 4 * 1024 * 1024
+
 _MISSING = object()
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -586,6 +589,31 @@ class Chest(MutableMapping):
         self.memory_usage += size
         self._unwritable[key] = error
 
+    def _make_room_beside_read(self, incoming: int) -> Optional[threading.Thread]:
+        """Start evicting in a thread while a large file is read, so that
+        writing or checking the values that leave overlaps the read; None
+        if there is nothing to overlap (lock held).
+
+        Only with the default ``on_overflow``: a user's callback is called
+        from the thread that caused the eviction.
+        """
+        if incoming < READ_AHEAD_EVICTION or self._on_overflow is not _do_nothing \
+                or self.memory_usage + incoming <= self._available_memory:
+            return None
+        thread = threading.Thread(target=self._make_room, args=(incoming,),
+                                  name="chest-make-room", daemon=True)
+        thread.start()
+        return thread
+
+    def _make_room(self, incoming: int) -> None:
+        """Evict until ``incoming`` more bytes fit in the budget."""
+        try:
+            while self.memory_usage + incoming > self._available_memory:
+                if self._evict_next() < 0:
+                    return
+        except Exception:
+            pass  # the shrink after the read meets the error again, and raises
+
     def _load(self, key: Hashable, read: bool) -> Any:
         """Load ``key`` from disk (file I/O without the lock) into memory.
 
@@ -609,6 +637,7 @@ class Chest(MutableMapping):
                 if read:
                     self._on_miss(key)
                 filename = self.store.filename(key)
+                room_maker = self._make_room_beside_read(self.store.files[key])
             try:
                 value, size_on_disk, seconds, token = self._read_file(key, filename)
             except ValueFileError:
@@ -617,6 +646,9 @@ class Chest(MutableMapping):
                             key in self.store.files:
                         raise
                 continue  # the key changed while we read: look again
+            finally:
+                if room_maker is not None:
+                    room_maker.join()
             with self.lock:
                 if self._keys.get(key, _MISSING) != version:
                     continue

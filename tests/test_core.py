@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -715,3 +716,56 @@ def test_a_value_read_after_close_and_changed_is_written_on_close(chest_path):
     again = Chest(path=chest_path)
     assert again["x"][0] == 5
     again.close()
+
+
+def test_a_large_read_makes_room_in_another_thread(make_chest, monkeypatch):
+    monkeypatch.setattr(chest.core, "READ_AHEAD_EVICTION", 10_000)
+    evicted_by: list = []
+    make_room = Chest._make_room
+
+    def record(self, incoming):
+        evicted_by.append(threading.current_thread().name)
+        make_room(self, incoming)
+
+    monkeypatch.setattr(Chest, "_make_room", record)
+    c = make_chest(available_memory=50_000)
+    arrays = {i: np.full(2_000, i, dtype="f8") for i in range(20)}  # 16 kB each
+    c.update(arrays)
+    for i in [3, 17, 0, 9, 3, 12]:
+        assert (c[i] == arrays[i]).all()
+        assert c.memory_usage == sum(c._sizes.values()) <= c.available_memory
+    assert evicted_by and set(evicted_by) == {"chest-make-room"}
+    c[0][:] = -1  # changed in place after a read: written again when evicted
+    for i in range(1, 20):
+        c[i]
+    assert (c[0] == -1).all()
+    c.close()
+
+
+def test_a_user_on_overflow_is_called_by_the_reading_thread(make_chest, monkeypatch):
+    monkeypatch.setattr(chest.core, "READ_AHEAD_EVICTION", 10_000)
+    threads = set()
+    c = make_chest(available_memory=50_000,
+                   on_overflow=lambda key: threads.add(threading.current_thread()))
+    for i in range(10):
+        c[i] = np.full(2_000, i, dtype="f8")
+    for i in range(10):
+        assert c[i][0] == i
+    assert threads == {threading.current_thread()}
+
+
+def test_a_large_read_whose_room_cannot_be_made_keeps_every_value(make_chest,
+                                                                  monkeypatch):
+    monkeypatch.setattr(chest.core, "READ_AHEAD_EVICTION", 10_000)
+    c = make_chest(available_memory=50_000, max_disk=100_000)
+    for i in range(8):  # 6 files of 16 kB fit under max_disk, then nothing more
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ChestWarning)
+            c[i] = np.full(2_000, i, dtype="f8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ChestWarning)
+        for i in range(8):
+            assert c[i][0] == i
+    assert c.memory_usage == sum(c._sizes.values())
+    with pytest.warns(ChestWarning, match="could not be written"):
+        c.close()
