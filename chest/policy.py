@@ -66,20 +66,24 @@ class Policy:
 
     The chest calls :meth:`add`, :meth:`remove`, :meth:`pop` and
     :meth:`clear` with its lock held, and :meth:`touch` (a cache hit)
-    without it: ``touch`` must be a single atomic dict operation, and may
-    name a key that another thread has just removed.
+    without it: a hit records a tick in ``_last_use``, one atomic dict
+    write, and may name a key that another thread has just removed.
     """
 
     name = "policy"
+
+    def __init__(self) -> None:
+        self._last_use: Dict[Hashable, int] = {}
+        self._ticks = itertools.count()
+
+    def touch(self, key: Hashable) -> None:
+        """Record a use of ``key``: O(1), lock-free."""
+        self._last_use[key] = next(self._ticks)
 
     def add(self, key: Hashable, size: int, clean: bool = False) -> None:
         """Track ``key`` as just used (new, or set again with a value of
         ``size`` bytes; ``clean`` if its file holds it, so that evicting it
         writes nothing)."""
-        raise NotImplementedError
-
-    def touch(self, key: Hashable) -> None:
-        """Record a use of ``key``: O(1), lock-free."""
         raise NotImplementedError
 
     def remove(self, key: Hashable) -> None:
@@ -114,9 +118,8 @@ class HeapPolicy(Policy):
     lowest out first. Subclasses define :meth:`weight`."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.heap: heapdict = heapdict()
-        self._last_use: Dict[Hashable, int] = {}
-        self._ticks = itertools.count()
 
     @staticmethod
     def weight(size: int, clean: bool) -> float:
@@ -130,9 +133,6 @@ class HeapPolicy(Policy):
         old = self.heap.d.get(key)
         if old is None or old[0][0] != weight:
             self.heap[key] = (weight, tick)
-
-    def touch(self, key: Hashable) -> None:
-        self._last_use[key] = next(self._ticks)
 
     def remove(self, key: Hashable) -> None:
         if key in self.heap.d:
@@ -198,8 +198,7 @@ class QueuePolicy(Policy):
     groups = 1
 
     def __init__(self) -> None:
-        self._last_use: Dict[Hashable, int] = {}
-        self._ticks = itertools.count()
+        super().__init__()
         self._group_of: Dict[Hashable, int] = {}
         self._queues: List[OrderedDict] = [OrderedDict() for _ in range(self.groups)]
         self._heaps: List[List[Tuple[int, Hashable]]] = [[] for _ in range(self.groups)]
@@ -220,9 +219,6 @@ class QueuePolicy(Policy):
         group = self.group(size, clean)
         self._group_of[key] = group
         self._queues[group][key] = tick
-
-    def touch(self, key: Hashable) -> None:
-        self._last_use[key] = next(self._ticks)
 
     def remove(self, key: Hashable) -> None:
         group = self._group_of.pop(key, None)
