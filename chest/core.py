@@ -41,8 +41,9 @@ MAX_OPEN_FILES = 512
 #: written or read in one call, and known unchanged by their bytes' hash.
 SMALL_VALUE = 64 * 1024
 
-#: Files at least this large are read while a thread makes room for them.
-READ_AHEAD_EVICTION = 4 * 1024 * 1024
+#: Values at least this large are written while another thread takes their
+#: fingerprint, and their files read while another thread makes room.
+LARGE_VALUE = 4 * 1024 * 1024
 
 _MISSING = object()
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -427,8 +428,20 @@ class Chest(MutableMapping):
         if self._default_format and size <= SMALL_VALUE:
             data = serialize.dumps(value)
             return self.store.write_bytes_temp(filename, data), bytes_token(data)
-        token = fingerprint(value)
-        return self.store.write_temp(filename, value), token
+        if size < LARGE_VALUE:
+            token = fingerprint(value)
+            return self.store.write_temp(filename, value), token
+        # xxh3 releases the GIL: hash an array while pickle streams it out.
+        fingerprinted: List[Any] = []
+        thread = threading.Thread(
+            target=lambda: fingerprinted.append(fingerprint(value)),
+            name="chest-fingerprint", daemon=True)
+        thread.start()
+        try:
+            written = self.store.write_temp(filename, value)
+        finally:
+            thread.join()
+        return written, fingerprinted[0] if fingerprinted else None
 
     def _read_file(self, key: Hashable, filename: str) -> Tuple[Any, int, float, Any]:
         """Load ``key``'s value: ``(value, bytes read, seconds, token or None)``.
@@ -597,7 +610,7 @@ class Chest(MutableMapping):
         Only with the default ``on_overflow``: a user's callback is called
         from the thread that caused the eviction.
         """
-        if incoming < READ_AHEAD_EVICTION or self._on_overflow is not _do_nothing \
+        if incoming < LARGE_VALUE or self._on_overflow is not _do_nothing \
                 or self.memory_usage + incoming <= self._available_memory:
             return None
         thread = threading.Thread(target=self._make_room, args=(incoming,),

@@ -719,7 +719,7 @@ def test_a_value_read_after_close_and_changed_is_written_on_close(chest_path):
 
 
 def test_a_large_read_makes_room_in_another_thread(make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "READ_AHEAD_EVICTION", 10_000)
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
     evicted_by: list = []
     make_room = Chest._make_room
 
@@ -743,7 +743,7 @@ def test_a_large_read_makes_room_in_another_thread(make_chest, monkeypatch):
 
 
 def test_a_user_on_overflow_is_called_by_the_reading_thread(make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "READ_AHEAD_EVICTION", 10_000)
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
     threads = set()
     c = make_chest(available_memory=50_000,
                    on_overflow=lambda key: threads.add(threading.current_thread()))
@@ -756,7 +756,7 @@ def test_a_user_on_overflow_is_called_by_the_reading_thread(make_chest, monkeypa
 
 def test_a_large_read_whose_room_cannot_be_made_keeps_every_value(make_chest,
                                                                   monkeypatch):
-    monkeypatch.setattr(chest.core, "READ_AHEAD_EVICTION", 10_000)
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=50_000, max_disk=100_000)
     for i in range(8):  # 6 files of 16 kB fit under max_disk, then nothing more
         with warnings.catch_warnings():
@@ -767,5 +767,32 @@ def test_a_large_read_whose_room_cannot_be_made_keeps_every_value(make_chest,
         for i in range(8):
             assert c[i][0] == i
     assert c.memory_usage == sum(c._sizes.values())
+    with pytest.warns(ChestWarning, match="could not be written"):
+        c.close()
+
+
+def test_large_values_are_fingerprinted_while_written(make_chest, monkeypatch):
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    c = make_chest(available_memory=20_000)  # one 16 kB array fits
+    c["a"] = np.zeros(2_000)
+    c["b"] = np.ones(2_000)  # a is written
+    assert c.stats.spills == 1
+    assert c["a"][0] == 0  # b is written
+    assert c["b"][0] == 1  # a is unchanged since it was written: not again
+    assert c.stats.spills == 2
+    c["a"][:] = -1  # b leaves unchanged; a is changed in place
+    assert c["b"][0] == 1  # a is written again
+    assert c.stats.spills == 3
+    c.flush()
+    assert (Chest(path=c.path, readonly=True)["a"] == -1).all()
+
+
+def test_a_large_value_that_cannot_be_written_stays_in_memory(make_chest, monkeypatch):
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    c = make_chest(available_memory=20_000, max_disk=1_000)
+    with pytest.warns(ChestWarning, match="cannot be written"):
+        c["big"] = np.ones(5_000)  # 40 kB: larger than the budget and max_disk
+    assert (c["big"] == 1).all() and "big" in c.inmem
+    assert [t.name for t in threading.enumerate()].count("chest-fingerprint") == 0
     with pytest.warns(ChestWarning, match="could not be written"):
         c.close()
