@@ -605,13 +605,16 @@ class Chest(MutableMapping):
     def _make_room_beside_read(self, incoming: int) -> Optional[threading.Thread]:
         """Start evicting in a thread while a large file is read, so that
         writing or checking the values that leave overlaps the read; None
-        if there is nothing to overlap (lock held).
+        if there is nothing to overlap.
 
-        Only with the default ``on_overflow``: a user's callback is called
-        from the thread that caused the eviction.
+        Only with the default ``on_overflow`` (a user's callback is called
+        from the thread that caused the eviction), and only when the caller
+        does not hold the lock (``with c.lock: c[key]``): the thread would
+        wait for it, and the caller for the thread.
         """
         if incoming < LARGE_VALUE or self._on_overflow is not _do_nothing \
-                or self.memory_usage + incoming <= self._available_memory:
+                or self.memory_usage + incoming <= self._available_memory \
+                or self.lock._is_owned():  # type: ignore[attr-defined]
             return None
         thread = threading.Thread(target=self._make_room, args=(incoming,),
                                   name="chest-make-room", daemon=True)
@@ -650,7 +653,8 @@ class Chest(MutableMapping):
                 if read:
                     self._on_miss(key)
                 filename = self.store.filename(key)
-                room_maker = self._make_room_beside_read(self.store.files[key])
+                incoming = self.store.files[key]
+            room_maker = self._make_room_beside_read(incoming)
             try:
                 value, size_on_disk, seconds, token = self._read_file(key, filename)
             except ValueFileError:

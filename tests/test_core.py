@@ -796,3 +796,24 @@ def test_a_large_value_that_cannot_be_written_stays_in_memory(make_chest, monkey
     assert [t.name for t in threading.enumerate()].count("chest-fingerprint") == 0
     with pytest.warns(ChestWarning, match="could not be written"):
         c.close()
+
+
+def test_a_large_read_under_the_callers_lock_does_not_wait_for_itself(tmp_path):
+    # In a child process: a deadlock must fail the test, not hang the suite.
+    script = f"""
+import numpy as np
+import chest.core
+from chest import Chest
+chest.core.LARGE_VALUE = 10_000
+c = Chest(path={str(tmp_path / "c")!r}, available_memory=20_000)
+c["a"] = np.zeros(2_000)
+c["b"] = np.ones(2_000)
+with c.lock:
+    assert c["a"][0] == 0
+assert c.popitem()[0] == "b"
+c.close()
+print("done")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.strip() == "done", done.stderr

@@ -8,7 +8,8 @@ the end state is checked against per-thread dicts, key order included; then
 all threads share the same keys, and every value read must be one that was
 written for its key, whole. Either way the memory accounting must add up and
 a flushed, reopened chest must hold the same. Each test runs for SECONDS, with
-the LRU and largest-first policies and with memory-mapped arrays.
+the LRU and largest-first policies, with memory-mapped arrays, and with the
+default policy and the threads that overlap work with the I/O of large values.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import traceback
 import numpy as np
 import pytest
 
+import chest.core
 from chest import Chest
 from chest.core import nbytes
 
@@ -32,7 +34,20 @@ CONFIGS = [
     pytest.param({"policy": "lru"}, id="lru"),
     pytest.param({"policy": "largest"}, id="largest"),
     pytest.param({"policy": "lru", "mmap": True}, id="mmap"),
+    # The default policy, with the values over 64 KiB also "large": written
+    # while a thread fingerprints them, read while a thread makes room.
+    pytest.param({"policy": "clean-first", "large_value": 64 * 1024},
+                 id="clean-first-overlapping"),
 ]
+
+
+@pytest.fixture
+def config(request, monkeypatch):
+    config = dict(request.param)
+    large_value = config.pop("large_value", None)
+    if large_value is not None:
+        monkeypatch.setattr(chest.core, "LARGE_VALUE", large_value)
+    return config
 
 
 def length(r: int) -> int:
@@ -77,7 +92,7 @@ def own_keys(t: int) -> list:
             + [1000 * (t + 1) + i for i in range(2)])
 
 
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("config", CONFIGS, indirect=True)
 def test_threads_with_their_own_keys(tmp_path, config):
     path = str(tmp_path / "chest")
     c = Chest(path=path, available_memory=BUDGET, **config)
@@ -168,7 +183,7 @@ def check_tagged(key, value, written: dict) -> None:
     assert value.shape == (length(tag),) and np.all(value == tag), (key, tag)
 
 
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("config", CONFIGS, indirect=True)
 def test_threads_sharing_keys(tmp_path, config):
     path = str(tmp_path / "chest")
     c = Chest(path=path, available_memory=BUDGET, **config)
