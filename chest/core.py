@@ -536,14 +536,15 @@ class Chest(MutableMapping):
             with self.lock:
                 if not self.policy:
                     return -1
+                if self._guarded and not self.readonly:
+                    # First: if the lock cannot be taken again, nothing is lost.
+                    self._writable("write to disk")
                 key = self.policy.pop(keep)
                 value = self.inmem.pop(key)
                 size = self._sizes.pop(key)
                 self.memory_usage -= size
                 if self.readonly:
                     return size  # a copy of its file: let it go
-                if self._guarded:
-                    self._writable("write to disk")
                 version = self._keys[key]
                 try:
                     self._on_overflow(key)
@@ -614,8 +615,9 @@ class Chest(MutableMapping):
         """
         if incoming < LARGE_VALUE or self._on_overflow is not _do_nothing \
                 or self.memory_usage + incoming <= self._available_memory \
+                or incoming > self._available_memory \
                 or self.lock._is_owned():  # type: ignore[attr-defined]
-            return None
+            return None  # (a value over the whole budget is not kept)
         thread = threading.Thread(target=self._make_room, args=(incoming,),
                                   name="chest-make-room", daemon=True)
         thread.start()
@@ -628,7 +630,9 @@ class Chest(MutableMapping):
                 if self._evict_next() < 0:
                     return
         except Exception:
-            pass  # the shrink after the read meets the error again, and raises
+            # Nothing evicted is lost (see _evict_next); with room not made,
+            # the shrink after the read meets the error again and raises.
+            pass
 
     def _load(self, key: Hashable, read: bool) -> Any:
         """Load ``key`` from disk (file I/O without the lock) into memory.

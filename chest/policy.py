@@ -80,6 +80,13 @@ class Policy:
         """Record a use of ``key``: O(1), lock-free."""
         self._last_use[key] = next(self._ticks)
 
+    def _forget_old_uses(self) -> None:
+        """Drop the uses of keys no longer tracked, once they pile up: a hit
+        that races the key's removal records its use after it is gone."""
+        if len(self._last_use) > 2 * len(self) + 64:
+            for key in [key for key in self._last_use if key not in self]:
+                self._last_use.pop(key, None)
+
     def add(self, key: Hashable, size: int, clean: bool = False) -> None:
         """Track ``key`` as just used (new, or set again with a value of
         ``size`` bytes; ``clean`` if its file holds it, so that evicting it
@@ -138,6 +145,7 @@ class HeapPolicy(Policy):
         if key in self.heap.d:
             del self.heap[key]
         self._last_use.pop(key, None)
+        self._forget_old_uses()
 
     def clear(self) -> None:
         self.heap.clear()
@@ -223,6 +231,7 @@ class QueuePolicy(Policy):
     def remove(self, key: Hashable) -> None:
         group = self._group_of.pop(key, None)
         if group is None:
+            self._forget_old_uses()
             return
         del self._last_use[key]
         if self._queues[group].pop(key, None) is None:
@@ -273,11 +282,12 @@ class QueuePolicy(Policy):
                 last, key = heap[0]
                 if in_heap.get(key) != last:
                     heapq.heappop(heap)  # a left-over entry
-                elif last_use[key] != last:
-                    in_heap[key] = last_use[key]
-                    heapq.heapreplace(heap, (last_use[key], key))
-                else:
+                    continue
+                now = last_use[key]  # read once: a hit may change it any time
+                if now == last:
                     break
+                in_heap[key] = now
+                heapq.heapreplace(heap, (now, key))
             if heap and (not queue or heap[0][0] < queue[next(iter(queue))]):
                 last, key = heapq.heappop(heap)
                 del in_heap[key]

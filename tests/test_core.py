@@ -817,3 +817,14 @@ print("done")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True,
                           text=True, timeout=60)
     assert done.stdout.strip() == "done", done.stderr
+
+
+def test_reading_a_value_over_the_whole_budget_evicts_nothing(make_chest, monkeypatch):
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    c = make_chest(available_memory=50_000)
+    c["huge"] = np.ones(10_000)  # 80 kB: straight to disk
+    for i in range(5):
+        c[i] = np.full(1_000, i, dtype="f8")  # 8 kB each: all fit
+    spills, in_memory = c.stats.spills, dict(c.inmem)
+    assert (c["huge"] == 1).all()  # read from disk, not kept
+    assert c.inmem.keys() == in_memory.keys() and c.stats.spills == spills

@@ -23,6 +23,7 @@ import time
 import numpy as np
 import pytest
 
+import chest.core
 import chest.store
 from chest import (Chest, ChestWarning, IndexFileError, UnwritableValuesError,
                    ValueFileError)
@@ -1026,6 +1027,43 @@ def test_close_releases_the_lock_also_after_use_after_close(tmp_path, after_clos
         assert run(LOCK_CHILD, path).returncode == 3
     finally:
         c._release_writer_lock()
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from chest import Chest
+c = Chest(path=sys.argv[1])
+print("holding", flush=True)
+sys.stdin.read()
+c.close()
+"""
+
+
+@pytest.mark.parametrize("large_value", [4 * 1024 * 1024, 10_000])
+def test_eviction_that_cannot_retake_the_lock_loses_nothing(
+        tmp_path, monkeypatch, large_value):
+    # After close() the chest takes the lock again to write; if another
+    # process holds it, the value that was to leave stays in memory.
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", large_value)  # 10_000: in a thread
+    path = str(tmp_path / "chest")
+    c = Chest(path=path, available_memory=40_000)
+    for i in range(4):
+        c[i] = np.full(2_000, i, dtype="f8")  # 16 kB each: two fit
+    c.close()
+    c[0][:] = -1  # read back and changed in place: must be written to leave
+    c[1]
+    holder = popen(HOLD_THE_LOCK, path, stdin=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(ChestLockedError):
+            c[3]
+        assert 0 in c.inmem and (c[0] == -1).all()
+        assert c.memory_usage == sum(c._sizes.values())
+    finally:
+        holder.communicate("", timeout=30)
+    c.flush()
+    assert (Chest(path=path, readonly=True)[0] == -1).all()
+    c.close()
 
 
 # -- orphaned folders after a crash ---------------------------------------------------

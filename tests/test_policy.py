@@ -190,3 +190,49 @@ def test_keys_hit_then_removed_leave_no_pile_of_heap_entries(cls):
         p.add(key, 1)
     p.touch(0)
     assert [p.pop() for _ in range(5)] == [1, 2, 3, 4, 0]
+
+
+class HitWhileRead(dict):
+    """``_last_use`` whose n-th read lets "another thread" hit the key read,
+    as a lock-free hit may land between any two steps of an eviction."""
+
+    def __init__(self, policy, n):
+        super().__init__()
+        self.policy, self.n = policy, n
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.n -= 1
+        if self.n == 0:
+            self.policy.touch(key)
+        return value
+
+
+@pytest.mark.parametrize("cls", [LRU, CleanFirst])
+@pytest.mark.parametrize("seed", range(40))
+def test_a_hit_during_eviction_never_loses_a_key(cls, seed):
+    for when in range(1, 12):
+        rng = random.Random(seed)
+        p = cls()
+        p._last_use = HitWhileRead(p, 0)
+        for key in range(6):
+            p.add(key, 1, rng.random() < 0.5)
+        for _ in range(6):
+            p.touch(rng.randrange(6))
+        p.pop()  # keys hit since they were added go to the heap
+        for _ in range(4):
+            p.touch(rng.choice(list(p.priorities())))
+        p._last_use.n = when
+        left = set(p.priorities())
+        popped = [p.pop() for _ in range(len(p))]
+        assert sorted(popped) == sorted(left)
+
+
+@pytest.mark.parametrize("cls", [LargestFirst, LRU, CleanFirst])
+def test_hits_racing_removals_leave_no_pile_of_uses(cls):
+    p = cls()
+    for key in range(10_000):
+        p.add(key, 1)
+        p.remove(key)
+        p.touch(key)  # a hit that read the value just before the removal
+    assert len(p._last_use) <= 2 * len(p) + 64 + 1
