@@ -14,7 +14,7 @@ the key, so it stays exact.
 ``LRU`` and ``CleanFirst`` keep keys in the order they came
 (:class:`QueuePolicy`), so that a value that is spilled or reloaded and not
 hit in between costs O(1); ``LargestFirst`` keeps a ``heapdict`` of
-priorities (:class:`HeapPolicy`). Adding and evicting a key among 2,600
+priorities (:class:`Policy`). Adding and evicting a key among 2,600
 costs about 4.3 us with the heap and 1.2 us with the queues; the heap was a
 quarter of chest's own work per small value spilled or reloaded.
 
@@ -56,14 +56,16 @@ from typing import Any, Dict, Hashable, List, Tuple, Union
 
 from heapdict import heapdict
 
-__all__ = ["Policy", "HeapPolicy", "QueuePolicy", "LargestFirst", "LRU", "CleanFirst",
+__all__ = ["Policy", "QueuePolicy", "LargestFirst", "LRU", "CleanFirst",
            "make_policy", "POLICIES"]
 
 _NO_KEY = object()
 
 
 class Policy:
-    """What every policy offers: track keys, record uses, pick the next to go.
+    """Priorities ``(weight(size, clean), last use)`` in a ``heapdict``,
+    lowest out first; subclasses define :meth:`weight` (or, as
+    :class:`QueuePolicy` does, every method).
 
     The chest calls :meth:`add`, :meth:`remove`, :meth:`pop` and
     :meth:`clear` with its lock held, and :meth:`touch` (a cache hit)
@@ -76,6 +78,7 @@ class Policy:
     def __init__(self) -> None:
         self._last_use: Dict[Hashable, int] = {}
         self._ticks = itertools.count()
+        self.heap: heapdict = heapdict()
 
     def touch(self, key: Hashable) -> None:
         """Record a use of ``key``: O(1), lock-free."""
@@ -85,49 +88,10 @@ class Policy:
         """Drop the uses of keys no longer tracked, once they pile up: a hit
         that races the key's removal records its use after it is gone."""
         if len(self._last_use) > 2 * len(self) + 64:
-            for key in [key for key in self._last_use if key not in self]:
-                self._last_use.pop(key, None)
-
-    def add(self, key: Hashable, size: int, clean: bool = False) -> None:
-        """Track ``key`` as just used (new, or set again with a value of
-        ``size`` bytes; ``clean`` if its file holds it, so that evicting it
-        writes nothing)."""
-        raise NotImplementedError
-
-    def remove(self, key: Hashable) -> None:
-        """Stop tracking ``key``; no error if it is not tracked."""
-        raise NotImplementedError
-
-    def clear(self) -> None:
-        """Forget every key."""
-        raise NotImplementedError
-
-    def pop(self, keep: Any = _NO_KEY) -> Hashable:
-        """Remove and return the key to evict next; KeyError if there is none.
-
-        ``keep`` is returned only if it is the last key left.
-        """
-        raise NotImplementedError
-
-    def priorities(self) -> Dict[Hashable, Tuple]:
-        """Every key and its priority, in the order they would be evicted
-        (a snapshot)."""
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def __contains__(self, key: Hashable) -> bool:
-        raise NotImplementedError
-
-
-class HeapPolicy(Policy):
-    """Priorities ``(weight(size, clean), last use)`` in a ``heapdict``,
-    lowest out first. Subclasses define :meth:`weight`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.heap: heapdict = heapdict()
+            # list() copies in one step: a hit may add a key at any time.
+            for key in list(self._last_use):
+                if key not in self:
+                    self._last_use.pop(key, None)
 
     @staticmethod
     def weight(size: int, clean: bool) -> float:
@@ -135,6 +99,9 @@ class HeapPolicy(Policy):
         raise NotImplementedError
 
     def add(self, key: Hashable, size: int, clean: bool = False) -> None:
+        """Track ``key`` as just used (new, or set again with a value of
+        ``size`` bytes; ``clean`` if its file holds it, so that evicting it
+        writes nothing)."""
         tick = next(self._ticks)
         self._last_use[key] = tick
         weight = self.weight(size, clean)
@@ -143,16 +110,22 @@ class HeapPolicy(Policy):
             self.heap[key] = (weight, tick)
 
     def remove(self, key: Hashable) -> None:
+        """Stop tracking ``key``; no error if it is not tracked."""
         if key in self.heap.d:
             del self.heap[key]
         self._last_use.pop(key, None)
         self._forget_old_uses()
 
     def clear(self) -> None:
+        """Forget every key."""
         self.heap.clear()
         self._last_use.clear()
 
     def pop(self, keep: Any = _NO_KEY) -> Hashable:
+        """Remove and return the key to evict next; KeyError if there is none.
+
+        ``keep`` is returned only if it is the last key left.
+        """
         key, priority = self._pop()
         if self.heap and (key is keep or key == keep):
             other, _ = self._pop()
@@ -175,6 +148,8 @@ class HeapPolicy(Policy):
             heap[key] = (weight, last)
 
     def priorities(self) -> Dict[Hashable, Tuple]:
+        """Every key and its priority, in the order they would be evicted
+        (a snapshot)."""
         current = {}
         for key, entry in self.heap.d.items():
             weight, tick = entry[0]  # heapdict keeps [priority, key, index]
@@ -206,8 +181,15 @@ class QueuePolicy(Policy):
     #: How many groups there are.
     groups = 1
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "weight" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: a QueuePolicy orders keys by group(), "
+                            f"not weight(); subclass Policy to order them by weight")
+
+    def __init__(self) -> None:  # no heap: Policy.__init__ is not called
+        self._last_use: Dict[Hashable, int] = {}
+        self._ticks = itertools.count()
         self._group_of: Dict[Hashable, int] = {}
         self._queues: List[OrderedDict] = [OrderedDict() for _ in range(self.groups)]
         self._heaps: List[List[Tuple[int, Hashable]]] = [[] for _ in range(self.groups)]
@@ -313,7 +295,7 @@ class QueuePolicy(Policy):
         return key in self._group_of
 
 
-class LargestFirst(HeapPolicy):
+class LargestFirst(Policy):
     """Evict the largest value first; among equals, the least recently used."""
 
     name = "largest"

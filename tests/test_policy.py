@@ -236,3 +236,31 @@ def test_hits_racing_removals_leave_no_pile_of_uses(cls):
         p.remove(key)
         p.touch(key)  # a hit that read the value just before the removal
     assert len(p._last_use) <= 2 * len(p) + 64 + 1
+
+
+def test_a_custom_policy_orders_by_its_weight(tmp_path):
+    from chest import Chest
+    from chest.policy import Policy
+
+    class SmallestFirst(Policy):
+        name = "smallest"
+
+        @staticmethod
+        def weight(size, clean):
+            return size
+
+    c = Chest(path=str(tmp_path / "c"), available_memory=10_000,
+              policy=SmallestFirst())
+    c["big"] = b"x" * 5000
+    c["small"] = b"x" * 100
+    c["more"] = b"x" * 4900  # over budget: the smallest leaves
+    assert "small" not in c.inmem and "big" in c.inmem
+    c.close()
+
+
+def test_a_queue_policy_refuses_a_weight():
+    with pytest.raises(TypeError, match="subclass Policy"):
+        class Heaviest(LRU):
+            @staticmethod
+            def weight(size, clean):
+                return -size
