@@ -44,7 +44,6 @@ class Journal:
         self.filename = filename
         self.durable = durable
         self._fd: Optional[int] = None
-        self._end = 0  # where the next record starts
 
     def append(self, key: Hashable, name: Optional[str], size: int) -> None:
         """Record that ``key``'s file is ``name`` (None: the key was deleted)."""
@@ -55,24 +54,25 @@ class Journal:
         if self._fd is None:
             self._fd = os.open(self.filename, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                                0o644)
-            # Only the writer holding the chest's lock appends: keep count.
-            self._end = os.lseek(self._fd, 0, os.SEEK_END)
-        record = _RECORD.pack(len(payload), zlib.crc32(payload)) + payload
+        view = memoryview(_RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
+        written = 0
         try:
-            view = memoryview(record)
             while view:
-                view = view[os.write(self._fd, view):]
+                count = os.write(self._fd, view)
+                written += count
+                view = view[count:]
             if self.durable:
                 os.fsync(self._fd)
         except BaseException:
             # Cut the torn record off: replay stops at the first bad record,
-            # and the records appended later must still be read.
+            # and the records appended later must still be read. Another
+            # chest on the folder (in this process) may append too: cut
+            # from the end, only what this call wrote.
             try:
-                os.ftruncate(self._fd, self._end)
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
             except OSError:
                 pass
             raise
-        self._end += len(record)
 
     def clear(self) -> None:
         """Remove the journal (the index on disk now holds everything)."""

@@ -1,8 +1,11 @@
 """Journal: spilled keys survive a crash between flushes."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+
+import pytest
 
 from conftest import files_in
 
@@ -89,3 +92,33 @@ def test_a_clean_close_leaves_no_journal(chest_path):
     assert c["big list"][-1] == 99_999
     c.close()
     assert ".journal" not in os.listdir(chest_path)
+
+
+def test_a_failed_append_cuts_only_its_own_record(tmp_path, monkeypatch):
+    # Two journals on one file, as two chests on one folder in one process.
+    path = str(tmp_path / ".journal")
+    a, b = Journal(path), Journal(path)
+    a.append("a1", "a1", 1)
+    b.append("b1", "b1", 1)
+    b.append("b2", "b2", 1)
+    write = os.write
+    full = []
+
+    def disk_full_after_3_bytes(fd, data):
+        if fd != a._fd:
+            return write(fd, data)
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        full.append(fd)
+        return write(fd, bytes(data[:3]))  # a short write, then no space
+
+    monkeypatch.setattr(os, "write", disk_full_after_3_bytes)
+    try:
+        with pytest.raises(OSError):
+            a.append("a2", "a2", 1)
+        monkeypatch.setattr(os, "write", write)
+        b.append("b3", "b3", 1)
+        assert [key for key, _, _ in read_journal(path)] == ["a1", "b1", "b2", "b3"]
+    finally:
+        a.close()
+        b.close()
