@@ -45,6 +45,7 @@ SMALL_VALUE = 64 * 1024
 #: fingerprint, and their files read while another thread makes room.
 LARGE_VALUE = 4 * 1024 * 1024
 
+_DEFAULT_KEY_TO_FILENAME = key_to_filename  # the constructor's parameter hides it
 _MISSING = object()
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -226,6 +227,10 @@ class Chest(MutableMapping):
         # The default pickle format with plain files: the fast paths apply.
         self._default_format = (open is builtins.open and dump is serialize.dump
                                 and load is serialize.load and mode == "b")
+        # Evicting calls none of the user's functions: it may run on a thread
+        # of the chest's own (see _make_room_beside_read).
+        self._own_functions_only = (self._default_format and on_overflow is _do_nothing
+                                    and key_to_filename is _DEFAULT_KEY_TO_FILENAME)
         if mmap and not self._default_format:
             raise ValueError("mmap=True needs the default dump, load, open and mode")
         self._lock_timeout = lock_timeout
@@ -608,15 +613,17 @@ class Chest(MutableMapping):
         writing or checking the values that leave overlaps the read; None
         if there is nothing to overlap.
 
-        Only with the default ``on_overflow`` (a user's callback is called
-        from the thread that caused the eviction), and only when the caller
-        does not hold the lock (``with c.lock: c[key]``): the thread would
-        wait for it, and the caller for the thread.
+        Only for a chest that calls none of the user's functions to evict
+        (default ``dump``, ``open``, ``key_to_filename``, ``on_overflow``):
+        those are always called by the thread that caused the eviction. Not
+        when the caller holds the lock (``with c.lock: c[key]``: the thread
+        would wait for it, and the caller for the thread), nor when writing
+        first needs the writer's lock again (after ``close()``).
         """
-        if incoming < LARGE_VALUE or self._on_overflow is not _do_nothing \
+        if incoming < LARGE_VALUE or not self._own_functions_only \
                 or self.memory_usage + incoming <= self._available_memory \
                 or incoming > self._available_memory \
-                or self.lock._is_owned():  # type: ignore[attr-defined]
+                or self._guarded or self.lock._is_owned():  # type: ignore[attr-defined]
             return None  # (a value over the whole budget is not kept)
         thread = threading.Thread(target=self._make_room, args=(incoming,),
                                   name="chest-make-room", daemon=True)

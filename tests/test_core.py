@@ -828,3 +828,26 @@ def test_reading_a_value_over_the_whole_budget_evicts_nothing(make_chest, monkey
     spills, in_memory = c.stats.spills, dict(c.inmem)
     assert (c["huge"] == 1).all()  # read from disk, not kept
     assert c.inmem.keys() == in_memory.keys() and c.stats.spills == spills
+
+
+def test_a_users_functions_are_called_by_the_users_thread(make_chest, monkeypatch):
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    threads = set()
+
+    def dump(value, f):
+        threads.add(threading.current_thread())
+        pickle.dump(value, f)
+
+    def name(key):
+        threads.add(threading.current_thread())
+        return key_to_filename(key)
+
+    for kwargs in ({"dump": dump}, {"key_to_filename": name}):
+        c = make_chest(f"c{len(kwargs)}{list(kwargs)[0]}", available_memory=20_000,
+                       **kwargs)
+        for i in range(4):
+            c[i] = np.full(2_000, i, dtype="f8")
+        for i in range(4):
+            assert c[i][0] == i
+        c.close()
+    assert threads == {threading.current_thread()}
