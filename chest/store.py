@@ -152,6 +152,19 @@ def _temp_name(folder: str, base: str) -> str:
     return os.path.join(folder, f"{TMP_PREFIX}{base}.{os.urandom(6).hex()}")
 
 
+def _read_whole(filename: str, size_hint: int) -> bytes:
+    """The content of a file, read with bare system calls: a file object costs
+    about as much as the read itself for a small file."""
+    fd = os.open(filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        parts = [os.read(fd, size_hint + 1)]
+        while parts[-1]:  # until the end of the file, whatever the hint said
+            parts.append(os.read(fd, max(size_hint, 64 * 1024)))
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 2 else b"".join(parts)
+
+
 def _open_raw(filename: str, mode: str) -> IO[Any]:
     """An unbuffered binary file: pickle streams large buffers straight through."""
     return _RawFile(filename, mode.replace("b", ""))
@@ -389,8 +402,7 @@ class Store:
         """The content of ``key``'s file: ``(data, seconds)``."""
         start = time.perf_counter()
         try:
-            with builtins.open(filename, "rb", buffering=0) as f:
-                data = f.readall()
+            data = _read_whole(filename, self.files.get(key, 0))
         except FileNotFoundError:
             old = self._flushed_copy(filename)
             if old is None:

@@ -200,3 +200,13 @@ def test_folders_of_deleted_tuple_keys_are_removed_on_flush(tmp_path):
     c = Chest(path=str(tmp_path / "c"))
     assert dict(c) == {("kept", "y"): "kept", ("a", ("b", "c")): "again"}
     c.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 200_000])
+@pytest.mark.parametrize("hint", [0, 1000])
+def test_read_whole_reads_to_the_end_whatever_the_hint(tmp_path, size, hint):
+    from chest.store import _read_whole
+    path = tmp_path / "f"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    assert _read_whole(str(path), hint) == data
