@@ -283,9 +283,8 @@ class Chest(MutableMapping):
 
     # -- MutableMapping --------------------------------------------------------
     def __getitem__(self, key: Hashable) -> Any:
-        try:
-            value = self.inmem[key]
-        except KeyError:
+        value = self.inmem.get(key, _MISSING)  # (a miss raising KeyError costs more)
+        if value is _MISSING:
             return self._load(key, read=True)
         # Lock-free hit: one dict read, one dict write (atomic under the GIL).
         self.policy.touch(key)
@@ -539,25 +538,27 @@ class Chest(MutableMapping):
         could be evicted."""
         while True:
             with self.lock:
-                if not self.policy:
-                    return -1
-                if self._guarded and not self.readonly:
+                if self._guarded and not self.readonly and self.policy:
                     # First: if the lock cannot be taken again, nothing is lost.
                     self._writable("write to disk")
-                key = self.policy.pop(keep)
+                try:
+                    key = self.policy.pop(keep)
+                except KeyError:
+                    return -1  # nothing left to evict
                 value = self.inmem.pop(key)
                 size = self._sizes.pop(key)
                 self.memory_usage -= size
                 if self.readonly:
                     return size  # a copy of its file: let it go
                 version = self._keys[key]
-                try:
-                    self._on_overflow(key)
-                except BaseException:
-                    self._keep_in_memory(key, value, size)
-                    raise
-                if self._keys.get(key, _MISSING) != version:
-                    return size  # the callback deleted or set the key: no write
+                if self._on_overflow is not _do_nothing:
+                    try:
+                        self._on_overflow(key)
+                    except BaseException:
+                        self._keep_in_memory(key, value, size)
+                        raise
+                    if self._keys.get(key, _MISSING) != version:
+                        return size  # the callback deleted or set the key: no write
                 if self._is_clean(key, value):
                     return size
                 self._in_flight[key] = value
@@ -665,7 +666,8 @@ class Chest(MutableMapping):
                     self._on_miss(key)
                 filename = self.store.filename(key)
                 incoming = self.store.files[key]
-            room_maker = self._make_room_beside_read(incoming)
+            room_maker = self._make_room_beside_read(incoming) \
+                if incoming >= LARGE_VALUE else None
             try:
                 value, size_on_disk, seconds, token = self._read_file(key, filename)
             except ValueFileError:

@@ -72,14 +72,12 @@ def unchanged(token: Hashable, value: Any, dumps: Callable[[Any], bytes]) -> boo
 
     A read-only memory map of the key's own file always does.
     """
-    if _is_mapped_array(value):
-        return True
     if type(token) is tuple and token[0] == "bytes":
         try:
             return bytes_token(dumps(value)) == token
         except Exception:
             return False
-    return fingerprint(value) == token
+    return _is_mapped_array(value) or fingerprint(value) == token
 
 
 def _is_mapped_array(value: Any) -> bool:

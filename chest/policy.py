@@ -204,7 +204,8 @@ class QueuePolicy(Policy):
         raise NotImplementedError
 
     def add(self, key: Hashable, size: int, clean: bool = False) -> None:
-        self.remove(key)
+        if key in self._group_of:
+            self.remove(key)
         tick = next(self._ticks)
         self._last_use[key] = tick
         group = self.group(size, clean)
@@ -213,14 +214,13 @@ class QueuePolicy(Policy):
 
     def remove(self, key: Hashable) -> None:
         group = self._group_of.pop(key, None)
-        if group is None:
-            self._forget_old_uses()
-            return
-        del self._last_use[key]
-        if self._queues[group].pop(key, None) is None:
-            del self._in_heap[key]
-            if sum(map(len, self._heaps)) > 2 * len(self._in_heap) + 64:
-                self._drop_left_overs()
+        if group is not None:
+            del self._last_use[key]
+            if self._queues[group].pop(key, None) is None:
+                del self._in_heap[key]
+                if sum(map(len, self._heaps)) > 2 * len(self._in_heap) + 64:
+                    self._drop_left_overs()
+        self._forget_old_uses()
 
     def _drop_left_overs(self) -> None:
         for heap in self._heaps:
@@ -251,8 +251,9 @@ class QueuePolicy(Policy):
     def _pop(self) -> Tuple[Hashable, int, int]:
         """Remove the least recently used key of the first non-empty group:
         ``(key, group, last use)``."""
-        last_use, in_heap = self._last_use, self._in_heap
-        for group, (queue, heap) in enumerate(zip(self._queues, self._heaps)):
+        last_use, in_heap, heaps = self._last_use, self._in_heap, self._heaps
+        for group, queue in enumerate(self._queues):
+            heap = heaps[group]
             while queue:
                 key, tick = next(iter(queue.items()))
                 last = last_use[key]

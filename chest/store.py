@@ -157,12 +157,17 @@ def _read_whole(filename: str, size_hint: int) -> bytes:
     about as much as the read itself for a small file."""
     fd = os.open(filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        parts = [os.read(fd, size_hint + 1)]
+        data = os.read(fd, size_hint + 1)
+        if len(data) == size_hint:
+            # Asked for one byte more than the file should hold and got one
+            # less: a regular file reads short only at its end.
+            return data
+        parts = [data]
         while parts[-1]:  # until the end of the file, whatever the hint said
             parts.append(os.read(fd, max(size_hint, 64 * 1024)))
     finally:
         os.close(fd)
-    return parts[0] if len(parts) == 2 else b"".join(parts)
+    return b"".join(parts)
 
 
 def _open_raw(filename: str, mode: str) -> IO[Any]:
@@ -408,7 +413,7 @@ class Store:
             if old is None:
                 raise ValueFileError(key, filename, "the file is missing") from None
             return self.read_bytes(key, old)
-        if self._replaced_since_opened(key, len(data)):
+        if self.readonly and self._replaced_since_opened(key, len(data)):
             old = self._flushed_copy_or_raise(key, filename, len(data))
             return self.read_bytes(key, old)
         return data, time.perf_counter() - start
