@@ -32,8 +32,8 @@ diskcache
     1 GB, which a spilling dict must never do, hence ``"none"``.
 floor
     The raw floor: each value in a file of its own, ``ndarray.tofile`` /
-    ``np.fromfile`` for arrays and pickle protocol 5 for the rest, written on
-    every set and read on every get.
+    ``np.fromfile`` for arrays and pickle protocol 5 for the rest (with bare
+    system calls), written on every set and read on every get.
 dict
     A plain dict, no disk: the in-memory reference.
 
@@ -125,17 +125,23 @@ Result = Dict[str, Any]
 
 
 # -- backends -------------------------------------------------------------------
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
 class Floor(MutableMapping):
     """One file per key, written on every set and read on every get.
 
     Arrays go through ``ndarray.tofile`` / ``np.fromfile`` (their dtype and
-    shape kept in memory), anything else through pickle protocol 5.
+    shape kept in memory), anything else through pickle protocol 5 and bare
+    ``os.open`` / ``os.write`` / ``os.read`` calls (a file object costs about
+    as much as the system calls for a small value).
     """
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
         self.files: Dict[Hashable, str] = {}
         self.arrays: Dict[Hashable, Tuple[np.dtype, Tuple[int, ...]]] = {}
+        self.sizes: Dict[Hashable, int] = {}  # of the pickles
         self.names = itertools.count()
         self.bytes_written = 0
         self.bytes_read = 0
@@ -149,10 +155,17 @@ class Floor(MutableMapping):
             self.arrays[key] = (value.dtype, value.shape)
             self.bytes_written += value.nbytes
         else:
-            with open(path, "wb") as f:
-                pickle.dump(value, f, protocol=5)
-                self.bytes_written += f.tell()
+            data = pickle.dumps(value, protocol=5)
+            fd = os.open(path, _CREATE, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            self.bytes_written += len(data)
             self.arrays.pop(key, None)
+            self.sizes[key] = len(data)
         self.files[key] = path
 
     def __getitem__(self, key: Hashable) -> Any:
@@ -162,14 +175,18 @@ class Floor(MutableMapping):
             value = np.fromfile(path, dtype=dtype).reshape(shape)
             self.bytes_read += value.nbytes
             return value
-        with open(path, "rb") as f:
-            value = pickle.load(f)
-            self.bytes_read += f.tell()
-        return value
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            data = os.read(fd, self.sizes[key])
+        finally:
+            os.close(fd)
+        self.bytes_read += len(data)
+        return pickle.loads(data)
 
     def __delitem__(self, key: Hashable) -> None:
         os.remove(self.files.pop(key))
         self.arrays.pop(key, None)
+        self.sizes.pop(key, None)
 
     def __iter__(self) -> Iterator[Hashable]:
         return iter(self.files)
