@@ -1,0 +1,38 @@
+"""The benchmark scripts still run (on the stores the test extras install)
+and check what they read back."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks")
+
+
+def run_script(name: str, *args: str, tmp_path) -> str:
+    result = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, name), "--dir", str(tmp_path), *args],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_peers_quick_run_prints_every_workload(tmp_path):
+    out = run_script("peers.py", "--quick", "--backends", "chest,floor,dict",
+                     tmp_path=tmp_path)
+    for workload in ("== arrays", "== small", "== hot", "== policy"):
+        assert workload in out
+    for row in ("chest ", "chest:clean-first", "floor ", "dict "):
+        assert row in out
+    assert "chest / floor" in out
+    assert os.listdir(tmp_path) == []  # every store's folder removed
+
+
+def test_small_bound_reads_back_from_each_store(tmp_path):
+    out = run_script("small_bound.py", "--count", "3000", "--rounds", "1",
+                     "--stores", "bare,least,chest", tmp_path=tmp_path)
+    lines = out.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["bare", "least", "chest"]
+    assert all(float(line.split()[1]) > 0 for line in lines)
+    assert os.listdir(tmp_path) == []
