@@ -538,13 +538,12 @@ class Chest(MutableMapping):
         could be evicted."""
         while True:
             with self.lock:
-                if self._guarded and not self.readonly and self.policy:
+                if not self.policy:
+                    return -1
+                if self._guarded and not self.readonly:
                     # First: if the lock cannot be taken again, nothing is lost.
                     self._writable("write to disk")
-                try:
-                    key = self.policy.pop(keep)
-                except KeyError:
-                    return -1  # nothing left to evict
+                key = self.policy.pop(keep)
                 value = self.inmem.pop(key)
                 size = self._sizes.pop(key)
                 self.memory_usage -= size
@@ -666,8 +665,7 @@ class Chest(MutableMapping):
                     self._on_miss(key)
                 filename = self.store.filename(key)
                 incoming = self.store.files[key]
-            room_maker = self._make_room_beside_read(incoming) \
-                if incoming >= LARGE_VALUE else None
+            room_maker = self._make_room_beside_read(incoming)
             try:
                 value, size_on_disk, seconds, token = self._read_file(key, filename)
             except ValueFileError:

@@ -413,7 +413,7 @@ class Store:
             if old is None:
                 raise ValueFileError(key, filename, "the file is missing") from None
             return self.read_bytes(key, old)
-        if self.readonly and self._replaced_since_opened(key, len(data)):
+        if self._replaced_since_opened(key, len(data)):
             old = self._flushed_copy_or_raise(key, filename, len(data))
             return self.read_bytes(key, old)
         return data, time.perf_counter() - start
