@@ -8,14 +8,16 @@
 >>> c.close()
 """
 from .core import Chest, key_to_filename, nbytes
-from .errors import (ChestError, ChestLockedError, ChestWarning, DiskBudgetError,
-                     FolderError, IndexFileError, ReadOnlyError,
+from .errors import (BoundToMemoryError, ChestError, ChestLockedError, ChestWarning,
+                     DiskBudgetError, FolderError, IndexFileError, ReadOnlyError,
                      UnwritableValuesError, ValueFileError)
+from .serialize import keep_in_memory
 
 __version__ = "1.0.0.dev0"
 
 __all__ = [
-    "Chest", "nbytes", "key_to_filename", "ChestError", "ChestLockedError",
+    "Chest", "nbytes", "key_to_filename", "keep_in_memory", "BoundToMemoryError",
+    "ChestError", "ChestLockedError",
     "ChestWarning", "DiskBudgetError", "FolderError", "IndexFileError",
     "ReadOnlyError", "UnwritableValuesError", "ValueFileError", "__version__",
 ]

@@ -25,7 +25,8 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
 
 from . import serialize
 from .budget import DEFAULT_BUDGET, format_bytes, parse_budget
-from .errors import ChestWarning, ReadOnlyError, UnwritableValuesError, ValueFileError
+from .errors import (BoundToMemoryError, ChestWarning, ReadOnlyError,
+                     UnwritableValuesError, ValueFileError)
 from .fingerprint import bytes_token, fingerprint, unchanged
 from .lock import WriterLock
 from .policy import Policy, make_policy
@@ -318,7 +319,7 @@ class Chest(MutableMapping):
                     self._keys[key] = next(self._versions)
                     self._changed = True
                     self._closed = False
-                    self._write_through(key, value, size)
+                    self._store_oversized(key, value, size)
                     return
                 self.inmem[key] = value
                 self._sizes[key] = size
@@ -462,7 +463,7 @@ class Chest(MutableMapping):
         value, size_on_disk, seconds = self.store.read(key, filename)
         return value, size_on_disk, seconds, None
 
-    def _write_through(self, key: Hashable, value: Any, size: int) -> None:
+    def _store_oversized(self, key: Hashable, value: Any, size: int) -> None:
         """Store a value larger than the whole budget straight on disk (lock held)."""
         try:
             self._write(key, value, size)
@@ -471,6 +472,8 @@ class Chest(MutableMapping):
             self._sizes[key] = size
             self.memory_usage += size
             self._unwritable[key] = e
+            if isinstance(e, BoundToMemoryError):
+                return  # it must stay in memory: nothing went wrong
             warnings.warn(
                 f"chest at {self.path}: the value of key {key!r} is larger than "
                 f"the budget but cannot be written ({e!r}); it stays in memory",

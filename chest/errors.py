@@ -102,6 +102,26 @@ class DiskBudgetError(ChestError, OSError):
         return type(self), (self.path, self.key, self.needed, self.max_disk)
 
 
+class BoundToMemoryError(ChestError, TypeError):
+    """A value holds an object whose identity matters: it stays in memory.
+
+    Its class defines a finalizer (``__del__``, such as partd's ``File``,
+    which deletes its data when garbage-collected), or was named with
+    :func:`chest.keep_in_memory`. Writing such a value to disk and dropping it
+    from memory would run the finalizer and break the copy read back.
+    """
+
+    def __init__(self, cls: type, why: str) -> None:
+        self.cls = cls
+        self.why = why
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        super().__init__(f"the value holds a {name}, {why}: it stays in memory "
+                         f"(see chest.keep_in_memory)")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.cls, self.why)
+
+
 class FolderError(ChestError):
     """A command of ``python -m chest`` cannot go on: the path is not a
     chest's folder or cannot be read, a writer holds the lock that

@@ -21,29 +21,123 @@ from __future__ import annotations
 import io
 import mmap
 import pickle
-from typing import IO, Any
+import weakref
+from typing import IO, Any, Dict, Optional, Set, Union
 
 import cloudpickle
 
-__all__ = ["dump", "load", "load_mapped", "dumps", "loads", "PROTOCOL"]
+from .errors import BoundToMemoryError
+
+__all__ = ["dump", "load", "load_mapped", "dumps", "loads", "PROTOCOL",
+           "keep_in_memory", "BoundToMemoryError"]
 
 PROTOCOL = 5
 
 
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_BOUND_NAMES: Set[str] = set()
+_BOUND_TYPES: Set[type] = {weakref.finalize}
+_CHECKED: Dict[type, Optional[str]] = {}  # type -> why it is bound, or None
+
+
+def keep_in_memory(cls: Union[type, str]) -> Union[type, str]:
+    """Never write values holding a ``cls`` (a type or ``"module.QualName"``)
+    to disk: they stay in memory, over the budget if need be.
+
+    Classes that define ``__del__`` are kept in memory without being named
+    here; name the others whose objects must not be copied, e.g. handles
+    whose resources a ``weakref.finalize`` frees. Usable as a decorator.
+
+    >>> class Handle:
+    ...     pass
+    >>> _ = keep_in_memory(Handle)
+    >>> dumps([Handle()])
+    Traceback (most recent call last):
+    ...
+    chest.errors.BoundToMemoryError: the value holds a ...Handle, named with chest.keep_in_memory: it stays in memory (see chest.keep_in_memory)
+    """
+    if isinstance(cls, str):
+        _BOUND_NAMES.add(cls)
+    else:
+        _BOUND_TYPES.add(cls)
+    _CHECKED.clear()
+    return cls
+
+
+def _why_bound(cls: type) -> Optional[str]:
+    """Why objects of ``cls`` must stay in memory; None if they need not."""
+    try:
+        return _CHECKED[cls]
+    except KeyError:
+        pass
+    why = None
+    if cls in _BOUND_TYPES or _qualname(cls) in _BOUND_NAMES or any(
+            base in _BOUND_TYPES or _qualname(base) in _BOUND_NAMES
+            for base in cls.__mro__[1:]):
+        why = "named with chest.keep_in_memory"
+    elif getattr(cls, "__del__", None) is not None:
+        why = "whose __del__ would run once the chest dropped it from memory"
+    _CHECKED[cls] = why
+    return why
+
+
+def _check(obj: Any) -> Any:
+    # Called by the pickler for every object but None, bools and exact
+    # ints, floats, str, bytes, dicts, lists, tuples, sets: ~1 us more per
+    # small value, nothing measurable for arrays (one call each).
+    why = _why_bound(type(obj))
+    if why is not None:
+        raise BoundToMemoryError(type(obj), why)
+    return NotImplemented
+
+
+class _Pickler(pickle.Pickler):
+    """pickle's C pickler, refusing objects that must stay in memory."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        return _check(obj)
+
+
+class _CloudPickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, refusing objects that must stay in memory."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        _check(obj)
+        return super().reducer_override(obj)
+
+
+def _is_plain_file(file: IO[bytes]) -> bool:
+    """Can ``file`` be cut back after a failed pickle (a file on disk opened
+    by ``open`` or chest itself)?"""
+    return isinstance(file, (io.FileIO, io.BufferedWriter, io.BufferedRandom))
+
+
 def dump(value: Any, file: IO[bytes]) -> None:
-    """Write ``value`` to a binary ``file`` with pickle, or cloudpickle if needed."""
+    """Write ``value`` to a binary ``file`` with pickle, or cloudpickle if needed.
+
+    Raises :class:`BoundToMemoryError` for a value holding an object that
+    must stay in memory (see :func:`keep_in_memory`).
+    """
+    if not _is_plain_file(file):
+        # A gzip or other wrapped file cannot be cut back after pickle has
+        # failed half-way: pickle in memory, then write the bytes.
+        file.write(dumps(value))
+        return
     start = file.tell()
     try:
-        pickle.dump(value, file, protocol=PROTOCOL)
-    except OSError:
+        _Pickler(file, PROTOCOL).dump(value)
+    except (OSError, BoundToMemoryError):
         raise
     except Exception as pickle_error:
         # pickle may have written part of the value before it failed.
         file.seek(start)
         file.truncate()
         try:
-            cloudpickle.dump(value, file, protocol=PROTOCOL)
-        except OSError:
+            _CloudPickler(file, PROTOCOL).dump(value)
+        except (OSError, BoundToMemoryError):
             raise
         except Exception:
             raise pickle_error from None
@@ -51,13 +145,20 @@ def dump(value: Any, file: IO[bytes]) -> None:
 
 def dumps(value: Any) -> bytes:
     """What :func:`dump` would write, as bytes."""
+    f = io.BytesIO()
     try:
-        return pickle.dumps(value, protocol=PROTOCOL)
+        _Pickler(f, PROTOCOL).dump(value)
+    except BoundToMemoryError:
+        raise
     except Exception as pickle_error:
+        f = io.BytesIO()
         try:
-            return cloudpickle.dumps(value, protocol=PROTOCOL)
+            _CloudPickler(f, PROTOCOL).dump(value)
+        except BoundToMemoryError:
+            raise
         except Exception:
             raise pickle_error from None
+    return f.getvalue()
 
 
 loads = pickle.loads

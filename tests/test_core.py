@@ -231,6 +231,48 @@ def test_cloudpickle_for_what_pickle_refuses(make_chest, chest_path):
     again.close()
 
 
+def test_cloudpickle_fallback_with_a_gzip_open(make_chest, chest_path):
+    # The fallback used to seek back and truncate, which gzip cannot: the
+    # value was refused and lost at reopen.
+    import gzip
+    c = make_chest(available_memory=0, open=gzip.open)
+    c["f"] = lambda x: x + 10
+    c.close()
+    again = make_chest(open=gzip.open)
+    assert again["f"](1) == 11
+
+
+class Handle:
+    """Frees a resource when collected, as partd's File removes its folder."""
+
+    removed: list = []
+
+    def __init__(self, name):
+        self.name = name
+
+    def __del__(self):
+        Handle.removed.append(self.name)
+
+
+@pytest.mark.filterwarnings("ignore:.*could not be written:chest.ChestWarning")
+def test_values_whose_identity_matters_stay_in_memory(make_chest):
+    c = make_chest(available_memory=200)
+    c["handle"] = {"h": Handle("a"), "pad": "x" * 100}
+    c["big"] = "y" * 150  # over the budget: something must leave
+    assert "handle" in c.inmem and Handle.removed == []
+    assert c.evict() == -1  # nothing else can go: it stays, evict never raises
+    assert "handle" in c.inmem and Handle.removed == []
+    assert "1 cannot be written" in repr(c)
+    with pytest.raises(UnwritableValuesError, match="'handle'.*__del__"):
+        c.flush()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # kept in memory on purpose: no warning
+        c["h0"] = Handle("b")
+        tiny = make_chest("tiny", available_memory=0)
+        tiny["h"] = Handle("c")
+    assert tiny["h"].name == "c" and Handle.removed == []
+
+
 class Unpicklable:
     def __reduce__(self):
         raise TypeError("cannot pickle this")

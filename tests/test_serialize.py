@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from chest.serialize import dump, load
+from chest.serialize import dump, dumps, load
 
 
 def roundtrip(value):
@@ -92,3 +92,71 @@ def test_truncated_file_raises(tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     with open(path, "rb", buffering=0) as f, pytest.raises(Exception):
         load(f)
+
+
+def test_cloudpickle_fallback_in_a_file_that_cannot_be_cut_back(tmp_path):
+    # gzip files cannot seek back and truncate: the fallback pickles in memory.
+    import gzip
+
+    def local(y):
+        return y * 3
+
+    with gzip.open(tmp_path / "v.gz", "wb") as f:
+        dump([np.ones(3), local], f)
+    with gzip.open(tmp_path / "v.gz", "rb") as f:
+        back = load(f)
+    assert back[1](2) == 6
+
+
+def test_cloudpickle_fallback_in_a_plain_file_cuts_back(tmp_path):
+    def local(y):
+        return y * 2
+
+    value = [np.ones(100_000), local]
+    back = pickle.loads(file_of(value, tmp_path).read_bytes())
+    assert back[1](2) == 4 and np.array_equal(back[0], value[0])
+
+
+class WithFinalizer:
+    def __del__(self):
+        pass
+
+
+class Plain:
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    WithFinalizer(), [1, {"deep": (WithFinalizer(),)}], {"x": Plain(), "y": WithFinalizer()}])
+def test_values_holding_a_finalizer_are_refused(value, tmp_path):
+    # An object whose __del__ frees a resource (partd's File deletes its
+    # folder) must not be copied to disk and dropped.
+    from chest.errors import BoundToMemoryError
+    with pytest.raises(BoundToMemoryError, match="WithFinalizer.*__del__"):
+        dumps(value)
+    with pytest.raises(BoundToMemoryError):
+        file_of(value, tmp_path)
+
+
+def test_keep_in_memory_names_a_type_by_class_or_name():
+    from chest import keep_in_memory
+    from chest.errors import BoundToMemoryError
+
+    class Handle:
+        pass
+
+    class Sub(Handle):
+        pass
+
+    assert dumps(Sub())
+    keep_in_memory(Handle)
+    with pytest.raises(BoundToMemoryError, match="keep_in_memory"):
+        dumps([Sub()])
+
+    class Named:
+        pass
+    Named.__module__ = "somelib"
+    Named.__qualname__ = "Named"
+    keep_in_memory("somelib.Named")
+    with pytest.raises(BoundToMemoryError):
+        dumps({"a": Named()})
