@@ -35,7 +35,7 @@ from . import lock as _lock
 from .errors import FolderError, IndexFileError
 from .journal import _RECORD, JOURNAL_NAME, read_journal
 from .store import (_HEADER, _IDENTIFIER, INDEX_MAGIC, INDEX_NAME, OLD_PREFIX,
-                    TMP_PREFIX, Store, key_to_filename)
+                    TMP_PREFIX, Store, holds_a_chest, key_to_filename)
 
 __all__ = [
     "Entry", "IndexInfo", "JournalInfo", "Loaded", "check_folder", "read_index",
@@ -204,13 +204,19 @@ def read_journal_file(path: str) -> JournalInfo:
 
 
 def walk_files(path: str) -> Dict[str, int]:
-    """Every file below ``path``: relative name ('/'-separated) -> size."""
+    """Every file below ``path``: relative name ('/'-separated) -> size.
+
+    Folders below that hold a chest of their own (an index or a journal)
+    are not entered: their files are not this chest's.
+    """
     found: Dict[str, int] = {}
 
     def fail(error: OSError) -> None:
         raise FolderError(f"cannot read {error.filename}: {error.strerror or error}")
 
-    for folder, _, names in os.walk(path, onerror=fail):
+    for folder, dirs, names in os.walk(path, onerror=fail):
+        # A folder with an index or a journal of its own is another chest.
+        dirs[:] = [d for d in dirs if not holds_a_chest(os.path.join(folder, d))]
         rel = os.path.relpath(folder, path)
         prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
         for name in names:

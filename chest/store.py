@@ -43,7 +43,7 @@ import struct
 import time
 import zlib
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTuple,
-                    Optional, Tuple)
+                    Optional, Set, Tuple)
 
 import cloudpickle
 
@@ -62,6 +62,8 @@ OLD_PREFIX = ".old."
 MAX_NAME = 200
 
 _IDENTIFIER = re.compile(r"[_a-zA-Z]\w*\Z", re.ASCII)
+# What _temp_name makes: the prefix, the base, 48 random bits in hex.
+_TEMP_NAME = re.compile(r"\.tmp\..+\.[0-9a-f]{12}\Z", re.DOTALL)
 
 
 def _token(key: Any) -> str:
@@ -260,9 +262,10 @@ class Store:
         self._read_index()
         self.journal = Journal(os.path.join(self.path, JOURNAL_NAME), durable) \
             if journal and not readonly else None
-        replayed = self._replay_journal() if journal else False
+        journaled = self._replay_journal() if journal else []
+        replayed = bool(journaled)
         if not readonly:
-            self._recover()
+            self._recover(journaled)
             if replayed:
                 # Make the recovery durable; this also empties the journal.
                 self.write_index(list(self.files))
@@ -271,6 +274,11 @@ class Store:
     def full_path(self, name: str) -> str:
         """Absolute path of a relative name."""
         return self._prefix + (name if os.sep == "/" else name.replace("/", os.sep))
+
+    def _relative(self, path: str) -> str:
+        """The relative ('/'-separated) name of an absolute path in the folder."""
+        name = path[len(self._prefix):]
+        return name if os.sep == "/" else name.replace(os.sep, "/")
 
     def filename(self, key: Hashable) -> str:
         """Absolute path of ``key``'s file, or of the one it would get."""
@@ -582,14 +590,17 @@ class Store:
                 name = self.indexed[key]
                 entries.append((key, name, self._indexed_sizes.get(key, 0)))
                 kept.add(self.full_path(name))
-        write_index_file(self.path, entries, self.durable)
+        # The retired files about to go are listed in the index: if the
+        # process dies before they are removed, reopening knows them as ours.
+        leaving = [old for old, live in self._retired.items() if live not in kept]
+        write_index_file(self.path, entries, self.durable,
+                         retired=[self._relative(old) for old in leaving])
         self.indexed = {key: name for key, name, _ in entries}
         self._indexed_sizes = {key: size for key, _, size in entries}
         self._indexed_paths = {self.full_path(n) for n in self.indexed.values()}
-        for old, live in list(self._retired.items()):
-            if live not in kept:
-                self.discard(old)
-                del self._retired[old]
+        for old in leaving:
+            self.discard(old)
+            del self._retired[old]
         for key, name in self._released.items():
             if self.names.get(key) != name:
                 self._unclaim(name)
@@ -615,6 +626,7 @@ class Store:
 
     def _read_index(self) -> None:
         filename = self.index_path
+        self._retired_at_index: Set[str] = set()
         try:
             with builtins.open(filename, "rb") as f:
                 data = f.read()
@@ -622,7 +634,8 @@ class Store:
             self._indexed_paths: set = set()
             return
         if data.startswith(INDEX_MAGIC):
-            entries = _parse_index(filename, data[len(INDEX_MAGIC):])
+            entries, self._retired_at_index = _parse_index(
+                filename, data[len(INDEX_MAGIC):])
         else:
             entries = self._parse_legacy_index(filename)
         for key, name, size in entries:
@@ -659,9 +672,9 @@ class Store:
             entries.append((key, safe, size))
         return entries
 
-    def _replay_journal(self) -> bool:
+    def _replay_journal(self) -> List[Tuple[Hashable, Optional[str], int]]:
         """Add the keys written (and drop those deleted) since the index was
-        written, as the journal recorded them. True if there was anything."""
+        written, as the journal recorded them; the records."""
         records = read_journal(os.path.join(self.path, JOURNAL_NAME))
         for key, name, _ in records:
             if name is not None and _safe_name(name) != name:
@@ -682,18 +695,34 @@ class Store:
             self._claim(key, name)
             self.disk_usage += size - self.files.get(key, 0)
             self.files[key] = size
-        return bool(records)
+        return records
 
-    def _recover(self) -> None:
+    def _recover(self, journaled: List[Tuple[Hashable, Optional[str], int]]) -> None:
         """Clean what a crash may have left: temporary files, retired files
-        whose key's file is missing (put back), or no longer needed."""
+        whose key's file is missing (put back), or no longer needed.
+
+        Only what this chest wrote is touched: a retired ``.old.<name>`` of
+        a name its index or journal gives (or that the index lists as about
+        to be removed), a ``.tmp.<name>.<12 hex digits>``
+        as :func:`_temp_name` makes them. Folders holding a chest of their
+        own (an index or a journal) are not entered, and a user's files are
+        left alone.
+        """
+        known = set(self.indexed.values())
+        known.update(name for _, name, _ in journaled if name is not None)
+        known.update(self.names.values())
         live_paths = {self.full_path(self.names[k]) for k in self.files}
-        for folder, _, names in os.walk(self.path):
-            for base in names:
-                full = os.path.join(folder, base)
-                if base.startswith(TMP_PREFIX):
-                    self.discard(full)
-                elif base.startswith(OLD_PREFIX):
+        for folder, dirs, bases in os.walk(self.path):
+            dirs[:] = [d for d in dirs if not holds_a_chest(os.path.join(folder, d))]
+            rel = os.path.relpath(folder, self.path)
+            prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            for base in bases:
+                if base.startswith(TMP_PREFIX) and _TEMP_NAME.match(base):
+                    self.discard(os.path.join(folder, base))
+                elif base.startswith(OLD_PREFIX) and (
+                        prefix + base[len(OLD_PREFIX):] in known
+                        or prefix + base in self._retired_at_index):
+                    full = os.path.join(folder, base)
                     live = os.path.join(folder, base[len(OLD_PREFIX):])
                     if live in live_paths and not os.path.exists(live):
                         os.replace(full, live)
@@ -725,10 +754,11 @@ class Store:
 
 
 def write_index_file(folder: str, entries: List[Tuple[Hashable, str, int]],
-                     durable: bool = False) -> None:
+                     durable: bool = False, retired: Iterable[str] = ()) -> None:
     """Atomically write the ``.keys`` of ``folder`` listing ``entries``
-    (key, relative file name, size), in the chest's order."""
-    payload = _dumps_index({"entries": entries})
+    (key, relative file name, size), in the chest's order, and the
+    ``retired`` files (relative names) that the writer removes next."""
+    payload = _dumps_index({"entries": entries, "retired": list(retired)})
     header = INDEX_MAGIC + _HEADER.pack(INDEX_VERSION, len(payload),
                                         zlib.crc32(payload))
     tmp = _temp_name(folder, "keys")
@@ -745,6 +775,12 @@ def write_index_file(folder: str, entries: List[Tuple[Hashable, str, int]],
         raise
     if durable:
         _sync_dir(folder)
+
+
+def holds_a_chest(folder: str) -> bool:
+    """Does ``folder`` hold a chest of its own (an index or a journal)?"""
+    return any(os.path.lexists(os.path.join(folder, name))
+               for name in (INDEX_NAME, JOURNAL_NAME))
 
 
 def _remove_quietly(path: str) -> None:
@@ -778,7 +814,9 @@ def _dumps_index(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, protocol=5)
 
 
-def _parse_index(filename: str, data: bytes) -> List[Tuple[Hashable, str, int]]:
+def _parse_index(filename: str,
+                 data: bytes) -> Tuple[List[Tuple[Hashable, str, int]], Set[str]]:
+    """The entries of an index (after its magic) and its retired names."""
     if len(data) < _HEADER.size:
         raise IndexFileError(filename, "the header is truncated")
     version, length, crc = _HEADER.unpack_from(data)
@@ -793,11 +831,12 @@ def _parse_index(filename: str, data: bytes) -> List[Tuple[Hashable, str, int]]:
     if zlib.crc32(payload) != crc:
         raise IndexFileError(filename, "checksum mismatch: the file is corrupted")
     try:
-        entries = [(key, name, int(size))
-                   for key, name, size in pickle.loads(payload)["entries"]]
+        content = pickle.loads(payload)
+        entries = [(key, name, int(size)) for key, name, size in content["entries"]]
+        retired = {name for name in content.get("retired", ()) if isinstance(name, str)}
     except Exception as e:
         raise IndexFileError(filename, f"{type(e).__name__}: {e}") from e
     for key, name, _ in entries:
         if _safe_name(name) != name:
             raise IndexFileError(filename, f"unsafe file name {name!r} of key {key!r}")
-    return entries
+    return entries, retired

@@ -1107,6 +1107,33 @@ def test_temporary_file_in_a_new_folder_is_cleaned(tmp_path):
         c.close()
 
 
+def test_reopening_leaves_a_nested_chests_files_alone(tmp_path):
+    # An outer chest used to remove every .tmp.* and .old.* below its
+    # folder on reopen, including the kept flushed copy of an inner chest.
+    outer = Chest(path=str(tmp_path / "results"), available_memory=0)
+    outer["summary"] = 1
+    outer.close()
+    inner = Chest(path=str(tmp_path / "results" / "run1"), available_memory=0)
+    inner["x"] = "flushed"
+    inner.flush()
+    inner["x"] = "newer, not flushed"  # the flushed file is kept as .old.x
+    user_files = [tmp_path / "results" / "run1" / ".tmp.mine",
+                  tmp_path / "results" / "notes" / ".old.summary"]
+    for f in user_files:
+        f.parent.mkdir(exist_ok=True)
+        f.write_text("a user's file")
+    before = leftovers(inner.path)
+    assert ".old.x" in before
+    reopened = Chest(path=str(tmp_path / "results"))
+    try:
+        assert dict(reopened) == {"summary": 1}
+        assert leftovers(inner.path) == before
+        assert all(f.read_text() == "a user's file" for f in user_files)
+    finally:
+        reopened.close()
+        inner.close()
+
+
 # -- 6. unhashable keys -------------------------------------------------------------
 
 UNHASHABLE = [[1], {"a": 1}, {1}, (1, [2])]

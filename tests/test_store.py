@@ -74,6 +74,23 @@ def test_retired_file_is_removed_by_the_next_index(tmp_path):
     assert files_in(tmp_path) == [".keys", "x"]
 
 
+def test_retired_files_of_a_crash_right_after_the_index_are_cleaned(tmp_path,
+                                                                   monkeypatch):
+    # The new index no longer names the deleted key: it lists the retired
+    # files it is about to remove, so reopening knows them as the chest's.
+    s = make(tmp_path)
+    put(s, ("t", "gone"), 1)
+    put(s, "kept", 2)
+    s.write_index([("t", "gone"), "kept"])
+    s.forget(("t", "gone"))
+    monkeypatch.setattr(Store, "discard", lambda self, path: None)  # dies here
+    s.write_index(["kept"])
+    monkeypatch.undo()
+    assert ".old.gone" in " ".join(files_in(tmp_path))
+    make(tmp_path)
+    assert files_in(tmp_path) == [".keys", "kept"]
+
+
 def test_unindexed_file_is_deleted_not_retired(tmp_path):
     s = make(tmp_path)
     put(s, "x", 1)
@@ -85,10 +102,12 @@ def test_temporary_files_of_a_crash_are_cleaned(tmp_path):
     s = make(tmp_path)
     put(s, ("a", "b"), 1)
     s.write_index([("a", "b")])
-    for stray in [tmp_path / ".tmp.x.123", tmp_path / "_a" / ".tmp.b.456"]:
+    for stray in [tmp_path / ".tmp.x.0123456789ab", tmp_path / "_a" / ".tmp.b.456789abcdef",
+                  tmp_path / ".tmp.keys.a0a0a0a0a0a0"]:
         stray.write_bytes(b"half")
+    (tmp_path / ".tmp.users-own").write_bytes(b"not a chest's temporary name")
     make(tmp_path)
-    assert files_in(tmp_path) == [".keys", "_a/b"]
+    assert files_in(tmp_path) == [".keys", ".tmp.users-own", "_a/b"]
 
 
 def test_forgotten_name_is_not_reused_before_the_next_index(tmp_path):
