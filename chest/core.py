@@ -26,7 +26,7 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
 from . import serialize
 from .budget import DEFAULT_BUDGET, format_bytes, parse_budget
 from .errors import (BoundToMemoryError, ChestWarning, ReadOnlyError,
-                     UnwritableValuesError, ValueFileError)
+                     UnwritableValuesError, ValueFileError, describe)
 from .fingerprint import bytes_token, fingerprint, unchanged
 from .lock import WriterLock
 from .policy import Policy, make_policy
@@ -795,11 +795,26 @@ class Chest(MutableMapping):
             for i in range(0, len(keys), MAX_OPEN_FILES):
                 batch = keys[i:i + MAX_OPEN_FILES]
                 names = [self.store.filename(k) for k in batch]
-                with self.open_many(names, mode="r" + self.mode) as files:
-                    for key, f in zip(batch, files):
-                        value = self.load(f)
-                        self._keep_loaded(key, value, nbytes(value))
-                        self.stats.reloads += 1
+                try:
+                    with self.open_many(names, mode="r" + self.mode) as files:
+                        for key, name, f in zip(batch, names, files):
+                            try:
+                                value = self.load(f)
+                            except (MemoryError, KeyboardInterrupt):
+                                raise
+                            except Exception as e:
+                                raise ValueFileError(key, name, describe(e)) from e
+                            self._keep_loaded(key, value, nbytes(value))
+                            self.stats.reloads += 1
+                except OSError as e:
+                    if isinstance(e, ValueFileError):
+                        raise
+                    # The user's open_many failed: name the file it names,
+                    # else the first one missing, else the first of the batch.
+                    name = e.filename if e.filename in names else next(
+                        (n for n in names if not os.path.isfile(n)), names[0])
+                    raise ValueFileError(batch[names.index(name)], name,
+                                         describe(e)) from e
         self.shrink()
 
     def flush(self) -> None:

@@ -5,6 +5,14 @@ import errno
 from typing import Hashable
 
 
+def describe(error: BaseException) -> str:
+    """An error's type and message, without the file name that the chest's
+    own error names already: ``"IsADirectoryError: Is a directory"``."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{type(error).__name__}: {error.strerror}"
+    return f"{type(error).__name__}: {error}"
+
+
 class ChestError(Exception):
     """Base class of every error that chest raises itself."""
 

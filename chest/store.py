@@ -47,7 +47,7 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTupl
 
 import cloudpickle
 
-from .errors import DiskBudgetError, IndexFileError, ValueFileError
+from .errors import DiskBudgetError, IndexFileError, ValueFileError, describe
 from .journal import JOURNAL_NAME, Journal, read_journal
 
 __all__ = ["Store", "key_to_filename", "INDEX_NAME"]
@@ -60,6 +60,9 @@ TMP_PREFIX = ".tmp."
 OLD_PREFIX = ".old."
 #: Longest name (in bytes) of one path component; file systems allow 255.
 MAX_NAME = 200
+#: Longest path (in bytes) the system takes (Linux: 4096 with the final NUL).
+MAX_PATH = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+_TEMP_EXTRA = len(".tmp.") + 13  # what a temporary name adds: prefix, ".", 12 hex
 
 _IDENTIFIER = re.compile(r"[_a-zA-Z]\w*\Z", re.ASCII)
 # What _temp_name makes: the prefix, the base, 48 random bits in hex.
@@ -266,9 +269,26 @@ class Store:
         replayed = bool(journaled)
         if not readonly:
             self._recover(journaled)
-            if replayed:
+            separated = self._separate_shared_files()
+            if replayed or separated:
                 # Make the recovery durable; this also empties the journal.
                 self.write_index(list(self.files))
+
+    def _separate_shared_files(self) -> bool:
+        """Give every key its own file where a chest 0.2 index had two keys
+        share one (its ``1`` and ``'1'`` had one name): the later keys get a
+        hard link (or copy) of the file under a name of their own, so that
+        setting one no longer changes, or loses, the other. True if any."""
+        owners: Dict[str, Hashable] = {}
+        shared = []
+        for key, name in self.names.items():
+            owner = owners.setdefault(_fold(name), key)
+            if owner is not key:
+                shared.append(key)
+        for key in shared:
+            source = self.full_path(self.names.pop(key))
+            self.commit(key, self.link_temp(source, self.prepare(key)))
+        return bool(shared)
 
     # -- names ---------------------------------------------------------------
     def full_path(self, name: str) -> str:
@@ -297,7 +317,8 @@ class Store:
 
     def _choose_name(self, key: Hashable) -> str:
         suggested = _safe_name(self.key_to_filename(key))
-        if suggested is not None and self._is_free(suggested, key):
+        if suggested is not None and self._fits(suggested) and \
+                self._is_free(suggested, key):
             return suggested
         base = hashed_name(key)
         for i in range(1000):
@@ -305,6 +326,13 @@ class Store:
             if self._is_free(name, key):
                 return name
         raise OSError(errno.EEXIST, f"no free file name for key {key!r} in {self.path}")
+
+    def _fits(self, name: str) -> bool:
+        """Is the path of ``name``, also as a temporary name, short enough for
+        the system (a tuple key of many parts may not be)?"""
+        length = len(self._prefix.encode("utf-8", "surrogatepass")) + \
+            len(name.encode("utf-8", "surrogatepass")) + _TEMP_EXTRA
+        return length < MAX_PATH
 
     def _is_free(self, name: str, key: Hashable) -> bool:
         folded = _fold(name)
@@ -421,6 +449,8 @@ class Store:
             if old is None:
                 raise ValueFileError(key, filename, "the file is missing") from None
             return self.read_bytes(key, old)
+        except OSError as e:  # a folder now, under a file now, unreadable
+            raise ValueFileError(key, filename, describe(e)) from e
         if self._replaced_since_opened(key, len(data)):
             old = self._flushed_copy_or_raise(key, filename, len(data))
             return self.read_bytes(key, old)
@@ -524,7 +554,7 @@ class Store:
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as e:
-            raise ValueFileError(key, filename, f"{type(e).__name__}: {e}") from e
+            raise ValueFileError(key, filename, describe(e)) from e
         if replaced:
             return self.read(key, self._flushed_copy_or_raise(key, filename, size))
         return value, self.files.get(key, 0), time.perf_counter() - start

@@ -113,6 +113,19 @@ def test_unsafe_names_stay_inside_the_folder(make_chest, tmp_path, name):
     assert c["k"] == "value"
 
 
+def test_a_tuple_key_whose_path_is_too_long_gets_a_hashed_name(make_chest, chest_path):
+    # Each part is under the name limit, the whole over the path limit: every
+    # write failed with errno 36 and the value was gone after close().
+    key = tuple("p%02d" % i + "x" * 180 for i in range(25))
+    c = make_chest(available_memory=0)
+    c[key] = "deep"
+    name = os.path.relpath(c.key_to_filename(key), c.path)
+    assert "/" not in name and os.path.exists(c.key_to_filename(key))
+    c.close()
+    again = make_chest()
+    assert again[key] == "deep"
+
+
 @pytest.mark.parametrize("key", ["", ".keys", "../x", "/abs", "a/b", "x" * 300,
                                  ("..", ".keys"), ("x" * 300,), ()])
 def test_default_names_of_odd_keys_are_safe(make_chest, tmp_path, key):
@@ -425,6 +438,27 @@ def test_missing_or_corrupt_file_names_key_and_file(make_chest):
         c.get("gone")  # not a KeyError: .get must not say "missing"
 
 
+@pytest.mark.parametrize("damage", ["file is a folder", "folder is a file"])
+def test_a_file_or_folder_replaced_by_the_other_names_key_and_file(make_chest, damage):
+    c = make_chest(available_memory=0)
+    key = ("t", "small") if damage == "folder is a file" else "small"
+    c[key] = 1
+    c["fine"] = 2
+    filename = c.key_to_filename(key)
+    os.remove(filename)
+    if damage == "file is a folder":
+        os.mkdir(filename)
+    else:
+        os.rmdir(os.path.dirname(filename))
+        with open(os.path.dirname(filename), "w") as f:
+            f.write("a file")
+    with pytest.raises(ValueFileError, match=repr(key).replace("(", r"\(").replace(
+            ")", r"\)")) as e:
+        c[key]
+    assert e.value.filename == filename and "Error" in e.value.reason
+    assert c["fine"] == 2
+
+
 def test_json_chest_with_tuple_keys_reopens_whole(make_chest, chest_path):
     c = make_chest(dump=json.dump, load=json.load, mode="t", available_memory=0)
     c[("a", 1)] = [1, 2]
@@ -462,6 +496,28 @@ def test_a_chest_of_the_original_chest_reopens(chest_path):
     c.close()
     again = Chest(path=chest_path)
     assert len(again) == 3
+    again.close()
+
+
+def test_keys_sharing_a_file_in_a_chest_of_the_original_get_their_own(chest_path):
+    # chest 0.2.3 gave 1 and '1' one file; setting one then left the other
+    # (or itself) with the wrong value, also after reopening.
+    os.makedirs(chest_path)
+    with open(os.path.join(chest_path, "1"), "wb") as f:
+        pickle.dump("shared", f, protocol=1)
+    with open(os.path.join(chest_path, ".keys"), "wb") as f:
+        pickle.dump([(1, "1"), ("1", "1")], f, protocol=1)
+    reader = Chest(path=chest_path, readonly=True)
+    assert dict(reader) == {1: "shared", "1": "shared"}  # as 0.2.3 read it
+    reader.close()
+    c = Chest(path=chest_path, available_memory=0)
+    assert c.key_to_filename(1) != c.key_to_filename("1")
+    c[1] = "NEW"
+    c.flush()
+    assert c[1] == "NEW" and c["1"] == "shared"
+    c.close()
+    again = Chest(path=chest_path)
+    assert dict(again) == {1: "NEW", "1": "shared"}
     again.close()
 
 
@@ -697,6 +753,20 @@ def test_prefetch_with_a_user_open_many(make_chest):
     c.flush()
     c.prefetch([1, 2])
     assert len(opened) == 2 and set(c.inmem) == {1, 2}
+
+
+def test_prefetch_with_a_user_open_many_names_the_missing_key_and_file(make_chest):
+    def open_many(names, mode):
+        from chest.core import _open_many
+        return _open_many(names, mode)
+
+    c = make_chest(available_memory=10**6, open_many=open_many)
+    c[1], c[2] = "one", "two"
+    c.flush()
+    os.remove(c.key_to_filename(2))
+    with pytest.raises(ValueFileError, match="key 2 from .*No such file") as e:
+        c.prefetch([1, 2])
+    assert e.value.filename == c.key_to_filename(2)
 
 
 # -- threads ----------
