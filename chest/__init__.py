@@ -9,8 +9,8 @@
 """
 from .core import Chest, key_to_filename, nbytes
 from .errors import (BoundToMemoryError, ChestError, ChestLockedError, ChestWarning,
-                     DiskBudgetError, FolderError, IndexFileError, ReadOnlyError,
-                     UnwritableValuesError, ValueFileError)
+                     DiskBudgetError, FolderError, IndexFileError, IndexWriteError,
+                     ReadOnlyError, UnwritableValuesError, ValueFileError)
 from .serialize import keep_in_memory
 
 __version__ = "1.0.0.dev0"
@@ -18,6 +18,6 @@ __version__ = "1.0.0.dev0"
 __all__ = [
     "Chest", "nbytes", "key_to_filename", "keep_in_memory", "BoundToMemoryError",
     "ChestError", "ChestLockedError",
-    "ChestWarning", "DiskBudgetError", "FolderError", "IndexFileError",
+    "ChestWarning", "DiskBudgetError", "FolderError", "IndexFileError", "IndexWriteError",
     "ReadOnlyError", "UnwritableValuesError", "ValueFileError", "__version__",
 ]

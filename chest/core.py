@@ -25,9 +25,10 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
 
 from . import serialize
 from .budget import DEFAULT_BUDGET, format_bytes, parse_budget
-from .errors import (BoundToMemoryError, ChestWarning, ReadOnlyError,
+from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError, ReadOnlyError,
                      UnwritableValuesError, ValueFileError, describe)
 from .fingerprint import bytes_token, fingerprint, unchanged
+from .folder import check_folder
 from .lock import WriterLock
 from .policy import Policy, make_policy
 from .sizeof import nbytes
@@ -53,8 +54,12 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 logger = logging.getLogger(__name__)
 
 
+def _is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in _DISK_FULL
+
+
 def _warn_if_disk_full(path: str, key: Hashable, error: BaseException) -> None:
-    if isinstance(error, OSError) and error.errno in _DISK_FULL:
+    if _is_disk_full(error):
         warnings.warn(
             f"chest at {path}: no space to write key {key!r} ({error}); it stays "
             f"in memory, over the budget", ChestWarning, stacklevel=4)
@@ -183,12 +188,18 @@ class Chest(MutableMapping):
         # A forked child must neither flush nor remove its parent's chest.
         self._owner_pid = os.getpid()
         self._explicitly_given_path = path is not None
-        if path is not None:
-            self.path = os.fspath(path)
-        else:
-            self.path = tempfile.mkdtemp(".chest", dir=worker_local_directory)
+        # Arguments first: a bad one must leave nothing behind.
         self._available_memory = parse_budget(
             DEFAULT_BUDGET if available_memory is None else available_memory)
+        max_disk_bytes = None if max_disk is None else parse_budget(max_disk)
+        if mode not in ("b", "t"):
+            raise ValueError(f"mode must be 'b' (binary) or 't' (text), not {mode!r}")
+        if path is not None:
+            self.path = os.fspath(path)
+            if readonly:
+                check_folder(self.path)  # a typo must not open an empty chest
+        else:
+            self.path = tempfile.mkdtemp(".chest", dir=worker_local_directory)
         self.dump = dump
         self.load = load
         self.mode = mode
@@ -197,7 +208,24 @@ class Chest(MutableMapping):
         self._key_to_filename = key_to_filename
         self._on_miss = on_miss
         self._on_overflow = on_overflow
-        self.policy = make_policy(policy)
+        try:
+            self.policy = make_policy(policy)
+            self._set_up(dump, load, key_to_filename, open, mode, on_overflow, durable,
+                         readonly, lock_timeout, max_disk_bytes, mmap)
+        except BaseException:
+            if not self._explicitly_given_path:
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        if data:
+            self.update(data)
+
+    def _set_up(self, dump: Callable[[Any, IO[Any]], None],
+                load: Callable[[IO[Any]], Any],
+                key_to_filename: Callable[[Hashable], str], open: Callable[..., IO[Any]],
+                mode: str, on_overflow: Callable[[Hashable], Any], durable: bool,
+                readonly: bool, lock_timeout: float, max_disk: Optional[int],
+                mmap: bool) -> None:
+        """The rest of the constructor: memory tier, writer lock, store."""
         self.stats = Stats()
 
         #: Values held in memory.
@@ -245,8 +273,7 @@ class Chest(MutableMapping):
                 key_to_filename, open, mode,
                 unbuffered=self._default_format,
                 durable=durable, journal=self._explicitly_given_path,
-                readonly=readonly,
-                max_disk=None if max_disk is None else parse_budget(max_disk),
+                readonly=readonly, max_disk=max_disk,
             )
         except BaseException:
             if self._writer_lock is not None:
@@ -261,8 +288,6 @@ class Chest(MutableMapping):
                 self, _remove_folder, self.store.path, self._owner_pid)
         elif not readonly:
             _OPEN_CHESTS[id(self)] = self
-        if data:
-            self.update(data)
 
     # -- the budget ------------------------------------------------------------
     @property
@@ -827,34 +852,57 @@ class Chest(MutableMapping):
         """
         with self.lock:
             self._writable("flush")
-            failures: Dict[Hashable, BaseException] = {}
-            for key in list(self._in_flight):
-                # Another thread is writing it; write it now, its commit will
-                # see that the key is no longer in flight and back off.
-                value = self._in_flight.pop(key)
-                size = nbytes(value)
-                try:
-                    self._write(key, value, size)
-                except Exception as e:
-                    self._keep_unwritable(key, value, size, e)
-                    failures[key] = e
-            for key in list(self.inmem):
-                try:
-                    self.move_to_disk(key)
-                except Exception as e:
-                    failures[key] = e
+            failures = self._write_all()
+            if failures and self.store.retired_files and \
+                    any(_is_disk_full(e) for e in failures.values()):
+                # Files of deleted and overwritten keys are kept until the
+                # index no longer needs them: write it, which frees their
+                # space, and try the values again.
+                self.write_keys(failures)
+                failures = self._write_all()
             if self._changed or self.store.unindexed_writes or \
                     not os.path.exists(self.store.index_path):
-                self.write_keys()
+                self.write_keys(failures)
             if failures:
-                raise UnwritableValuesError(self.path, failures)
+                raise UnwritableValuesError(self.path, failures, self.store.files)
 
-    def write_keys(self) -> None:
-        """Write the index of the keys whose values are on disk."""
+    def _write_all(self) -> Dict[Hashable, BaseException]:
+        """Write every value in memory or in flight; those that could not be
+        written, with their errors (lock held)."""
+        failures: Dict[Hashable, BaseException] = {}
+        for key in list(self._in_flight):
+            # Another thread is writing it; write it now, its commit will
+            # see that the key is no longer in flight and back off.
+            value = self._in_flight.pop(key)
+            size = nbytes(value)
+            try:
+                self._write(key, value, size)
+            except Exception as e:
+                self._keep_unwritable(key, value, size, e)
+                failures[key] = e
+        for key in list(self.inmem):
+            try:
+                self.move_to_disk(key)
+            except Exception as e:
+                failures[key] = e
+        return failures
+
+    def write_keys(self, unwritten: Optional[Dict[Hashable, BaseException]] = None
+                   ) -> None:
+        """Write the index of the keys whose values are on disk.
+
+        Raises :class:`~chest.errors.IndexWriteError` naming the index and
+        what is not saved if it cannot be written (``unwritten``: the values
+        that could not be written either).
+        """
         with self.lock:
             self._writable("write the index")
             # Keys whose new value could not be written keep their flushed one.
-            self.store.write_index(self._keys)
+            try:
+                self.store.write_index(self._keys)
+            except OSError as e:
+                raise IndexWriteError(self.path, self.store.index_path, describe(e),
+                                      unwritten or {}) from e
             self._changed = any(k not in self.store.files for k in self._keys)
 
     def drop(self) -> None:
@@ -969,6 +1017,9 @@ class Chest(MutableMapping):
                     self.flush()
             except UnwritableValuesError as e:
                 warnings.warn(str(e), ChestWarning, stacklevel=2)
+            except BaseException:
+                self._closed = False  # not saved: closing again tries again
+                raise
             finally:
                 self.store.close()
                 self._release_writer_lock()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import errno
-from typing import Hashable
+from typing import Container, Dict, Hashable, Mapping, Optional
 
 
 def describe(error: BaseException) -> str:
@@ -49,21 +49,62 @@ class IndexFileError(ChestError):
         return type(self), (self.filename, self.reason)
 
 
-class UnwritableValuesError(ChestError):
-    """Some in-memory values could not be written; they are still in memory."""
+def _listed(failures: Mapping[Hashable, BaseException]) -> str:
+    detail = "; ".join(f"{k!r}: {e!r}" for k, e in list(failures.items())[:5])
+    more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+    return detail + more
 
-    def __init__(self, path: str, failures: dict) -> None:
+
+class UnwritableValuesError(ChestError):
+    """Some in-memory values could not be written; they are still in memory.
+
+    ``failures`` maps each key to its error. A key whose file still holds
+    an earlier copy (a value read back, then not written again) says so.
+    """
+
+    def __init__(self, path: str, failures: dict,
+                 on_disk: Container[Hashable] = ()) -> None:
         self.path = path
         self.failures = failures
-        detail = "; ".join(f"{k!r}: {e!r}" for k, e in list(failures.items())[:5])
-        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        older = sum(1 for key in failures if key in on_disk)
+        where = (f"; {older} of them keep the copy their file held before"
+                 if older else "")
         super().__init__(
             f"{len(failures)} value(s) of the chest at {path} could not be written "
-            f"and stay in memory only: {detail}{more}"
+            f"and stay in memory only{where}: {_listed(failures)}"
         )
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return type(self), (self.path, self.failures)
+
+
+class IndexWriteError(ChestError, OSError):
+    """The ``.keys`` index could not be written (a folder made read-only, a
+    full disk): what changed since the last flush is not saved in it.
+
+    Values evicted since then are in the journal, if it could be written,
+    and reopening finds them; ``unwritten`` lists the values that could not
+    be written either (they stay in memory).
+    """
+
+    def __init__(self, path: str, filename: str, reason: str,
+                 unwritten: Optional[Dict[Hashable, BaseException]] = None) -> None:
+        self.path = path
+        self.filename = filename
+        self.reason = reason
+        self.unwritten = dict(unwritten or {})
+        super().__init__(errno.EIO, self.__str__())
+
+    def __str__(self) -> str:
+        values = (f"; {len(self.unwritten)} value(s) could not be written either and "
+                  f"stay in memory only: {_listed(self.unwritten)}"
+                  if self.unwritten else "")
+        return (f"cannot save the chest at {self.path}: its index {self.filename} "
+                f"cannot be written ({self.reason}), so the keys set or deleted since "
+                f"the last flush are not saved in it{values}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.path, self.filename, self.reason, self.unwritten)
 
 
 class ChestLockedError(ChestError):
@@ -131,9 +172,10 @@ class BoundToMemoryError(ChestError, TypeError):
 
 
 class FolderError(ChestError):
-    """A command of ``python -m chest`` cannot go on: the path is not a
-    chest's folder or cannot be read, a writer holds the lock that
-    ``repair`` needs, or a repair is refused. The message says which."""
+    """A path is not a chest's folder or cannot be read (``readonly=True``
+    on a folder that does not exist, say), or a command of ``python -m
+    chest`` cannot go on: a writer holds the lock that ``repair`` needs, or
+    a repair is refused. The message names the folder and says which."""
 
 
 class ChestWarning(UserWarning):

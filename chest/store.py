@@ -586,6 +586,11 @@ class Store:
             return
         self._retired[old] = filename
 
+    @property
+    def retired_files(self) -> int:
+        """How many retired files wait for the next :meth:`write_index`."""
+        return len(self._retired)
+
     def forget(self, key: Hashable) -> None:
         """Drop ``key``: retire its file, keep its name reserved until the next
         index write (a crash must not pair the old index with a new file)."""

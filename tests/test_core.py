@@ -522,6 +522,28 @@ def test_keys_sharing_a_file_in_a_chest_of_the_original_get_their_own(chest_path
 
 
 # -- opening and closing ----------
+def test_readonly_on_a_folder_that_is_not_a_chest_raises(tmp_path):
+    from chest import FolderError
+    typo = str(tmp_path / "typo")
+    with pytest.raises(FolderError, match="typo: no such folder"):
+        Chest(path=typo, readonly=True)
+    assert not os.path.exists(typo)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("not a chest")
+    with pytest.raises(FolderError, match="not a chest folder"):
+        Chest(path=str(tmp_path / "notes"), readonly=True)
+
+
+@pytest.mark.parametrize("bad", [
+    {"available_memory": "lots"}, {"available_memory": -1}, {"max_disk": "x"},
+    {"policy": "random"}, {"mode": "x"}, {"mmap": True, "mode": "t"},
+    {"dump": json.dump, "mmap": True}])
+def test_a_bad_argument_leaves_no_temporary_folder(tmp_path, bad):
+    with pytest.raises((ValueError, TypeError)):
+        Chest(worker_local_directory=str(tmp_path), **bad)
+    assert os.listdir(tmp_path) == []
+
+
 def test_temporary_chest_is_removed_when_closed_collected_or_left():
     c = Chest(available_memory=0)
     c["x"] = 1

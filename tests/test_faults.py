@@ -476,6 +476,86 @@ os.kill(os.getpid(), signal.SIGKILL)
 '''
 
 
+@pytest.fixture
+def small_disk(monkeypatch):
+    """A disk of ``capacity`` bytes under every chest: a value file that
+    would take the folder's files over it fails with ENOSPC."""
+    from chest.store import Store
+    box = {"capacity": None}
+
+    def used(path):
+        return sum(os.path.getsize(os.path.join(d, f))
+                   for d, _, names in os.walk(path) for f in names)
+
+    def limited(write):
+        def write_temp(self, filename, value):
+            written = write(self, filename, value)
+            if box["capacity"] is not None and used(self.path) > box["capacity"]:
+                self.discard(written.tmp)
+                raise OSError(errno.ENOSPC, "No space left on device", written.tmp)
+            return written
+        return write_temp
+
+    monkeypatch.setattr(Store, "write_temp", limited(Store.write_temp))
+    monkeypatch.setattr(Store, "write_bytes_temp", limited(Store.write_bytes_temp))
+    return box
+
+
+@pytest.mark.filterwarnings("ignore:.*no space:chest.ChestWarning")
+def test_deleting_keys_to_make_room_then_close_saves_the_values(tmp_path, small_disk):
+    # Deleted keys' files are kept until the index is written, and values
+    # were written before the index: close() lost the values although
+    # deleting had made room for them.
+    path = str(tmp_path / "chest")
+    c = Chest(path=path, available_memory=0)
+    c["old1"], c["old2"] = b"o" * 60_000, b"p" * 60_000
+    c.flush()
+    small_disk["capacity"] = 150_000
+    c.available_memory = 10**6
+    c["new1"], c["new2"] = b"n" * 40_000, b"m" * 40_000
+    with pytest.raises(UnwritableValuesError):
+        c.flush()  # the disk is full
+    del c["old1"], c["old2"]  # make room
+    c.close()
+    again = Chest(path=path)
+    try:
+        assert dict(again) == {"new1": b"n" * 40_000, "new2": b"m" * 40_000}
+    finally:
+        again.close()
+
+
+def test_flush_to_a_folder_that_cannot_be_written_says_what_is_not_saved(
+        tmp_path, monkeypatch):
+    import chest.store
+    from chest import IndexWriteError
+    c = Chest(path=str(tmp_path / "chest"), available_memory=10**6)
+    c["kept"] = 1
+    c.flush()
+    c["a"], c["b"] = 2, 3
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied",
+                              os.path.join(c.path, ".tmp.keys.0123456789ab"))
+
+    monkeypatch.setattr(chest.store, "write_index_file", refused)
+    monkeypatch.setattr(chest.store.Store, "write_bytes_temp", refused)
+    with pytest.raises(IndexWriteError) as e:
+        c.flush()
+    message = str(e.value)
+    assert c.path in message and ".keys" in message and "Permission denied" in message
+    assert "not saved" in message and "'a'" in message and "'b'" in message
+    assert set(e.value.unwritten) == {"a", "b"} and c["a"] == 2
+    with pytest.raises(IndexWriteError):
+        c.close()
+    monkeypatch.undo()
+    c.close()  # once the folder is writable again, everything is saved
+    again = Chest(path=c.path)
+    try:
+        assert dict(again) == {"kept": 1, "a": 2, "b": 3}
+    finally:
+        again.close()
+
+
 def test_journal_after_a_full_disk_still_recovers_later_spills(tmp_path):
     path = str(tmp_path / "chest")
     result = run(TORN_JOURNAL_CHILD, path)
