@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import builtins
 import errno
+import io
 import itertools
 import logging
 import os
@@ -486,7 +487,32 @@ class Chest(MutableMapping):
                 raise ValueFileError(key, filename, f"{type(e).__name__}: {e}") from e
             return value, len(data), seconds, bytes_token(data)
         value, size_on_disk, seconds = self.store.read(key, filename)
-        return value, size_on_disk, seconds, None
+        token = None
+        if not self._default_format and size_on_disk <= SMALL_VALUE:
+            token = self._format_token(value)
+        return value, size_on_disk, seconds, token
+
+    def _format_token(self, value: Any) -> Any:
+        """For a value read with a user's ``dump``/``load`` (json, say): its
+        fingerprint, else the hash of what ``dump`` writes of it now, so
+        that evicting it unchanged writes nothing. None if ``dump`` cannot
+        write to memory. Needs no lock."""
+        token = fingerprint(value)
+        if token is None:
+            try:
+                token = bytes_token(self._dumps(value))
+            except Exception:
+                return None
+        return token
+
+    def _dumps(self, value: Any) -> bytes:
+        """What ``dump`` writes of ``value``, as bytes."""
+        if self._default_format:
+            return serialize.dumps(value)
+        buffer: IO[Any] = io.StringIO() if self.mode == "t" else io.BytesIO()
+        self.dump(value, buffer)
+        data = buffer.getvalue()
+        return data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
 
     def _store_oversized(self, key: Hashable, value: Any, size: int) -> None:
         """Store a value larger than the whole budget straight on disk (lock held)."""
@@ -530,7 +556,7 @@ class Chest(MutableMapping):
         """Does ``key``'s file hold ``value`` as it is now?"""
         token = self._file_tokens.get(key)
         return token is not None and key in self.store.files and \
-            unchanged(token, value, serialize.dumps)
+            unchanged(token, value, self._dumps)
 
     def shrink(self) -> None:
         """Move values to disk until ``memory_usage <= available_memory``.
@@ -829,7 +855,10 @@ class Chest(MutableMapping):
                                 raise
                             except Exception as e:
                                 raise ValueFileError(key, name, describe(e)) from e
-                            self._keep_loaded(key, value, nbytes(value))
+                            token = None if self._default_format or \
+                                self.store.files[key] > SMALL_VALUE else \
+                                self._format_token(value)
+                            self._keep_loaded(key, value, nbytes(value), token)
                             self.stats.reloads += 1
                 except OSError as e:
                     if isinstance(e, ValueFileError):

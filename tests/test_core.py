@@ -459,6 +459,25 @@ def test_a_file_or_folder_replaced_by_the_other_names_key_and_file(make_chest, d
     assert c["fine"] == 2
 
 
+def test_values_read_from_a_json_chest_and_unchanged_are_not_written_again(
+        make_chest, chest_path):
+    kwargs = {"dump": json.dump, "load": json.load, "mode": "t"}
+    with Chest(path=chest_path, available_memory=0, **kwargs) as c:
+        for i in range(50):
+            c[f"k{i}"] = {"i": i, "items": list(range(i))}
+    inodes = {name: os.stat(os.path.join(chest_path, name)).st_ino
+              for name in files_in(chest_path) if name.startswith("k")}
+    c = make_chest(**kwargs)
+    assert all(c[f"k{i}"]["i"] == i for i in range(50))
+    c["k7"]["items"].append("changed in place")
+    c.close()
+    assert c.stats.spills == 1  # k7 only
+    after = {name: os.stat(os.path.join(chest_path, name)).st_ino for name in inodes}
+    assert [name for name in inodes if after[name] != inodes[name]] == ["k7"]
+    again = make_chest("chest", **kwargs)
+    assert again["k7"]["items"][-1] == "changed in place"
+
+
 def test_json_chest_with_tuple_keys_reopens_whole(make_chest, chest_path):
     c = make_chest(dump=json.dump, load=json.load, mode="t", available_memory=0)
     c[("a", 1)] = [1, 2]
