@@ -29,12 +29,14 @@ from .budget import DEFAULT_BUDGET, format_bytes, parse_budget
 from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError, ReadOnlyError,
                      UnwritableValuesError, ValueFileError, describe)
 from .fingerprint import bytes_token, fingerprint, unchanged
+from .journal import JOURNAL_NAME
 from .folder import check_folder
 from .lock import WriterLock
 from .policy import Policy, make_policy
 from .sizeof import nbytes
 from .stats import Stats
-from .store import Store, Written, key_to_filename
+from .store import (FILE_MODE, INDEX_NAME, Store, Written, key_to_filename, make_folder,
+                    others_can_write)
 
 __all__ = ["Chest", "nbytes", "key_to_filename"]
 
@@ -146,6 +148,11 @@ class Chest(MutableMapping):
     worker_local_directory : str, optional
         Put a temporary chest's folder in this folder (dask.distributed
         passes a worker's own folder here).
+    file_mode : int
+        Permission bits of the chest's files (default ``0o600``: yours only);
+        its folders get the matching search bits (``0o700``). ``0o640`` or
+        ``0o660`` share a chest with your group. Opening a chest that another
+        user could change warns: reading a value unpickles it.
 
     Examples
     --------
@@ -181,6 +188,7 @@ class Chest(MutableMapping):
         max_disk: Optional[Union[int, str]] = None,
         mmap: bool = False,
         worker_local_directory: Optional[Union[str, os.PathLike]] = None,
+        file_mode: int = FILE_MODE,
     ) -> None:
         if isinstance(data, (str, os.PathLike)) and worker_local_directory is None:
             # dask.distributed calls ``Worker(data=Chest)`` as Chest(directory).
@@ -195,6 +203,11 @@ class Chest(MutableMapping):
         max_disk_bytes = None if max_disk is None else parse_budget(max_disk)
         if mode not in ("b", "t"):
             raise ValueError(f"mode must be 'b' (binary) or 't' (text), not {mode!r}")
+        if isinstance(file_mode, bool) or not isinstance(file_mode, int) or \
+                file_mode & ~0o666 or not file_mode & 0o600 == 0o600:
+            raise ValueError(f"file_mode must be permission bits within 0o666 that let "
+                             f"you read and write (0o600, 0o640, 0o660), not {file_mode!r}")
+        self.file_mode = file_mode
         if path is not None:
             self.path = os.fspath(path)
             if readonly:
@@ -266,7 +279,7 @@ class Chest(MutableMapping):
         self._lock_timeout = lock_timeout
         self._writer_lock: Optional[WriterLock] = None
         if self._explicitly_given_path and not readonly:
-            os.makedirs(self.path, exist_ok=True)
+            make_folder(self.path, self.file_mode)
             self._writer_lock = WriterLock(self.path, lock_timeout)
         try:
             self.store = Store(
@@ -274,12 +287,14 @@ class Chest(MutableMapping):
                 key_to_filename, open, mode,
                 unbuffered=self._default_format,
                 durable=durable, journal=self._explicitly_given_path,
-                readonly=readonly, max_disk=max_disk,
+                readonly=readonly, max_disk=max_disk, file_mode=self.file_mode,
             )
         except BaseException:
             if self._writer_lock is not None:
                 self._writer_lock.release()
             raise
+        if self._explicitly_given_path:
+            self._warn_if_others_can_write()
         # True when a change must first check readonly or take the lock again.
         self._guarded = readonly
         for key in self.store.files:
@@ -289,6 +304,20 @@ class Chest(MutableMapping):
                 self, _remove_folder, self.store.path, self._owner_pid)
         elif not readonly:
             _OPEN_CHESTS[id(self)] = self
+
+    def _warn_if_others_can_write(self) -> None:
+        """Warn, naming the path, if another user could change the folder,
+        the index or the journal: values are unpickled when read, so whoever
+        can write a chest's files can run code in the process that opens it."""
+        for name in ("", INDEX_NAME, JOURNAL_NAME):
+            path = os.path.join(self.path, name) if name else self.path
+            why = others_can_write(path, self.file_mode)
+            if why is not None:
+                warnings.warn(
+                    f"chest at {self.path}: another user could change {path} ({why}); "
+                    f"opening a chest trusts its files as code, as pickle.load does",
+                    ChestWarning, stacklevel=4)
+                return
 
     # -- the budget ------------------------------------------------------------
     @property
@@ -1059,7 +1088,7 @@ class Chest(MutableMapping):
         if self.readonly:
             raise ReadOnlyError(self.path, action)
         if self._writer_lock is None and self._explicitly_given_path:
-            os.makedirs(self.path, exist_ok=True)
+            make_folder(self.path, self.file_mode)
             self._writer_lock = WriterLock(self.path, self._lock_timeout)
             _OPEN_CHESTS[id(self)] = self
             self._closed = False  # open again: close() must release the lock

@@ -40,9 +40,11 @@ Record = Tuple[Hashable, Optional[str], int]
 class Journal:
     """An append-only log of ``(key, file name or None if deleted, size)``."""
 
-    def __init__(self, filename: str, durable: bool = False) -> None:
+    def __init__(self, filename: str, durable: bool = False,
+                 file_mode: int = 0o600) -> None:
         self.filename = filename
         self.durable = durable
+        self.file_mode = file_mode
         self._fd: Optional[int] = None
 
     def append(self, key: Hashable, name: Optional[str], size: int) -> None:
@@ -53,7 +55,9 @@ class Journal:
             payload = cloudpickle.dumps((key, name, size), protocol=5)
         if self._fd is None:
             self._fd = os.open(self.filename, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                               0o644)
+                               self.file_mode)
+            if self.file_mode != 0o600:
+                os.fchmod(self._fd, self.file_mode)
         view = memoryview(_RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
         written = 0
         try:

@@ -39,6 +39,7 @@ import os
 import pickle
 import re
 import shutil
+import stat
 import struct
 import time
 import zlib
@@ -58,6 +59,9 @@ INDEX_VERSION = 1
 _HEADER = struct.Struct("<IQI")  # version, payload length, crc32 of payload
 TMP_PREFIX = ".tmp."
 OLD_PREFIX = ".old."
+#: Permission bits of a chest's files unless told otherwise: its values are
+#: often private, and are unpickled when read (see :func:`others_can_write`).
+FILE_MODE = 0o600
 #: Longest name (in bytes) of one path component; file systems allow 255.
 MAX_NAME = 200
 #: Longest path (in bytes) the system takes (Linux: 4096 with the final NUL).
@@ -175,9 +179,58 @@ def _read_whole(filename: str, size_hint: int) -> bytes:
     return b"".join(parts)
 
 
-def _open_raw(filename: str, mode: str) -> IO[Any]:
+def _open_raw(filename: str, mode: str, file_mode: int = 0o600) -> IO[Any]:
     """An unbuffered binary file: pickle streams large buffers straight through."""
-    return _RawFile(filename, mode.replace("b", ""))
+    return _RawFile(filename, mode.replace("b", ""),
+                    opener=lambda path, flags: os.open(path, flags, file_mode))
+
+
+def folder_mode(file_mode: int) -> int:
+    """The mode of a chest's folders for files of ``file_mode``: searchable
+    by whoever may read the files (0o600 -> 0o700, 0o640 -> 0o750)."""
+    return file_mode | (file_mode & 0o444) >> 2
+
+
+def make_folder(path: str, file_mode: int = FILE_MODE, top: Optional[str] = None) -> None:
+    """Make folder ``path`` (and its missing parents up to ``top``) with the
+    mode of a chest's folders; parents above ``top`` as ``os.makedirs``
+    would."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path and not os.path.isdir(parent):
+        if top is not None and os.path.commonpath([parent, top]) == top and parent != top:
+            make_folder(parent, file_mode, top)
+        else:
+            os.makedirs(parent, exist_ok=True)
+    mode = folder_mode(file_mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    if file_mode != FILE_MODE:
+        os.chmod(path, mode)  # the umask may have taken bits the user asked for
+
+
+def others_can_write(path: str, file_mode: int = FILE_MODE) -> Optional[str]:
+    """Why users other than this one could change ``path`` (a chest's folder,
+    index or journal); None if they cannot (or it is missing).
+
+    A group allowed by ``file_mode`` (0o660, say) is not "other".
+    """
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if info.st_uid not in (os.geteuid(), 0):
+        return f"it belongs to user id {info.st_uid}"
+    if info.st_mode & 0o002:
+        return f"anyone may write it (mode {stat.S_IMODE(info.st_mode):o})"
+    if info.st_mode & 0o020 and not file_mode & 0o020:
+        return f"its group may write it (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
 
 
 class Store:
@@ -228,6 +281,7 @@ class Store:
         journal: bool = False,
         readonly: bool = False,
         max_disk: Optional[int] = None,
+        file_mode: int = FILE_MODE,
     ) -> None:
         if mode not in ("b", "t"):
             raise ValueError(f"mode must be 'b' (binary) or 't' (text), not {mode!r}")
@@ -238,6 +292,11 @@ class Store:
         self.open = open
         self.mode = mode
         self.unbuffered = unbuffered and mode == "b"
+        #: Permission bits of the files the store makes (folders: folder_mode).
+        self.file_mode = file_mode
+        # Files made by a user's open (or with bits a umask may take) are
+        # given their mode after they are made.
+        self._chmod = file_mode != FILE_MODE or not self.unbuffered
         self.durable = durable
         self.readonly = readonly
         #: Most bytes the value files may take (None: no limit).
@@ -261,10 +320,10 @@ class Store:
         self._emptied: set = set()  # folders no name is under any more
         self._known_dirs = {self.path}
         if not readonly:
-            os.makedirs(self.path, exist_ok=True)
+            make_folder(self.path, file_mode)
         self._read_index()
-        self.journal = Journal(os.path.join(self.path, JOURNAL_NAME), durable) \
-            if journal and not readonly else None
+        self.journal = Journal(os.path.join(self.path, JOURNAL_NAME), durable,
+                               file_mode) if journal and not readonly else None
         journaled = self._replay_journal() if journal else []
         replayed = bool(journaled)
         if not readonly:
@@ -376,12 +435,12 @@ class Store:
     # -- values --------------------------------------------------------------
     def _open(self, filename: str, mode: str) -> IO[Any]:
         if self.unbuffered:
-            return _open_raw(filename, mode + "b")
+            return _open_raw(filename, mode + "b", self.file_mode)
         return self.open(filename, mode=mode + self.mode)
 
     def _ensure_dir(self, folder: str) -> None:
         if folder not in self._known_dirs:
-            os.makedirs(folder, exist_ok=True)
+            make_folder(folder, self.file_mode, top=self.path)
             self._known_dirs.add(folder)
 
     def write_temp(self, filename: str, value: Any) -> Written:
@@ -406,6 +465,8 @@ class Store:
                 if self.durable:
                     f.flush()
                     os.fsync(f.fileno())
+            if self._chmod:
+                os.chmod(tmp, self.file_mode)
             size = os.stat(tmp).st_size
         except BaseException:
             _remove_quietly(tmp)
@@ -421,12 +482,14 @@ class Store:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
             try:
-                fd = os.open(tmp, flags, 0o644)
+                fd = os.open(tmp, flags, self.file_mode)
             except FileNotFoundError:
                 self._known_dirs.discard(folder)
                 self._ensure_dir(folder)
-                fd = os.open(tmp, flags, 0o644)
+                fd = os.open(tmp, flags, self.file_mode)
             try:
+                if self.file_mode != FILE_MODE:
+                    os.fchmod(fd, self.file_mode)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
@@ -488,11 +551,16 @@ class Store:
         start = time.perf_counter()
         try:
             os.link(source, tmp)
+            if os.stat(tmp).st_mode & 0o777 != self.file_mode:
+                # A link would share the other chest's permissions: copy.
+                os.remove(tmp)
+                raise OSError(errno.EPERM, "another file mode", source)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 raise
             try:
                 shutil.copyfile(source, tmp)
+                os.chmod(tmp, self.file_mode)
                 if self.durable:
                     with builtins.open(tmp, "rb") as f:
                         os.fsync(f.fileno())
@@ -629,7 +697,8 @@ class Store:
         # process dies before they are removed, reopening knows them as ours.
         leaving = [old for old, live in self._retired.items() if live not in kept]
         write_index_file(self.path, entries, self.durable,
-                         retired=[self._relative(old) for old in leaving])
+                         retired=[self._relative(old) for old in leaving],
+                         file_mode=self.file_mode)
         self.indexed = {key: name for key, name, _ in entries}
         self._indexed_sizes = {key: size for key, _, size in entries}
         self._indexed_paths = {self.full_path(n) for n in self.indexed.values()}
@@ -789,7 +858,8 @@ class Store:
 
 
 def write_index_file(folder: str, entries: List[Tuple[Hashable, str, int]],
-                     durable: bool = False, retired: Iterable[str] = ()) -> None:
+                     durable: bool = False, retired: Iterable[str] = (),
+                     file_mode: int = FILE_MODE) -> None:
     """Atomically write the ``.keys`` of ``folder`` listing ``entries``
     (key, relative file name, size), in the chest's order, and the
     ``retired`` files (relative names) that the writer removes next."""
@@ -798,7 +868,10 @@ def write_index_file(folder: str, entries: List[Tuple[Hashable, str, int]],
                                         zlib.crc32(payload))
     tmp = _temp_name(folder, "keys")
     try:
-        with builtins.open(tmp, "wb") as f:
+        with builtins.open(tmp, "wb", opener=lambda path, flags: os.open(
+                path, flags, file_mode)) as f:
+            if file_mode != FILE_MODE:
+                os.fchmod(f.fileno(), file_mode)
             f.write(header)
             f.write(payload)
             if durable:

@@ -541,6 +541,75 @@ def test_keys_sharing_a_file_in_a_chest_of_the_original_get_their_own(chest_path
 
 
 # -- opening and closing ----------
+def modes(path):
+    """Permission bits of every file and folder below ``path``, by kind."""
+    found = {"files": set(), "folders": set()}
+    for folder, dirs, names in os.walk(path):
+        for d in dirs:
+            found["folders"].add(os.stat(os.path.join(folder, d)).st_mode & 0o777)
+        for n in names:
+            found["files"].add(os.stat(os.path.join(folder, n)).st_mode & 0o777)
+    found["folders"].add(os.stat(path).st_mode & 0o777)
+    return found
+
+
+def fill(c):
+    c["small"] = 1
+    c["large"] = list(range(20_000))  # over 64 KiB: written by another path
+    c["a", "b", "c"] = "nested"
+    c.flush()
+    c["journaled"] = 2
+    c.move_to_disk("journaled")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"dump": json.dump, "load": json.load,
+                                         "mode": "t"}])
+def test_a_chest_is_private_to_its_user_by_default(tmp_path, kwargs):
+    old = os.umask(0o022)
+    try:
+        c = Chest(path=str(tmp_path / "nested" / "chest"), available_memory=0, **kwargs)
+        fill(c)
+        assert os.path.exists(os.path.join(c.path, ".journal"))
+        assert modes(c.path) == {"files": {0o600}, "folders": {0o700}}
+        assert os.stat(tmp_path / "nested").st_mode & 0o777 == 0o755  # not the chest's
+        c.close()
+    finally:
+        os.umask(old)
+
+
+def test_a_chest_shared_with_a_group(tmp_path):
+    old = os.umask(0o022)
+    try:
+        c = Chest(path=str(tmp_path / "chest"), available_memory=0, file_mode=0o660)
+        fill(c)
+        other = Chest(path=str(tmp_path / "other"), available_memory=0)
+        other["x"] = 1
+        c.update(other)  # linked, or copied: the same mode either way
+        assert modes(c.path) == {"files": {0o660}, "folders": {0o770}}
+        other.close()
+        c.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # group-writable as asked: no warning
+            Chest(path=c.path, file_mode=0o660).close()
+    finally:
+        os.umask(old)
+    with pytest.raises(ValueError, match="file_mode"):
+        Chest(file_mode=0o777)
+
+
+@pytest.mark.parametrize("what", ["", ".keys"])
+def test_opening_a_chest_others_could_change_warns(tmp_path, what):
+    path = str(tmp_path / "chest")
+    Chest(path=path, data={"x": 1}).close()
+    os.chmod(os.path.join(path, what) if what else path, 0o777 if not what else 0o666)
+    target = os.path.join(path, what) if what else path
+    with pytest.warns(ChestWarning, match=f"could change {target} .*anyone may write.*"
+                                          f"pickle.load"):
+        Chest(path=path, readonly=True).close()
+    with pytest.warns(ChestWarning, match="anyone may write"):
+        Chest(path=path).close()
+
+
 def test_readonly_on_a_folder_that_is_not_a_chest_raises(tmp_path):
     from chest import FolderError
     typo = str(tmp_path / "typo")
