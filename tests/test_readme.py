@@ -32,3 +32,37 @@ def test_every_name_the_readme_gives_exists():
                 found = getattr(found, part)
             else:  # a submodule not imported yet, or a name that does not exist
                 found = importlib.import_module(".".join(parts[:i]))
+
+
+def try_it_commands():
+    """The shell commands of the README's "Try it" section, in order."""
+    import re
+
+    with open(README) as f:
+        text = f.read()
+    section = text.split("\nTry it\n------\n", 1)[1].split("\nInstall\n-------\n", 1)[0]
+    return [line.strip() for line in re.findall(r"::\n\n((?:    .*\n)+)", section)]
+
+
+def test_try_it_installs_in_a_virtual_environment_as_ci_does():
+    """Each command makes and activates ``.venv`` before ``pip install``
+    (Debian's and Ubuntu's Python refuse installs outside one), the demo is
+    there, and the tests command installs and runs what ``.ci/run`` does."""
+    import shlex
+
+    demo, tests = try_it_commands()
+    root = os.path.dirname(README)
+    steps = {}
+    for command in (demo, tests):
+        parts = [shlex.split(part) for part in command.split(" && ")]
+        assert parts[:2] == [["python3", "-m", "venv", ".venv"],
+                             [".", ".venv/bin/activate"]], command
+        assert parts[2][:5] == ["python", "-m", "pip", "install", "-e"], command
+        steps[command] = parts[2][5:], parts[3:]
+    assert steps[demo] == ([".[arrays]"], [["python", "examples/spill_arrays.py"]])
+    assert os.path.exists(os.path.join(root, "examples", "spill_arrays.py"))
+    with open(os.path.join(root, ".ci", "run")) as f:
+        ci = [shlex.split(line) for line in f if line.startswith("python ")]
+    assert ["python", "-m", "pip", "install", "-q", "-e", ".[test,dask]"] in ci
+    assert ["python", "-m", "pytest", "-q"] in ci
+    assert steps[tests] == ([".[test,dask]"], [["python", "-m", "pytest"]])
