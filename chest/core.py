@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import warnings
@@ -193,6 +194,10 @@ class Chest(MutableMapping):
         if isinstance(data, (str, os.PathLike)) and worker_local_directory is None:
             # dask.distributed calls ``Worker(data=Chest)`` as Chest(directory).
             data, worker_local_directory = None, data
+        # A worker's chest without a budget takes the worker's, once the
+        # worker is there (it makes its storage before it is whole).
+        self._budget_of_worker = os.fspath(worker_local_directory) \
+            if worker_local_directory is not None and available_memory is None else None
         self.lock = threading.RLock()
         # A forked child must neither flush nor remove its parent's chest.
         self._owner_pid = os.getpid()
@@ -295,8 +300,9 @@ class Chest(MutableMapping):
             raise
         if self._explicitly_given_path:
             self._warn_if_others_can_write()
-        # True when a change must first check readonly or take the lock again.
-        self._guarded = readonly
+        # True when a change must first check readonly, take the lock again
+        # or adopt a dask worker's budget (see _writable).
+        self._guarded = readonly or self._budget_of_worker is not None
         for key in self.store.files:
             self._keys[key] = next(self._versions)
         if not self._explicitly_given_path:
@@ -323,10 +329,13 @@ class Chest(MutableMapping):
     @property
     def available_memory(self) -> int:
         """The memory budget in bytes; set it to bytes, ``"2GB"`` or ``"25%"``."""
+        if self._budget_of_worker is not None:
+            self._adopt_worker_budget()
         return self._available_memory
 
     @available_memory.setter
     def available_memory(self, value: Union[int, float, str]) -> None:
+        self._budget_of_worker = None
         self._available_memory = parse_budget(value)
         self.shrink()
 
@@ -1087,12 +1096,36 @@ class Chest(MutableMapping):
         writer's lock again before writing (lock held)."""
         if self.readonly:
             raise ReadOnlyError(self.path, action)
+        if self._budget_of_worker is not None:
+            self._adopt_worker_budget()
         if self._writer_lock is None and self._explicitly_given_path:
             make_folder(self.path, self.file_mode)
             self._writer_lock = WriterLock(self.path, self._lock_timeout)
             _OPEN_CHESTS[id(self)] = self
             self._closed = False  # open again: close() must release the lock
         self._guarded = False
+
+    def _adopt_worker_budget(self) -> None:
+        """Take the budget of the dask.distributed worker whose folder this
+        chest lives in, as dask's own SpillBuffer does: its ``memory_limit``
+        times ``distributed.worker.memory.target`` (or ``.spill``). Keeps
+        the default if there is no such worker, or it has no limit."""
+        folder, self._budget_of_worker = self._budget_of_worker, None
+        distributed = sys.modules.get("distributed")
+        if distributed is None or folder is None:
+            return
+        try:
+            for worker in list(distributed.Worker._instances):
+                if os.path.abspath(worker.local_directory) != os.path.abspath(folder):
+                    continue
+                manager = worker.memory_manager
+                fraction = manager.memory_target_fraction or \
+                    manager.memory_spill_fraction
+                if manager.memory_limit and fraction:
+                    self._available_memory = int(manager.memory_limit * fraction)
+                return
+        except Exception as e:  # another distributed: keep the default
+            logger.info("chest at %s: no budget from the worker: %r", self.path, e)
 
     def _release_writer_lock(self) -> None:
         if self._writer_lock is not None:

@@ -182,3 +182,23 @@ def test_local_cluster(processes):
             assert spills > 0 and n > 0
             assert folder == local
             assert pickle.loads(spilled).disk > 0
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_a_workers_chest_takes_the_workers_budget(processes):
+    # Without available_memory each worker's chest took 25% of the machine,
+    # whatever the worker's memory_limit: 8 workers, twice the machine.
+    distributed = pytest.importorskip("distributed")
+    target = dask.config.get("distributed.worker.memory.target")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=processes, memory_limit="300MB",
+        data=(Chest, {}), dashboard_address=":0", silence_logs=logging.ERROR,
+    ) as cluster, distributed.Client(cluster) as client:
+        x = client.persist(da.ones(4000, chunks=1000))
+        distributed.wait(x)
+        budgets = client.run(lambda dask_worker: dask_worker.data.available_memory)
+        assert set(budgets.values()) == {int(300e6 * target)}
+        assert int(x.sum().compute()) == 4000
+    explicit = Chest(worker_local_directory=None, available_memory="1MB")
+    assert explicit.available_memory == 10**6
+    explicit.close()
