@@ -547,7 +547,8 @@ class Chest(MutableMapping):
         """What ``dump`` writes of ``value``, as bytes."""
         if self._default_format:
             return serialize.dumps(value)
-        buffer: IO[Any] = io.StringIO() if self.mode == "t" else io.BytesIO()
+        buffer: Union[io.StringIO, io.BytesIO] = \
+            io.StringIO() if self.mode == "t" else io.BytesIO()
         self.dump(value, buffer)
         data = buffer.getvalue()
         return data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
@@ -990,7 +991,8 @@ class Chest(MutableMapping):
             self.memory_usage = 0
             self._changed = False
 
-    def update(self, other: Any = (), overwrite: bool = True, **kwargs: Any) -> None:
+    def update(  # type: ignore[override]  # (overwrite=: chest 0.2's API)
+            self, other: Any = (), overwrite: bool = True, **kwargs: Any) -> None:
         """Add the contents of ``other`` (a mapping, pairs, or another chest).
 
         From another chest with the same file format, files are hard-linked
@@ -1021,7 +1023,7 @@ class Chest(MutableMapping):
                        and other.mode == self.mode and other.open is self.open)
         with other.lock:
             # (key, value) or (key, file to link), in the other chest's order.
-            entries = []
+            entries: List[Tuple[Hashable, Any, Optional[str]]] = []
             for key in other._keys:
                 if key in other.inmem:
                     entries.append((key, other.inmem[key], None))

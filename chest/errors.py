@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import errno
-from typing import Container, Dict, Hashable, Mapping, Optional
+from typing import Any, Container, Dict, Hashable, Mapping, Optional, Tuple
 
 
 def describe(error: BaseException) -> str:
@@ -33,7 +33,7 @@ class ValueFileError(ChestError, OSError):
     def __str__(self) -> str:
         return f"cannot read key {self.key!r} from {self.filename}: {self.reason}"
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (self.key, self.filename, self.reason)
 
 
@@ -45,7 +45,7 @@ class IndexFileError(ChestError):
         self.reason = reason
         super().__init__(f"cannot read the chest index {filename}: {reason}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (self.filename, self.reason)
 
 
@@ -74,7 +74,7 @@ class UnwritableValuesError(ChestError):
             f"and stay in memory only{where}: {_listed(failures)}"
         )
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (self.path, self.failures)
 
 
@@ -103,7 +103,7 @@ class IndexWriteError(ChestError, OSError):
                 f"cannot be written ({self.reason}), so the keys set or deleted since "
                 f"the last flush are not saved in it{values}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (self.path, self.filename, self.reason, self.unwritten)
 
 
@@ -117,7 +117,7 @@ class ChestLockedError(ChestError):
             f"the chest at {path} is open for writing by {holder}; close it there, "
             f"pass lock_timeout= to wait, or open it with readonly=True")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (self.path, self.holder)
 
 
@@ -129,7 +129,7 @@ class ReadOnlyError(ChestError):
         self.action = action
         super().__init__(f"cannot {action}: the chest at {path} is read-only")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (self.path, self.action)
 
 
@@ -147,7 +147,7 @@ class DiskBudgetError(ChestError, OSError):
         return (f"writing key {self.key!r} would take the chest at {self.path} to "
                 f"{self.needed} bytes on disk, over max_disk={self.max_disk}")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (self.path, self.key, self.needed, self.max_disk)
 
 
@@ -167,7 +167,7 @@ class BoundToMemoryError(ChestError, TypeError):
         super().__init__(f"the value holds a {name}, {why}: it stays in memory "
                          f"(see chest.keep_in_memory)")
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (self.cls, self.why)
 
 

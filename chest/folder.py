@@ -311,8 +311,8 @@ def journal_changes(index: Sequence[Entry],
     """
     indexed = {e.key: e for e in index}
     last: Dict[Hashable, Tuple[Optional[str], int]] = {}
-    for key, name, size in records:
-        last[key] = (name, size)
+    for key, name, recorded in records:
+        last[key] = (name, recorded)
     changes = []
     for key, (name, _) in last.items():
         entry = indexed.get(key)

@@ -237,9 +237,9 @@ class QueuePolicy(Policy):
             heap.clear()
 
     def pop(self, keep: Any = _NO_KEY) -> Hashable:
-        key, group, last = self._pop()
+        key, group, last = self._pop_queued()
         if self._group_of and (key is keep or key == keep):
-            other, _, _ = self._pop()
+            other, _, _ = self._pop_queued()
             # Back where it was: in its group's heap, with its last use.
             self._group_of[key] = group
             self._last_use[key] = last
@@ -248,7 +248,7 @@ class QueuePolicy(Policy):
             return other
         return key
 
-    def _pop(self) -> Tuple[Hashable, int, int]:
+    def _pop_queued(self) -> Tuple[Hashable, int, int]:
         """Remove the least recently used key of the first non-empty group:
         ``(key, group, last use)``."""
         last_use, in_heap, heaps = self._last_use, self._in_heap, self._heaps

@@ -257,7 +257,7 @@ def _load_into_numpy_memory(file: IO[bytes], mapped: bool) -> Any:
                     file.seek(n, io.SEEK_CUR)
                 else:
                     buffer = numpy.empty(n, numpy.uint8)
-                    _readinto_exact(file, memoryview(buffer))
+                    _readinto_exact(file, memoryview(buffer))  # type: ignore[arg-type]
                 parts.append(_NEXT_BUFFER)
                 buffers.append(buffer)
             else:
@@ -301,7 +301,7 @@ class _OpcodeStack:
                 if name == "MEMOIZE":
                     self.memo.append(self.stack[-1] if self.stack else None)
                 elif name in ("BINGET", "LONG_BINGET"):
-                    self.push(self.memo[arg])
+                    self.push(self.memo[int(arg)])  # type: ignore[arg-type]
                 elif name == "STACK_GLOBAL":
                     module, attr = ([None, None] + self.stack)[-2:]
                     self.push(("global", module, attr))

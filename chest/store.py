@@ -135,7 +135,7 @@ class _RawFile(io.FileIO):
     ``write`` returns: a short write (a full disk) must not go unnoticed.
     """
 
-    def write(self, data: Any) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         total = len(view)
         while view:
@@ -319,6 +319,8 @@ class Store:
         self._released: Dict[Hashable, str] = {}  # forgotten key -> name
         self._emptied: set = set()  # folders no name is under any more
         self._known_dirs = {self.path}
+        self._indexed_paths: Set[str] = set()  # full paths the index on disk names
+        self._retired_at_index: Set[str] = set()  # retired names it lists
         if not readonly:
             make_folder(self.path, file_mode)
         self._read_index()
@@ -624,6 +626,7 @@ class Store:
         except Exception as e:
             raise ValueFileError(key, filename, describe(e)) from e
         if replaced:
+            assert size is not None  # (replaced implies a size)
             return self.read(key, self._flushed_copy_or_raise(key, filename, size))
         return value, self.files.get(key, 0), time.perf_counter() - start
 
@@ -730,12 +733,13 @@ class Store:
 
     def _read_index(self) -> None:
         filename = self.index_path
-        self._retired_at_index: Set[str] = set()
+        self._retired_at_index = set()
+        self._indexed_paths = set()
         try:
             with builtins.open(filename, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            self._indexed_paths: set = set()
+            self._indexed_paths = set()
             return
         if data.startswith(INDEX_MAGIC):
             entries, self._retired_at_index = _parse_index(
