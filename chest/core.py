@@ -36,8 +36,10 @@ from .lock import WriterLock
 from .policy import Policy, make_policy
 from .sizeof import nbytes
 from .stats import Stats
-from .store import (FILE_MODE, INDEX_NAME, Store, Written, key_to_filename, make_folder,
-                    others_can_write)
+from .files import FILE_MODE, Written, make_folder, others_can_write
+from .index import INDEX_NAME
+from .names import key_to_filename
+from .store import Store
 
 __all__ = ["Chest", "nbytes", "key_to_filename"]
 

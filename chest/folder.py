@@ -33,9 +33,11 @@ from typing import (Callable, Dict, Hashable, Iterable, List, NamedTuple, Option
 
 from . import lock as _lock
 from .errors import FolderError, IndexFileError
-from .journal import _RECORD, JOURNAL_NAME, read_journal
-from .store import (_HEADER, _IDENTIFIER, INDEX_MAGIC, INDEX_NAME, OLD_PREFIX,
-                    TMP_PREFIX, Store, holds_a_chest, key_to_filename)
+from .journal import JOURNAL_NAME, RECORD, read_journal
+from .files import OLD_PREFIX, TMP_PREFIX
+from .index import HEADER, INDEX_MAGIC, INDEX_NAME, holds_a_chest
+from .names import IDENTIFIER, key_to_filename
+from .store import Store
 
 __all__ = [
     "Entry", "IndexInfo", "JournalInfo", "Loaded", "check_folder", "read_index",
@@ -162,8 +164,8 @@ def read_index(path: str) -> IndexInfo:
         raise FolderError(f"cannot read {filename}: {e.strerror or e}") from e
     info = IndexInfo(exists=True, nbytes=len(data))
     info.legacy = not data.startswith(INDEX_MAGIC)
-    if not info.legacy and len(data) >= len(INDEX_MAGIC) + _HEADER.size:
-        info.version = _HEADER.unpack_from(data, len(INDEX_MAGIC))[0]
+    if not info.legacy and len(data) >= len(INDEX_MAGIC) + HEADER.size:
+        info.version = HEADER.unpack_from(data, len(INDEX_MAGIC))[0]
     # chest 0.2 wrote .keys with the user's dump: pickle, or json for a
     # json chest (a list of [key, file name] pairs).
     dump, load, mode = (json.dump, json.load, "t") if info.legacy and \
@@ -198,8 +200,8 @@ def read_journal_file(path: str) -> JournalInfo:
         raise FolderError(f"cannot read {filename}: {e.strerror or e}") from e
     offset = 0
     for _ in records:
-        length, _crc = _RECORD.unpack_from(data, offset)
-        offset += _RECORD.size + length
+        length, _crc = RECORD.unpack_from(data, offset)
+        offset += RECORD.size + length
     return JournalInfo(True, records, max(0, max(total, len(data)) - offset))
 
 
@@ -478,7 +480,7 @@ def key_from_name(name: str) -> Optional[Hashable]:
     parts = name.split("/")
     words = [p[1:] for p in parts[:-1]] + [parts[-1]]
     if any(not p.startswith("_") for p in parts[:-1]) or \
-            any(not _IDENTIFIER.match(w) or _HASHED.match(w) for w in words):
+            any(not IDENTIFIER.match(w) or _HASHED.match(w) for w in words):
         return None
     key: Hashable = words[0] if len(words) == 1 else tuple(words)
     return key if key_to_filename(key) == name else None

@@ -29,10 +29,10 @@ from typing import Hashable, List, Optional, Tuple
 
 import cloudpickle
 
-__all__ = ["Journal", "read_journal", "JOURNAL_NAME"]
+__all__ = ["Journal", "read_journal", "JOURNAL_NAME", "RECORD"]
 
 JOURNAL_NAME = ".journal"
-_RECORD = struct.Struct("<II")  # payload length, crc32 of payload
+RECORD = struct.Struct("<II")  # payload length, crc32 of payload
 
 Record = Tuple[Hashable, Optional[str], int]
 
@@ -58,7 +58,7 @@ class Journal:
                                self.file_mode)
             if self.file_mode != 0o600:
                 os.fchmod(self._fd, self.file_mode)
-        view = memoryview(_RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
+        view = memoryview(RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
         written = 0
         try:
             while view:
@@ -102,9 +102,9 @@ def read_journal(filename: str) -> List[Record]:
         return []
     records: List[Record] = []
     offset = 0
-    while offset + _RECORD.size <= len(data):
-        length, crc = _RECORD.unpack_from(data, offset)
-        payload = data[offset + _RECORD.size:offset + _RECORD.size + length]
+    while offset + RECORD.size <= len(data):
+        length, crc = RECORD.unpack_from(data, offset)
+        payload = data[offset + RECORD.size:offset + RECORD.size + length]
         if len(payload) != length or zlib.crc32(payload) != crc:
             break
         try:
@@ -112,5 +112,5 @@ def read_journal(filename: str) -> List[Record]:
         except Exception:
             break
         records.append((key, name, size))
-        offset += _RECORD.size + length
+        offset += RECORD.size + length
     return records

@@ -40,8 +40,11 @@ from .folder import (BACKUP_NAME, Entry, IndexInfo, JournalInfo, Loaded, full_pa
                      read_journal_file, walk_files)
 from .journal import JOURNAL_NAME
 from .progress import Progress
-from .store import INDEX_NAME, OLD_PREFIX, TMP_PREFIX, Store, _safe_name
-from .store import write_index_file as _write_index_file
+from .files import OLD_PREFIX, TMP_PREFIX
+from .index import INDEX_NAME
+from .index import write_index_file as _write_index_file
+from .names import safe_name
+from .store import Store
 
 __all__ = ["Plan", "plan_repair", "repair", "write_index_file"]
 
@@ -149,7 +152,7 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
     with Progress(len(entries) + len(candidates), quiet) as progress:
         for e in entries.values():
             what = f"{e.key!r} ({e.source}, file {e.name})"
-            if _safe_name(e.name) != e.name or e.name.casefold() in used:
+            if safe_name(e.name) != e.name or e.name.casefold() in used:
                 progress.advance()
                 say(f"drop   {what}: its file name is unsafe or already taken")
                 plan.dropped += 1

@@ -1,236 +1,45 @@
-"""The directory of a chest: file names, atomic value files, the ``.keys`` index.
+"""The directory of a chest: which key is in which file, and the index.
 
-The store maps each key to a file name relative to the chest's folder,
-writes values through a temporary file renamed into place, and keeps the
-index of what is on disk. It knows nothing of memory budgets.
+The store maps each key to a file name relative to the chest's folder
+(names from :mod:`chest.names`, kept unique here), writes values through a
+temporary file renamed into place (primitives in :mod:`chest.files`),
+records each write and deletion in the journal (:mod:`chest.journal`) and
+keeps the ``.keys`` index (format in :mod:`chest.index`). On opening it
+replays the journal and cleans what a crash left. It knows nothing of
+memory budgets.
 
 Names
-    ``key_to_filename`` suggests a name: identifier-like strings keep their
-    own, tuples become nested folders, anything else gets a hash that
-    includes the key's type (so ``1`` and ``'1'`` differ). The store then
-    makes sure of the rest: a name that is empty, hidden, absolute, climbing
-    out of the folder, too long, already used by another key (also when it
-    differs only in case), a folder of another key, or already a file it does
-    not own is replaced by a hashed one. Names are recorded in the index, so
-    a chest reopens whatever function made them.
+    A suggested name that is unsafe, too long (also as a whole path),
+    already used by another key (also when it differs only in case), a
+    folder of another key, or already a file the store does not own is
+    replaced by a hashed one. Names are recorded in the index, so a chest
+    reopens whatever function made them.
 
 Overwrites
     When a key's value changes in memory, its file is *retired*: renamed to
     a hidden ``.old.<name>`` beside it. A user reading the key's file never
     sees the old value, yet the flushed value survives a crash until the next
     index write deletes it.
-
-Examples
---------
->>> key_to_filename("x")
-'x'
->>> key_to_filename(("a", "b"))
-'_a/b'
->>> key_to_filename(1) != key_to_filename("1")
-True
 """
 from __future__ import annotations
 
 import builtins
 import errno
-import hashlib
-import io
 import os
-import pickle
-import re
 import shutil
-import stat
-import struct
 import time
-import zlib
-from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTuple,
-                    Optional, Set, Tuple)
-
-import cloudpickle
+from typing import IO, Any, Callable, Dict, Hashable, Iterable, List, Optional, Set, Tuple
 
 from .errors import DiskBudgetError, IndexFileError, ValueFileError, describe
+from .files import (FILE_MODE, OLD_PREFIX, TEMP_EXTRA, TMP_PREFIX, Written,
+                    is_temp_name, make_folder, open_raw, read_whole, remove_quietly,
+                    size_of_open_file, sync_dir, temp_name)
+from .index import (INDEX_MAGIC, INDEX_NAME, as_key, holds_a_chest, parse_index,
+                    write_index_file)
 from .journal import JOURNAL_NAME, Journal, read_journal
+from .names import MAX_PATH, fold, hashed_name, key_to_filename, safe_name
 
-__all__ = ["Store", "key_to_filename", "INDEX_NAME"]
-
-INDEX_NAME = ".keys"
-INDEX_MAGIC = b"chest-index\n"
-INDEX_VERSION = 1
-_HEADER = struct.Struct("<IQI")  # version, payload length, crc32 of payload
-TMP_PREFIX = ".tmp."
-OLD_PREFIX = ".old."
-#: Permission bits of a chest's files unless told otherwise: its values are
-#: often private, and are unpickled when read (see :func:`others_can_write`).
-FILE_MODE = 0o600
-#: Longest name (in bytes) of one path component; file systems allow 255.
-MAX_NAME = 200
-#: Longest path (in bytes) the system takes (Linux: 4096 with the final NUL).
-MAX_PATH = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
-_TEMP_EXTRA = len(".tmp.") + 13  # what a temporary name adds: prefix, ".", 12 hex
-
-_IDENTIFIER = re.compile(r"[_a-zA-Z]\w*\Z", re.ASCII)
-# What _temp_name makes: the prefix, the base, 48 random bits in hex.
-_TEMP_NAME = re.compile(r"\.tmp\..+\.[0-9a-f]{12}\Z", re.DOTALL)
-
-
-def _token(key: Any) -> str:
-    """A text that differs for keys that differ, including in type."""
-    if isinstance(key, tuple):
-        return "(" + ",".join(_token(k) for k in key) + ")"
-    if isinstance(key, frozenset):
-        return "{" + ",".join(sorted(_token(k) for k in key)) + "}"
-    cls = type(key)
-    return f"{cls.__module__}.{cls.__qualname__}:{key!r}"
-
-
-def hashed_name(key: Hashable) -> str:
-    """A 32-hex-digit name derived from the key and its type."""
-    return hashlib.blake2b(_token(key).encode("utf-8", "surrogatepass"),
-                           digest_size=16).hexdigest()
-
-
-def key_to_filename(key: Hashable) -> str:
-    """The file name a key suggests, relative to the chest's folder.
-
-    Identifier-like strings keep their name, tuples become nested folders
-    (every folder prefixed with ``_``), other keys get a hashed name.
-    """
-    if isinstance(key, str) and _IDENTIFIER.match(key) and len(key) <= MAX_NAME:
-        return key
-    if isinstance(key, tuple) and key:
-        names = ["_" + key_to_filename(k) for k in key[:-1]]
-        return "/".join(names + [key_to_filename(key[-1])])
-    return hashed_name(key)
-
-
-def _safe_name(name: Any) -> Optional[str]:
-    """``name`` as '/'-separated components if it is safe to use, else None."""
-    if not isinstance(name, str) or not name:
-        return None
-    parts = name.replace(os.sep, "/").split("/")
-    for part in parts:
-        if (not part or part.startswith(".") or "\\" in part or "\0" in part
-                or len(part.encode("utf-8", "surrogatepass")) > MAX_NAME):
-            return None
-    return "/".join(parts)
-
-
-def _fold(name: str) -> str:
-    return name.casefold()
-
-
-class Written(NamedTuple):
-    """A value file written under a temporary name, ready to :meth:`Store.commit`."""
-
-    tmp: str
-    filename: str
-    size: int
-    seconds: float
-
-
-class _RawFile(io.FileIO):
-    """An unbuffered binary file whose ``write`` writes everything or raises.
-
-    pickle streams large buffers straight through it, and ignores what
-    ``write`` returns: a short write (a full disk) must not go unnoticed.
-    """
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        total = len(view)
-        while view:
-            written = super().write(view)
-            if not written:
-                raise OSError(errno.ENOSPC, "no space left to write", self.name)
-            view = view[written:]
-        return total
-
-
-def _size_of_open_file(f: Any) -> Optional[int]:
-    """The size of the file behind ``f``; None if it has none (a user's
-    ``open`` may return any file-like object)."""
-    try:
-        return os.fstat(f.fileno()).st_size
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _temp_name(folder: str, base: str) -> str:
-    """A fresh temporary name beside ``base``: 48 random bits, so writers in
-    several processes (or forks) never pick the same one."""
-    return os.path.join(folder, f"{TMP_PREFIX}{base}.{os.urandom(6).hex()}")
-
-
-def _read_whole(filename: str, size_hint: int) -> bytes:
-    """The content of a file, read with bare system calls: a file object costs
-    about as much as the read itself for a small file."""
-    fd = os.open(filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        data = os.read(fd, size_hint + 1)
-        if len(data) == size_hint:
-            # Asked for one byte more than the file should hold and got one
-            # less: a regular file reads short only at its end.
-            return data
-        parts = [data]
-        while parts[-1]:  # until the end of the file, whatever the hint said
-            parts.append(os.read(fd, max(size_hint, 64 * 1024)))
-    finally:
-        os.close(fd)
-    return b"".join(parts)
-
-
-def _open_raw(filename: str, mode: str, file_mode: int = 0o600) -> IO[Any]:
-    """An unbuffered binary file: pickle streams large buffers straight through."""
-    return _RawFile(filename, mode.replace("b", ""),
-                    opener=lambda path, flags: os.open(path, flags, file_mode))
-
-
-def folder_mode(file_mode: int) -> int:
-    """The mode of a chest's folders for files of ``file_mode``: searchable
-    by whoever may read the files (0o600 -> 0o700, 0o640 -> 0o750)."""
-    return file_mode | (file_mode & 0o444) >> 2
-
-
-def make_folder(path: str, file_mode: int = FILE_MODE, top: Optional[str] = None) -> None:
-    """Make folder ``path`` (and its missing parents up to ``top``) with the
-    mode of a chest's folders; parents above ``top`` as ``os.makedirs``
-    would."""
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent and parent != path and not os.path.isdir(parent):
-        if top is not None and os.path.commonpath([parent, top]) == top and parent != top:
-            make_folder(parent, file_mode, top)
-        else:
-            os.makedirs(parent, exist_ok=True)
-    mode = folder_mode(file_mode)
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise
-        return
-    if file_mode != FILE_MODE:
-        os.chmod(path, mode)  # the umask may have taken bits the user asked for
-
-
-def others_can_write(path: str, file_mode: int = FILE_MODE) -> Optional[str]:
-    """Why users other than this one could change ``path`` (a chest's folder,
-    index or journal); None if they cannot (or it is missing).
-
-    A group allowed by ``file_mode`` (0o660, say) is not "other".
-    """
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    if info.st_uid not in (os.geteuid(), 0):
-        return f"it belongs to user id {info.st_uid}"
-    if info.st_mode & 0o002:
-        return f"anyone may write it (mode {stat.S_IMODE(info.st_mode):o})"
-    if info.st_mode & 0o020 and not file_mode & 0o020:
-        return f"its group may write it (mode {stat.S_IMODE(info.st_mode):o})"
-    return None
+__all__ = ["Store", "key_to_filename", "INDEX_NAME", "write_index_file", "Written"]
 
 
 class Store:
@@ -343,7 +152,7 @@ class Store:
         owners: Dict[str, Hashable] = {}
         shared = []
         for key, name in self.names.items():
-            owner = owners.setdefault(_fold(name), key)
+            owner = owners.setdefault(fold(name), key)
             if owner is not key:
                 shared.append(key)
         for key in shared:
@@ -377,7 +186,7 @@ class Store:
         return self.full_path(name)
 
     def _choose_name(self, key: Hashable) -> str:
-        suggested = _safe_name(self.key_to_filename(key))
+        suggested = safe_name(self.key_to_filename(key))
         if suggested is not None and self._fits(suggested) and \
                 self._is_free(suggested, key):
             return suggested
@@ -392,11 +201,11 @@ class Store:
         """Is the path of ``name``, also as a temporary name, short enough for
         the system (a tuple key of many parts may not be)?"""
         length = len(self._prefix.encode("utf-8", "surrogatepass")) + \
-            len(name.encode("utf-8", "surrogatepass")) + _TEMP_EXTRA
+            len(name.encode("utf-8", "surrogatepass")) + TEMP_EXTRA
         return length < MAX_PATH
 
     def _is_free(self, name: str, key: Hashable) -> bool:
-        folded = _fold(name)
+        folded = fold(name)
         owner = self._taken.get(folded, key)
         if owner is not key and owner != key:
             return False
@@ -411,7 +220,7 @@ class Store:
 
     def _claim(self, key: Hashable, name: str) -> None:
         self.names[key] = name
-        folded = _fold(name)
+        folded = fold(name)
         if folded in self._taken:
             return
         self._taken[folded] = key
@@ -421,7 +230,7 @@ class Store:
             self._folders[folder] = self._folders.get(folder, 0) + 1
 
     def _unclaim(self, name: str) -> None:
-        folded = _fold(name)
+        folded = fold(name)
         if self._taken.pop(folded, None) is None:
             return
         parts = folded.split("/")
@@ -437,7 +246,7 @@ class Store:
     # -- values --------------------------------------------------------------
     def _open(self, filename: str, mode: str) -> IO[Any]:
         if self.unbuffered:
-            return _open_raw(filename, mode + "b", self.file_mode)
+            return open_raw(filename, mode + "b", self.file_mode)
         return self.open(filename, mode=mode + self.mode)
 
     def _ensure_dir(self, folder: str) -> None:
@@ -452,7 +261,7 @@ class Store:
         fails. Safe to call without the chest's lock.
         """
         folder, base = os.path.split(filename)
-        tmp = _temp_name(folder, base)
+        tmp = temp_name(folder, base)
         start = time.perf_counter()
         try:
             try:
@@ -471,7 +280,7 @@ class Store:
                 os.chmod(tmp, self.file_mode)
             size = os.stat(tmp).st_size
         except BaseException:
-            _remove_quietly(tmp)
+            remove_quietly(tmp)
             raise
         return Written(tmp, filename, size, time.perf_counter() - start)
 
@@ -479,7 +288,7 @@ class Store:
         """As :meth:`write_temp`, for a value already serialised to ``data``:
         one ``write`` call."""
         folder, base = os.path.split(filename)
-        tmp = _temp_name(folder, base)
+        tmp = temp_name(folder, base)
         start = time.perf_counter()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
@@ -508,7 +317,7 @@ class Store:
         """The content of ``key``'s file: ``(data, seconds)``."""
         start = time.perf_counter()
         try:
-            data = _read_whole(filename, self.files.get(key, 0))
+            data = read_whole(filename, self.files.get(key, 0))
         except FileNotFoundError:
             old = self._flushed_copy(filename)
             if old is None:
@@ -549,7 +358,7 @@ class Store:
         """
         folder, base = os.path.split(filename)
         self._ensure_dir(folder)
-        tmp = _temp_name(folder, base)
+        tmp = temp_name(folder, base)
         start = time.perf_counter()
         try:
             os.link(source, tmp)
@@ -567,7 +376,7 @@ class Store:
                     with builtins.open(tmp, "rb") as f:
                         os.fsync(f.fileno())
             except BaseException:
-                _remove_quietly(tmp)
+                remove_quietly(tmp)
                 raise
         seconds = time.perf_counter() - start
         return Written(tmp, filename, os.stat(tmp).st_size, seconds)
@@ -598,7 +407,7 @@ class Store:
 
     def discard(self, tmp: str) -> None:
         """Remove a temporary file that will not be committed."""
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
 
     def read(self, key: Hashable,
              filename: Optional[str] = None) -> Tuple[Any, int, float]:
@@ -612,7 +421,7 @@ class Store:
         start = time.perf_counter()
         try:
             with self._open(filename, "r") as f:
-                size = _size_of_open_file(f) if self.readonly else None
+                size = size_of_open_file(f) if self.readonly else None
                 replaced = size is not None and self._replaced_since_opened(key, size)
                 if not replaced:
                     value = self.load(f)
@@ -721,7 +530,7 @@ class Store:
         """Remove the folders of tuple keys that are all gone, deepest first,
         so that a chest used as a cache does not pile up empty folders."""
         for folder in sorted(self._emptied, key=lambda f: -f.count("/")):
-            if _fold(folder) in self._folders:
+            if fold(folder) in self._folders:
                 continue  # a key has a name under it again
             path = self.full_path(folder)
             try:
@@ -742,7 +551,7 @@ class Store:
             self._indexed_paths = set()
             return
         if data.startswith(INDEX_MAGIC):
-            entries, self._retired_at_index = _parse_index(
+            entries, self._retired_at_index = parse_index(
                 filename, data[len(INDEX_MAGIC):])
         else:
             entries = self._parse_legacy_index(filename)
@@ -759,7 +568,7 @@ class Store:
         try:
             with self.open(filename, mode="r" + self.mode) as f:
                 items = self.load(f)
-            pairs = [(_as_key(k), name) for k, name in items]
+            pairs = [(as_key(k), name) for k, name in items]
         except Exception as e:
             raise IndexFileError(
                 filename, f"not a chest index ({type(e).__name__}: {e})") from e
@@ -769,7 +578,7 @@ class Store:
                 raise IndexFileError(filename, f"bad file name {name!r} of key {key!r}")
             if os.path.isabs(name):
                 name = os.path.relpath(name, self.path)
-            safe = _safe_name(name)
+            safe = safe_name(name)
             if safe is None:
                 raise IndexFileError(
                     filename, f"unsafe file name {name!r} of key {key!r}")
@@ -785,7 +594,7 @@ class Store:
         written, as the journal recorded them; the records."""
         records = read_journal(os.path.join(self.path, JOURNAL_NAME))
         for key, name, _ in records:
-            if name is not None and _safe_name(name) != name:
+            if name is not None and safe_name(name) != name:
                 continue  # not a name this store writes: ignore the record
             old = self.names.get(key)
             if name is None:
@@ -825,7 +634,7 @@ class Store:
             rel = os.path.relpath(folder, self.path)
             prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
             for base in bases:
-                if base.startswith(TMP_PREFIX) and _TEMP_NAME.match(base):
+                if base.startswith(TMP_PREFIX) and is_temp_name(base):
                     self.discard(os.path.join(folder, base))
                 elif base.startswith(OLD_PREFIX) and (
                         prefix + base[len(OLD_PREFIX):] in known
@@ -838,7 +647,7 @@ class Store:
                         self.discard(full)
 
     def _sync_dir(self, folder: str) -> None:
-        _sync_dir(folder)
+        sync_dir(folder)
 
     def drop(self) -> None:
         """Remove the folder and forget every key."""
@@ -861,94 +670,3 @@ class Store:
             self.journal.close()
 
 
-def write_index_file(folder: str, entries: List[Tuple[Hashable, str, int]],
-                     durable: bool = False, retired: Iterable[str] = (),
-                     file_mode: int = FILE_MODE) -> None:
-    """Atomically write the ``.keys`` of ``folder`` listing ``entries``
-    (key, relative file name, size), in the chest's order, and the
-    ``retired`` files (relative names) that the writer removes next."""
-    payload = _dumps_index({"entries": entries, "retired": list(retired)})
-    header = INDEX_MAGIC + _HEADER.pack(INDEX_VERSION, len(payload),
-                                        zlib.crc32(payload))
-    tmp = _temp_name(folder, "keys")
-    try:
-        with builtins.open(tmp, "wb", opener=lambda path, flags: os.open(
-                path, flags, file_mode)) as f:
-            if file_mode != FILE_MODE:
-                os.fchmod(f.fileno(), file_mode)
-            f.write(header)
-            f.write(payload)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(folder, INDEX_NAME))
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    if durable:
-        _sync_dir(folder)
-
-
-def holds_a_chest(folder: str) -> bool:
-    """Does ``folder`` hold a chest of its own (an index or a journal)?"""
-    return any(os.path.lexists(os.path.join(folder, name))
-               for name in (INDEX_NAME, JOURNAL_NAME))
-
-
-def _remove_quietly(path: str) -> None:
-    """Remove a file if it is there; cleaning up must not hide the error
-    being handled."""
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def _sync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _as_key(key: Any) -> Hashable:
-    """Keys from json come back as lists where they were tuples."""
-    if isinstance(key, list):
-        return tuple(_as_key(k) for k in key)
-    return key
-
-
-def _dumps_index(obj: Any) -> bytes:
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception:
-        return cloudpickle.dumps(obj, protocol=5)
-
-
-def _parse_index(filename: str,
-                 data: bytes) -> Tuple[List[Tuple[Hashable, str, int]], Set[str]]:
-    """The entries of an index (after its magic) and its retired names."""
-    if len(data) < _HEADER.size:
-        raise IndexFileError(filename, "the header is truncated")
-    version, length, crc = _HEADER.unpack_from(data)
-    if version > INDEX_VERSION:
-        raise IndexFileError(
-            filename, f"format version {version} is newer than this chest "
-            f"(reads up to {INDEX_VERSION}); upgrade chest")
-    payload = data[_HEADER.size:]
-    if len(payload) != length:
-        raise IndexFileError(
-            filename, f"truncated: {len(payload)} of {length} bytes")
-    if zlib.crc32(payload) != crc:
-        raise IndexFileError(filename, "checksum mismatch: the file is corrupted")
-    try:
-        content = pickle.loads(payload)
-        entries = [(key, name, int(size)) for key, name, size in content["entries"]]
-        retired = {name for name in content.get("retired", ()) if isinstance(name, str)}
-    except Exception as e:
-        raise IndexFileError(filename, f"{type(e).__name__}: {e}") from e
-    for key, name, _ in entries:
-        if _safe_name(name) != name:
-            raise IndexFileError(filename, f"unsafe file name {name!r} of key {key!r}")
-    return entries, retired

@@ -25,7 +25,7 @@ from .folder import (Entry, full_path, leftover_kind, retired_name, is_chest_fil
                      read_index, read_journal_file, walk_files)
 from .journal import JOURNAL_NAME
 from .progress import Progress
-from .store import _safe_name
+from .names import safe_name
 
 __all__ = ["Report", "find_problems"]
 
@@ -70,7 +70,7 @@ def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
     checked: List[Entry] = []
     owners: Dict[str, Hashable] = {}
     for e in entries.values():
-        if _safe_name(e.name) != e.name:
+        if safe_name(e.name) != e.name:
             problems.append(f"unsafe name: key {e.key!r} has the file name "
                             f"{e.name!r}, which is not a plain name inside the folder")
             continue

@@ -863,7 +863,7 @@ def test_damaged_value_files_name_key_and_file(tmp_path):
 
 
 def index_variants(data):
-    magic = chest.store.INDEX_MAGIC
+    magic = chest.index.INDEX_MAGIC
     yield "empty", b""
     yield "half the magic", data[:5]
     yield "half the header", data[:len(magic) + 6]

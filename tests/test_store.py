@@ -11,7 +11,9 @@ from conftest import files_in
 
 from chest import Chest
 from chest.errors import IndexFileError, ValueFileError
-from chest.store import INDEX_MAGIC, Store, hashed_name, key_to_filename
+from chest.index import INDEX_MAGIC
+from chest.names import hashed_name, key_to_filename
+from chest.store import Store
 
 
 def make(path, **kwargs):
@@ -190,10 +192,10 @@ def test_mode_is_checked(tmp_path):
 ])
 def test_malformed_index_entries_are_an_index_error(tmp_path, entries):
     import zlib
-    from chest.store import _HEADER, INDEX_VERSION
+    from chest.index import HEADER, INDEX_VERSION
     payload = pickle.dumps({"entries": entries})
     (tmp_path / ".keys").write_bytes(
-        INDEX_MAGIC + _HEADER.pack(INDEX_VERSION, len(payload), zlib.crc32(payload))
+        INDEX_MAGIC + HEADER.pack(INDEX_VERSION, len(payload), zlib.crc32(payload))
         + payload)
     with pytest.raises(IndexFileError):
         make(tmp_path)
@@ -224,8 +226,8 @@ def test_folders_of_deleted_tuple_keys_are_removed_on_flush(tmp_path):
 @pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 200_000])
 @pytest.mark.parametrize("hint", [0, 1000])
 def test_read_whole_reads_to_the_end_whatever_the_hint(tmp_path, size, hint):
-    from chest.store import _read_whole
+    from chest.files import read_whole
     path = tmp_path / "f"
     data = os.urandom(size)
     path.write_bytes(data)
-    assert _read_whole(str(path), hint) == data
+    assert read_whole(str(path), hint) == data
