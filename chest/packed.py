@@ -1,0 +1,309 @@
+"""Packed storage: many small values in one embedded database in the folder.
+
+A packed engine is a table of *slots* (integers the store hands out, never
+reused) to bytes: exactly what ``dump`` wrote, so ``pickle.loads`` of a row
+or record returns the value. Each :meth:`~PackedEngine.put` is committed
+before it returns: it survives ``kill -9`` of the process (and, with
+``durable=True``, a power loss), and a reader in another process sees whole
+values only. Which key a slot holds is the store's business (its index and
+journal); a slot the store does not name after a crash is removed when the
+chest is reopened, as a temporary file would be.
+
+Engines, measured here (one run, pickled 66-byte dicts, one commit per
+write, Python + engine only, write / random read): SQLite (stdlib
+``sqlite3``, WAL, ``synchronous=NORMAL``) 21.9 / 5.6 us, LMDB
+(``sync=False``) 5.2 / 1.8 us, one file per value 46 / 6.6 us.
+
+- :class:`SQLiteEngine` (``packed="sqlite"``): ``.packed.sqlite3`` in the
+  folder, WAL mode; ``durable=True`` sets ``synchronous=FULL``.
+- :class:`LMDBEngine` (``packed="lmdb"``, needs the ``lmdb`` package, the
+  ``chest[lmdb]`` extra): ``.packed.lmdb``; ``durable=True`` syncs each
+  commit.
+
+Examples
+--------
+>>> import tempfile
+>>> engine = open_engine("sqlite", tempfile.mkdtemp())
+>>> engine.put(1, b"one")
+>>> engine.put(2, b"two")
+>>> engine.get(1), engine.get(3)
+(b'one', None)
+>>> engine.delete([1])
+>>> sorted(engine.slots())
+[(2, 3)]
+>>> engine.close()
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Type
+
+from .files import FILE_MODE
+
+try:  # an extra: chest[lmdb]
+    import lmdb
+except ImportError:  # pragma: no cover - depends on the installation
+    lmdb = None  # type: ignore[assignment]
+
+__all__ = ["PackedEngine", "SQLiteEngine", "LMDBEngine", "ENGINES", "open_engine",
+           "engine_files"]
+
+
+class PackedEngine:
+    """Slots to bytes in one file of a chest's folder (the contract).
+
+    Every method is safe to call from several threads at once; ``put`` and
+    ``delete`` are committed when they return.
+    """
+
+    #: What ``Chest(packed=...)`` calls the engine; also its place in the index.
+    name = ""
+    #: The engine's file in the chest's folder.
+    filename = ""
+    #: Suffixes of the files the engine keeps beside it (locks, logs).
+    companions: Tuple[str, ...] = ()
+
+    def __init__(self, folder: str, readonly: bool = False, durable: bool = False,
+                 file_mode: int = FILE_MODE) -> None:
+        """Open (or, unless ``readonly``, create) the engine's file in
+        ``folder``; ``durable``: sync every commit to the disk."""
+        raise NotImplementedError
+
+    def put(self, slot: int, data: bytes) -> None:
+        """Store ``data`` under ``slot`` (a new slot), committed."""
+        raise NotImplementedError
+
+    def get(self, slot: int) -> Optional[bytes]:
+        """The bytes of ``slot``; None if there is no such slot."""
+        raise NotImplementedError
+
+    def delete(self, slots: Iterable[int]) -> None:
+        """Remove ``slots`` (missing ones are ignored), in one commit."""
+        raise NotImplementedError
+
+    def slots(self) -> Iterator[Tuple[int, int]]:
+        """Every ``(slot, size in bytes)``, in slot order."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of the file (idempotent)."""
+        raise NotImplementedError
+
+
+def engine_files(name: str) -> Tuple[str, ...]:
+    """The files an engine may keep in a chest's folder."""
+    cls = ENGINES[name]
+    return (cls.filename,) + tuple(cls.filename + s for s in cls.companions)
+
+
+class SQLiteEngine(PackedEngine):
+    """Slots in a SQLite table (the standard library's ``sqlite3``).
+
+    WAL mode: a reader in another process reads beside the writer; each
+    ``put`` is its own transaction (about 20 us here). ``durable``:
+    ``synchronous=FULL`` (each commit is fsynced), else ``NORMAL``
+    (committed data survives a crash of the process, not of the system).
+    """
+
+    name = "sqlite"
+    filename = ".packed.sqlite3"
+    companions: Tuple[str, ...] = ("-wal", "-shm", "-journal")
+
+    def __init__(self, folder: str, readonly: bool = False, durable: bool = False,
+                 file_mode: int = FILE_MODE) -> None:
+        self.path = os.path.join(folder, self.filename)
+        self.readonly = readonly
+        self._lock = threading.Lock()
+        if readonly:
+            uri = "file:" + self.path + "?mode=ro"
+            self._db: Optional[sqlite3.Connection] = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False)
+            return
+        if not os.path.exists(self.path):
+            # Made with the chest's permissions (sqlite3 would use the umask).
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, file_mode))
+        self._db = sqlite3.connect(self.path, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.execute("CREATE TABLE IF NOT EXISTS packed "
+                         "(slot INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise ValueError(f"the packed values of {self.path} are closed")
+        return self._db
+
+    def put(self, slot: int, data: bytes) -> None:
+        with self._lock:
+            self._connection().execute(
+                "INSERT OR REPLACE INTO packed (slot, data) VALUES (?, ?)", (slot, data))
+
+    def get(self, slot: int) -> Optional[bytes]:
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT data FROM packed WHERE slot = ?", (slot,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def delete(self, slots: Iterable[int]) -> None:
+        rows = [(slot,) for slot in slots]
+        if not rows:
+            return
+        with self._lock:
+            db = self._connection()
+            db.execute("BEGIN")
+            try:
+                db.executemany("DELETE FROM packed WHERE slot = ?", rows)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def slots(self) -> Iterator[Tuple[int, int]]:
+        with self._lock:
+            try:
+                rows = self._connection().execute(
+                    "SELECT slot, length(data) FROM packed ORDER BY slot").fetchall()
+            except sqlite3.OperationalError as e:
+                if "no such table" in str(e):
+                    return iter(())  # made by a writer that has not written yet
+                raise
+        return iter([(int(slot), int(size)) for slot, size in rows])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class _Environments:
+    """LMDB refuses to open one database twice in a process: chests on one
+    folder (a writer and a reader, say) share one environment, opened for
+    writing as soon as one of them writes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # real path -> [environment, opened read-only, users]
+        self._open: Dict[str, list] = {}
+
+    def acquire(self, path: str, readonly: bool, durable: bool, file_mode: int) -> Any:
+        real = os.path.realpath(path)
+        with self._lock:
+            held = self._open.get(real)
+            if held is not None and (readonly or not held[1]):
+                held[2] += 1
+                return held[0]
+            if held is not None:  # a reader has it: open it for writing
+                held[0].close()
+            env = lmdb.open(path, subdir=False, map_size=LMDBEngine.MAP_SIZE,
+                            readonly=readonly, lock=True, sync=durable,
+                            metasync=durable, max_dbs=0, mode=file_mode,
+                            create=not readonly)
+            if held is not None:
+                held[0], held[1] = env, False
+                held[2] += 1
+            else:
+                self._open[real] = [env, readonly, 1]
+            return env
+
+    def current(self, path: str) -> Any:
+        """The environment now open for ``path`` (it may have been reopened
+        for writing since a reader acquired it)."""
+        held = self._open.get(os.path.realpath(path))
+        if held is None:
+            raise ValueError(f"the packed values of {path} are closed")
+        return held[0]
+
+    def release(self, path: str) -> None:
+        real = os.path.realpath(path)
+        with self._lock:
+            held = self._open.get(real)
+            if held is None:
+                return
+            held[2] -= 1
+            if held[2] == 0:
+                held[0].close()
+                del self._open[real]
+
+
+_ENVIRONMENTS = _Environments()
+
+
+class LMDBEngine(PackedEngine):
+    """Slots in an LMDB database (the ``lmdb`` package, ``chest[lmdb]``).
+
+    Keys are slots as 8 big-endian bytes, so records are in slot order. A
+    reader in another process reads beside the writer; chests on one folder
+    in one process share one environment (LMDB allows one). ``durable``:
+    each commit is synced; otherwise committed data survives a crash of the
+    process (the pages are written, not synced).
+    """
+
+    name = "lmdb"
+    filename = ".packed.lmdb"
+    companions: Tuple[str, ...] = ("-lock",)
+    #: Most bytes the database may grow to (address space, not disk).
+    MAP_SIZE = 1 << 40
+
+    def __init__(self, folder: str, readonly: bool = False, durable: bool = False,
+                 file_mode: int = FILE_MODE) -> None:
+        if lmdb is None:
+            raise ImportError("packed='lmdb' needs the lmdb package: "
+                              "pip install 'chest[lmdb]'")
+        self.path = os.path.join(folder, self.filename)
+        self.readonly = readonly
+        _ENVIRONMENTS.acquire(self.path, readonly, durable, file_mode)
+        self._closed = False
+
+    def _environment(self) -> Any:
+        if self._closed:
+            raise ValueError(f"the packed values of {self.path} are closed")
+        return _ENVIRONMENTS.current(self.path)
+
+    def put(self, slot: int, data: bytes) -> None:
+        if self.readonly:
+            raise ValueError(f"the packed values of {self.path} are open read-only")
+        with self._environment().begin(write=True) as txn:
+            txn.put(slot.to_bytes(8, "big"), data)
+
+    def get(self, slot: int) -> Optional[bytes]:
+        with self._environment().begin(buffers=False) as txn:
+            data = txn.get(slot.to_bytes(8, "big"))
+        return None if data is None else bytes(data)
+
+    def delete(self, slots: Iterable[int]) -> None:
+        keys = [slot.to_bytes(8, "big") for slot in slots]
+        if not keys:
+            return
+        with self._environment().begin(write=True) as txn:
+            for key in keys:
+                txn.delete(key)
+
+    def slots(self) -> Iterator[Tuple[int, int]]:
+        found = []
+        with self._environment().begin(buffers=True) as txn:
+            for key, value in txn.cursor():
+                found.append((int.from_bytes(key, "big"), len(value)))
+        return iter(found)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _ENVIRONMENTS.release(self.path)
+
+
+ENGINES: Dict[str, Type[PackedEngine]] = {"sqlite": SQLiteEngine, "lmdb": LMDBEngine}
+
+
+def open_engine(name: str, folder: str, readonly: bool = False, durable: bool = False,
+                file_mode: int = FILE_MODE) -> PackedEngine:
+    """Open the packed engine ``name`` ("sqlite" or "lmdb") of ``folder``."""
+    try:
+        cls = ENGINES[name]
+    except KeyError:
+        raise ValueError(f"packed must be one of {sorted(ENGINES)} or None, "
+                         f"not {name!r}") from None
+    return cls(folder, readonly=readonly, durable=durable, file_mode=file_mode)

@@ -1,0 +1,112 @@
+"""The packed engines' contract, run over every engine (SQLite, LMDB)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from chest.packed import ENGINES, engine_files, open_engine
+
+ENGINE_NAMES = ["sqlite", "lmdb"]
+
+
+@pytest.fixture(params=ENGINE_NAMES)
+def name(request):
+    if request.param == "lmdb":
+        pytest.importorskip("lmdb")
+    return request.param
+
+
+def test_put_get_delete_slots(tmp_path, name):
+    e = open_engine(name, str(tmp_path))
+    try:
+        assert list(e.slots()) == [] and e.get(1) is None
+        for slot in (3, 1, 2):
+            e.put(slot, b"v%d" % slot * slot)
+        e.put(4, b"")
+        assert e.get(2) == b"v2v2" and e.get(4) == b"" and e.get(9) is None
+        assert list(e.slots()) == [(1, 2), (2, 4), (3, 6), (4, 0)]
+        e.delete([2, 9])
+        e.delete([])
+        assert e.get(2) is None and [s for s, _ in e.slots()] == [1, 3, 4]
+    finally:
+        e.close()
+        e.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        e.get(1)
+
+
+def test_committed_values_survive_reopening_and_kill_9(tmp_path, name):
+    script = f"""
+import os, signal, sys
+from chest.packed import open_engine
+e = open_engine({name!r}, sys.argv[1])
+for slot in range(100):
+    e.put(slot, bytes([slot % 256]) * slot)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)])
+    assert result.returncode == -9
+    e = open_engine(name, str(tmp_path))
+    try:
+        assert [s for s, _ in e.slots()] == list(range(100))
+        assert all(e.get(s) == bytes([s % 256]) * s for s in range(100))
+    finally:
+        e.close()
+
+
+def test_a_reader_beside_the_writer(tmp_path, name):
+    writer = open_engine(name, str(tmp_path))
+    writer.put(1, b"first")
+    reader = open_engine(name, str(tmp_path), readonly=True)
+    try:
+        assert reader.get(1) == b"first"
+        writer.put(2, b"second")
+        assert reader.get(2) == b"second"  # committed: visible to a new read
+        with pytest.raises(Exception):
+            reader.put(3, b"no")
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_threads_put_and_read_at_once(tmp_path, name):
+    e = open_engine(name, str(tmp_path))
+    errors = []
+
+    def work(base):
+        try:
+            for i in range(200):
+                e.put(base + i, b"x" * i)
+                assert e.get(base + i) == b"x" * i
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(1000 * t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == [] and len(list(e.slots())) == 800
+    finally:
+        e.close()
+
+
+def test_files_are_made_with_the_chests_mode(tmp_path, name):
+    old = os.umask(0o022)
+    try:
+        open_engine(name, str(tmp_path), file_mode=0o600).close()
+    finally:
+        os.umask(old)
+    made = [f for f in os.listdir(tmp_path) if f in engine_files(name)]
+    assert ENGINES[name].filename in made
+    assert all(os.stat(tmp_path / f).st_mode & 0o777 == 0o600 for f in made), made
+
+
+def test_an_unknown_engine_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="packed must be one of"):
+        open_engine("zip", str(tmp_path))
