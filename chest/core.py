@@ -39,7 +39,8 @@ from .stats import Stats
 from .files import FILE_MODE, Written, make_folder, others_can_write
 from .index import INDEX_NAME
 from .names import key_to_filename
-from .store import Store
+from .index import Slot
+from .store import KEEP, Packed, Store
 
 __all__ = ["Chest", "nbytes", "key_to_filename"]
 
@@ -52,6 +53,10 @@ SMALL_VALUE = 64 * 1024
 #: Values at least this large are written while another thread takes their
 #: fingerprint, and their files read while another thread makes room.
 LARGE_VALUE = 4 * 1024 * 1024
+#: Values whose pickle is shorter are packed (``Chest(packed=...)``); as
+#: diskcache's default. At most SMALL_VALUE: packed values are pickled to
+#: bytes first.
+PACKED_LIMIT = 32 * 1024
 
 _DEFAULT_KEY_TO_FILENAME = key_to_filename  # the constructor's parameter hides it
 _MISSING = object()
@@ -151,6 +156,15 @@ class Chest(MutableMapping):
     worker_local_directory : str, optional
         Put a temporary chest's folder in this folder (dask.distributed
         passes a worker's own folder here).
+    packed : {'sqlite', 'lmdb', None}, optional
+        Keep values whose pickle (what ``dump`` writes) is shorter than
+        ``packed_limit`` in one database in the folder instead of a file
+        each: SQLite (the standard library's) or LMDB (``chest[lmdb]``).
+        Larger values stay one file each. Without it, a chest reopens as it
+        was made; ``None`` writes new values to files (packed ones stay
+        readable).
+    packed_limit : int or str
+        Bytes below which a value is packed (default 32 KiB).
     file_mode : int
         Permission bits of the chest's files (default ``0o600``: yours only);
         its folders get the matching search bits (``0o700``). ``0o640`` or
@@ -192,6 +206,8 @@ class Chest(MutableMapping):
         mmap: bool = False,
         worker_local_directory: Optional[Union[str, os.PathLike]] = None,
         file_mode: int = FILE_MODE,
+        packed: Union[str, None, Any] = KEEP,
+        packed_limit: Union[int, str] = PACKED_LIMIT,
     ) -> None:
         if isinstance(data, (str, os.PathLike)) and worker_local_directory is None:
             # dask.distributed calls ``Worker(data=Chest)`` as Chest(directory).
@@ -215,6 +231,11 @@ class Chest(MutableMapping):
             raise ValueError(f"file_mode must be permission bits within 0o666 that let "
                              f"you read and write (0o600, 0o640, 0o660), not {file_mode!r}")
         self.file_mode = file_mode
+        #: Values whose pickle is shorter than this are packed (if ``packed``).
+        self.packed_limit = parse_budget(packed_limit)
+        if self.packed_limit > SMALL_VALUE:
+            raise ValueError(f"packed_limit must be at most {SMALL_VALUE} bytes (64 KiB), "
+                             f"not {packed_limit!r}")
         if path is not None:
             self.path = os.fspath(path)
             if readonly:
@@ -232,7 +253,7 @@ class Chest(MutableMapping):
         try:
             self.policy = make_policy(policy)
             self._set_up(dump, load, key_to_filename, open, mode, on_overflow, durable,
-                         readonly, lock_timeout, max_disk_bytes, mmap)
+                         readonly, lock_timeout, max_disk_bytes, mmap, packed)
         except BaseException:
             if not self._explicitly_given_path:
                 shutil.rmtree(self.path, ignore_errors=True)
@@ -245,7 +266,7 @@ class Chest(MutableMapping):
                 key_to_filename: Callable[[Hashable], str], open: Callable[..., IO[Any]],
                 mode: str, on_overflow: Callable[[Hashable], Any], durable: bool,
                 readonly: bool, lock_timeout: float, max_disk: Optional[int],
-                mmap: bool) -> None:
+                mmap: bool, packed: Any) -> None:
         """The rest of the constructor: memory tier, writer lock, store."""
         self.stats = Stats()
 
@@ -295,6 +316,7 @@ class Chest(MutableMapping):
                 unbuffered=self._default_format,
                 durable=durable, journal=self._explicitly_given_path,
                 readonly=readonly, max_disk=max_disk, file_mode=self.file_mode,
+                packed=packed,
             )
         except BaseException:
             if self._writer_lock is not None:
@@ -493,9 +515,29 @@ class Chest(MutableMapping):
             if token is not None:
                 self._file_tokens[key] = token
 
-    def _write_file(self, filename: str, value: Any, size: int) -> Tuple[Written, Any]:
-        """Write a value beside ``filename`` under a temporary name; also its
-        token (see :mod:`chest.fingerprint`). Needs no lock."""
+    def _packs(self, size: int) -> bool:
+        """May a value of ``size`` bytes in memory go to the packed engine?"""
+        return self.store.packed is not None and size <= SMALL_VALUE
+
+    def _write_file(self, key: Hashable, filename: Optional[str], value: Any,
+                    size: int) -> Tuple[Union[Written, Packed], Any]:
+        """Write a value under a temporary name beside ``filename`` (None: a
+        name is given here if the value is not packed), or to a new slot of
+        the packed engine if its bytes are fewer than ``packed_limit``; also
+        its token (see :mod:`chest.fingerprint`). Needs no lock."""
+        if self._packs(size):
+            data = self._dumps(value)
+            token = bytes_token(data)
+            if len(data) < self.packed_limit:
+                return self.store.pack_temp(data), token
+            if filename is None:
+                with self.lock:
+                    filename = self.store.prepare(key)
+            if self._default_format:
+                return self.store.write_bytes_temp(filename, data), token
+        elif filename is None:
+            with self.lock:
+                filename = self.store.prepare(key)
         if self._default_format and size <= SMALL_VALUE:
             data = serialize.dumps(value)
             return self.store.write_bytes_temp(filename, data), bytes_token(data)
@@ -514,9 +556,22 @@ class Chest(MutableMapping):
             thread.join()
         return written, fingerprinted[0] if fingerprinted else None
 
-    def _read_file(self, key: Hashable, filename: str) -> Tuple[Any, int, float, Any]:
-        """Load ``key``'s value: ``(value, bytes read, seconds, token or None)``.
-        Needs no lock."""
+    def _read_file(self, key: Hashable, filename: str,
+                   place: Optional[Slot] = None) -> Tuple[Any, int, float, Any]:
+        """Load ``key``'s value from ``filename`` or, if packed, its slot
+        ``place``: ``(value, bytes read, seconds, token or None)``. Needs no
+        lock."""
+        if place is not None:
+            data, seconds = self.store.read_packed(key, place)
+            try:
+                value = self._loads(data)
+            except MemoryError:
+                raise
+            except Exception as e:
+                raise ValueFileError(key, f"{self.store.engine(place[0]).path} "
+                                          f"(slot {place[1]})", describe(e)) from e
+            token = fingerprint(value)
+            return value, len(data), seconds, bytes_token(data) if token is None else token
         if self._default_format and self.store.files.get(key, 0) <= SMALL_VALUE:
             data, seconds = self.store.read_bytes(key, filename)
             try:
@@ -544,6 +599,13 @@ class Chest(MutableMapping):
             except Exception:
                 return None
         return token
+
+    def _loads(self, data: bytes) -> Any:
+        """What ``load`` reads from ``data`` (what ``dump`` wrote)."""
+        if self._default_format:
+            return serialize.loads(data)
+        return self.load(io.StringIO(data.decode("utf-8", "surrogatepass"))
+                         if self.mode == "t" else io.BytesIO(data))
 
     def _dumps(self, value: Any) -> bytes:
         """What ``dump`` writes of ``value``, as bytes."""
@@ -574,15 +636,16 @@ class Chest(MutableMapping):
     def _write(self, key: Hashable, value: Any, size: int) -> None:
         """Write ``key``'s value (``size`` bytes in memory) to its file now
         (lock held)."""
-        written, token = self._write_file(self.store.prepare(key), value, size)
+        filename = None if self._packs(size) else self.store.prepare(key)
+        written, token = self._write_file(key, filename, value, size)
         try:
             self.store.commit(key, written)
         except BaseException:
-            self.store.discard(written.tmp)
+            self.store.discard(written)
             raise
         self._count_write(key, written, size, token)
 
-    def _count_write(self, key: Hashable, written: Written, size: int,
+    def _count_write(self, key: Hashable, written: Union[Written, Packed], size: int,
                      token: Any) -> None:
         self._spilled_sizes[key] = size
         if token is None:
@@ -657,7 +720,7 @@ class Chest(MutableMapping):
                     return size
                 self._in_flight[key] = value
                 try:
-                    filename = self.store.prepare(key)
+                    filename = None if self._packs(size) else self.store.prepare(key)
                 except Exception as e:
                     self._keep_unwritable(key, value, size, e)
                     continue
@@ -665,13 +728,13 @@ class Chest(MutableMapping):
                 return size
 
     def _spill(self, key: Hashable, value: Any, size: int, version: int,
-               filename: str) -> bool:
+               filename: Optional[str]) -> bool:
         """Write an evicted value without the lock, then commit it with it.
 
         False if it could not be written (it is back in memory).
         """
         try:
-            written, token = self._write_file(filename, value, size)
+            written, token = self._write_file(key, filename, value, size)
         except Exception as e:
             with self.lock:
                 if self._keys.get(key) == version and \
@@ -681,12 +744,12 @@ class Chest(MutableMapping):
             return False
         with self.lock:
             if self._keys.get(key) != version or self._in_flight.get(key) is not value:
-                self.store.discard(written.tmp)  # set, deleted or flushed meanwhile
+                self.store.discard(written)  # set, deleted or flushed meanwhile
                 return True
             try:
                 self.store.commit(key, written)
             except Exception as e:
-                self.store.discard(written.tmp)
+                self.store.discard(written)
                 self._keep_unwritable(key, value, size, e)
                 _warn_if_disk_full(self.path, key, e)
                 return False
@@ -758,11 +821,12 @@ class Chest(MutableMapping):
                                          "the chest holds no data for it")
                 if read:
                     self._on_miss(key)
-                filename = self.store.filename(key)
+                place = self.store.slots.get(key)
+                filename = "" if place is not None else self.store.filename(key)
                 incoming = self.store.files[key]
             room_maker = self._make_room_beside_read(incoming)
             try:
-                value, size_on_disk, seconds, token = self._read_file(key, filename)
+                value, size_on_disk, seconds, token = self._read_file(key, filename, place)
             except ValueFileError:
                 with self.lock:
                     if self._keys.get(key, _MISSING) == version and \
@@ -832,9 +896,10 @@ class Chest(MutableMapping):
 
     # -- the original chest's methods ---------------------------------------------
     def key_to_filename(self, key: Hashable) -> str:
-        """The path of ``key``'s file (or of the one it would get)."""
+        """The path of ``key``'s file (or of the one it would get). A packed
+        value has no file of its own: see ``packed``."""
         with self.lock:
-            if key in self._keys:
+            if key in self._keys and key not in self.store.slots:
                 return self.store.prepare(key)
             return self.store.filename(key)
 
@@ -884,6 +949,9 @@ class Chest(MutableMapping):
             if missing:
                 raise KeyError(missing[0])
             keys = [k for k in keys if k not in self.inmem and k in self.store.files]
+            for key in [k for k in keys if k in self.store.slots]:
+                self.get_from_disk(key)  # packed: no file to open
+            keys = [k for k in keys if k not in self.store.slots]
             for i in range(0, len(keys), MAX_OPEN_FILES):
                 batch = keys[i:i + MAX_OPEN_FILES]
                 names = [self.store.filename(k) for k in batch]
@@ -1031,7 +1099,8 @@ class Chest(MutableMapping):
                     entries.append((key, other.inmem[key], None))
                 elif key in other._in_flight:
                     entries.append((key, other._in_flight[key], None))
-                elif same_format and key in other.store.files:
+                elif same_format and key in other.store.files and \
+                        key not in other.store.slots:
                     entries.append((key, None, other.store.filename(key)))
                 else:
                     entries.append((key, _MISSING, None))
@@ -1056,7 +1125,7 @@ class Chest(MutableMapping):
                 # max_disk), the key keeps its value.
                 self.store.commit(key, written)
             except BaseException:
-                self.store.discard(written.tmp)
+                self.store.discard(written)
                 raise
             self._drop_value(key, file=False)
             self._spilled_sizes.pop(key, None)

@@ -28,7 +28,7 @@ import pickle
 import pickletools
 import re
 from dataclasses import dataclass, field
-from typing import (Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional,
+from typing import (Any, Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional,
                     Sequence, Tuple)
 
 from . import lock as _lock
@@ -54,10 +54,11 @@ _HASHED = re.compile(r"[0-9a-f]{32}(-[0-9]+)?\Z")
 
 
 class Entry(NamedTuple):
-    """A key, its file name relative to the folder ('/'-separated) and size."""
+    """A key, where its value is and its size: a file name relative to the
+    folder ('/'-separated), or ``(engine, slot)`` for a packed value."""
 
     key: Hashable
-    name: str
+    name: Any
     size: int
     source: str = "index"  # "index", "journal" or "file name"
 

@@ -1,10 +1,14 @@
 """The ``.keys`` index: the chest's own file format, and chest 0.2's.
 
 A header (``chest-index`` magic line, then version, payload length and the
-crc32 of the payload), then a pickled ``{"entries": [(key, name, size),
-...], "retired": [name, ...]}``: every key in the chest's order with where
-its value is, and the retired files the writer removes right after writing
-the index. Written to a temporary name and renamed into place.
+crc32 of the payload), then a pickled ``{"entries": [(key, place, size),
+...], "retired": [name, ...], "packed": engine}``: every key in the chest's
+order with where its value is, the retired files the writer removes right
+after writing the index, and the packed engine new small values go to. A
+place is a file name relative to the folder ('/'-separated), or, for a
+packed value, ``(engine, slot)`` (format version 2; a chest without packed
+values still writes version 1). Written to a temporary name and renamed
+into place.
 
 Examples
 --------
@@ -13,8 +17,10 @@ Examples
 >>> write_index_file(folder, [("x", "x", 10), (("a", "b"), "_a/b", 3)])
 >>> with open(os.path.join(folder, INDEX_NAME), "rb") as f:
 ...     data = f.read()
->>> parse_index("index", data[len(INDEX_MAGIC):])
-([('x', 'x', 10), (('a', 'b'), '_a/b', 3)], set())
+>>> parse_index("index", data[len(INDEX_MAGIC):]).entries
+[('x', 'x', 10), (('a', 'b'), '_a/b', 3)]
+>>> is_valid_place(("sqlite", 7)), is_valid_place("../x")
+(True, False)
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import os
 import pickle
 import struct
 import zlib
-from typing import Any, Hashable, Iterable, List, Set, Tuple
+from typing import Any, Hashable, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
 
 import cloudpickle
 
@@ -33,23 +39,58 @@ from .journal import JOURNAL_NAME
 from .names import safe_name
 
 __all__ = ["INDEX_NAME", "INDEX_MAGIC", "INDEX_VERSION", "HEADER", "write_index_file",
-           "parse_index", "as_key", "holds_a_chest"]
+           "parse_index", "as_key", "holds_a_chest", "Place", "Slot", "IndexContent",
+           "is_slot", "is_valid_place", "ENGINE_NAMES"]
 
 INDEX_NAME = ".keys"
 INDEX_MAGIC = b"chest-index\n"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # the newest this chest reads; 1 has file names only
 HEADER = struct.Struct("<IQI")  # version, payload length, crc32 of payload
+#: The packed engines a place may name (see :mod:`chest.packed`).
+ENGINE_NAMES = ("sqlite", "lmdb")
+
+#: Where a packed value is: ``(engine name, slot)``.
+Slot = Tuple[str, int]
+#: Where a value is: a file name, or a packed slot.
+Place = Union[str, Slot]
 
 
-def write_index_file(folder: str, entries: List[Tuple[Hashable, str, int]],
+def is_slot(place: Any) -> bool:
+    """Is ``place`` a packed slot (not a file name)?"""
+    return type(place) is tuple
+
+
+def is_valid_place(place: Any) -> bool:
+    """A safe file name, or ``(engine, slot)`` of a known engine."""
+    if type(place) is tuple:
+        return len(place) == 2 and place[0] in ENGINE_NAMES and \
+            type(place[1]) is int and place[1] >= 0
+    return isinstance(place, str) and safe_name(place) == place
+
+
+class IndexContent(NamedTuple):
+    """What an index holds."""
+
+    entries: List[Tuple[Hashable, Place, int]]
+    retired: Set[str]
+    packed: Optional[str]
+    version: int
+
+
+def write_index_file(folder: str, entries: List[Tuple[Hashable, Place, int]],
                      durable: bool = False, retired: Iterable[str] = (),
-                     file_mode: int = FILE_MODE) -> None:
+                     file_mode: int = FILE_MODE, packed: Optional[str] = None) -> None:
     """Atomically write the ``.keys`` of ``folder`` listing ``entries``
-    (key, relative file name, size), in the chest's order, and the
-    ``retired`` files (relative names) that the writer removes next."""
-    payload = _dumps_index({"entries": entries, "retired": list(retired)})
-    header = INDEX_MAGIC + HEADER.pack(INDEX_VERSION, len(payload),
-                                        zlib.crc32(payload))
+    (key, place, size), in the chest's order, the ``retired`` files
+    (relative names) that the writer removes next, and the engine of new
+    packed values."""
+    content: dict = {"entries": entries, "retired": list(retired)}
+    version = 1
+    if packed is not None or any(is_slot(place) for _, place, _ in entries):
+        content["packed"] = packed
+        version = 2
+    payload = _dumps_index(content)
+    header = INDEX_MAGIC + HEADER.pack(version, len(payload), zlib.crc32(payload))
     tmp = temp_name(folder, "keys")
     try:
         with builtins.open(tmp, "wb", opener=lambda path, flags: os.open(
@@ -83,9 +124,8 @@ def _dumps_index(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, protocol=5)
 
 
-def parse_index(filename: str,
-                 data: bytes) -> Tuple[List[Tuple[Hashable, str, int]], Set[str]]:
-    """The entries of an index (after its magic) and its retired names."""
+def parse_index(filename: str, data: bytes) -> IndexContent:
+    """What an index holds (``data``: the file after its magic)."""
     if len(data) < HEADER.size:
         raise IndexFileError(filename, "the header is truncated")
     version, length, crc = HEADER.unpack_from(data)
@@ -101,14 +141,17 @@ def parse_index(filename: str,
         raise IndexFileError(filename, "checksum mismatch: the file is corrupted")
     try:
         content = pickle.loads(payload)
-        entries = [(key, name, int(size)) for key, name, size in content["entries"]]
+        entries = [(key, place, int(size)) for key, place, size in content["entries"]]
         retired = {name for name in content.get("retired", ()) if isinstance(name, str)}
+        packed = content.get("packed")
     except Exception as e:
         raise IndexFileError(filename, f"{type(e).__name__}: {e}") from e
-    for key, name, _ in entries:
-        if safe_name(name) != name:
-            raise IndexFileError(filename, f"unsafe file name {name!r} of key {key!r}")
-    return entries, retired
+    for key, place, _ in entries:
+        if not is_valid_place(place):
+            raise IndexFileError(filename, f"unsafe file name {place!r} of key {key!r}")
+    if packed is not None and packed not in ENGINE_NAMES:
+        raise IndexFileError(filename, f"unknown packed engine {packed!r}")
+    return IndexContent(entries, retired, packed, version)
 
 
 def holds_a_chest(folder: str) -> bool:

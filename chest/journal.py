@@ -25,7 +25,7 @@ import os
 import pickle
 import struct
 import zlib
-from typing import Hashable, List, Optional, Tuple
+from typing import Any, Hashable, List, Optional, Tuple
 
 import cloudpickle
 
@@ -34,7 +34,9 @@ __all__ = ["Journal", "read_journal", "JOURNAL_NAME", "RECORD"]
 JOURNAL_NAME = ".journal"
 RECORD = struct.Struct("<II")  # payload length, crc32 of payload
 
-Record = Tuple[Hashable, Optional[str], int]
+#: (key, where its value now is: a file name or ``(engine, slot)``; None if
+#: the key was deleted, size)
+Record = Tuple[Hashable, Any, int]
 
 
 class Journal:
@@ -47,7 +49,7 @@ class Journal:
         self.file_mode = file_mode
         self._fd: Optional[int] = None
 
-    def append(self, key: Hashable, name: Optional[str], size: int) -> None:
+    def append(self, key: Hashable, name: Any, size: int) -> None:
         """Record that ``key``'s file is ``name`` (None: the key was deleted)."""
         try:
             payload = pickle.dumps((key, name, size), protocol=5)

@@ -64,6 +64,8 @@ class PackedEngine:
     filename = ""
     #: Suffixes of the files the engine keeps beside it (locks, logs).
     companions: Tuple[str, ...] = ()
+    #: The engine's file (absolute).
+    path: str
 
     def __init__(self, folder: str, readonly: bool = False, durable: bool = False,
                  file_mode: int = FILE_MODE) -> None:

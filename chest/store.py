@@ -28,18 +28,39 @@ import errno
 import os
 import shutil
 import time
-from typing import IO, Any, Callable, Dict, Hashable, Iterable, List, Optional, Set, Tuple
+import itertools
+from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional,
+                    Set, Tuple, Union)
 
 from .errors import DiskBudgetError, IndexFileError, ValueFileError, describe
 from .files import (FILE_MODE, OLD_PREFIX, TEMP_EXTRA, TMP_PREFIX, Written,
                     is_temp_name, make_folder, open_raw, read_whole, remove_quietly,
                     size_of_open_file, sync_dir, temp_name)
-from .index import (INDEX_MAGIC, INDEX_NAME, as_key, holds_a_chest, parse_index,
-                    write_index_file)
+from .index import (INDEX_MAGIC, INDEX_NAME, Place, Slot, as_key, holds_a_chest,
+                    is_slot, is_valid_place, parse_index, write_index_file)
 from .journal import JOURNAL_NAME, Journal, read_journal
+from .packed import ENGINES, PackedEngine, open_engine
 from .names import MAX_PATH, fold, hashed_name, key_to_filename, safe_name
 
-__all__ = ["Store", "key_to_filename", "INDEX_NAME", "write_index_file", "Written"]
+__all__ = ["Store", "key_to_filename", "INDEX_NAME", "write_index_file", "Written",
+           "Packed"]
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+#: ``Store(packed=KEEP)``: new small values go where the index says they did.
+KEEP = _Keep()
+
+
+class Packed(NamedTuple):
+    """A value written to a packed engine's slot, ready to :meth:`Store.commit`."""
+
+    place: Slot
+    size: int
+    seconds: float
 
 
 class Store:
@@ -62,6 +83,11 @@ class Store:
         dump/load stream large buffers and gain from it).
     durable : bool
         ``fsync`` every file and its folder, so data survives power loss.
+    packed : str, optional
+        The engine (``"sqlite"``, ``"lmdb"``) of values written with
+        :meth:`pack_temp`; ``KEEP`` (the default) keeps the one the index
+        names, None writes files only. Values already packed stay readable
+        whatever this says.
 
     Examples
     --------
@@ -91,6 +117,7 @@ class Store:
         readonly: bool = False,
         max_disk: Optional[int] = None,
         file_mode: int = FILE_MODE,
+        packed: Union[str, None, _Keep] = KEEP,
     ) -> None:
         if mode not in ("b", "t"):
             raise ValueError(f"mode must be 'b' (binary) or 't' (text), not {mode!r}")
@@ -117,10 +144,14 @@ class Store:
         self.unindexed_writes = False
         #: key -> name relative to ``path`` ('/'-separated), for keys given one.
         self.names: Dict[Hashable, str] = {}
-        #: key -> size in bytes of its file, for keys whose file holds their value.
+        #: key -> size in bytes of its stored copy, for keys whose file or
+        #: packed slot holds their value.
         self.files: Dict[Hashable, int] = {}
-        #: key -> name, as in the index on disk.
-        self.indexed: Dict[Hashable, str] = {}
+        #: key -> ``(engine, slot)``, for keys whose stored copy is packed
+        #: (they have no name in ``names``).
+        self.slots: Dict[Hashable, Slot] = {}
+        #: key -> place, as in the index on disk.
+        self.indexed: Dict[Hashable, Place] = {}
         self._indexed_sizes: Dict[Hashable, int] = {}
         self._taken: Dict[str, Hashable] = {}  # folded name -> key owning it
         self._folders: Dict[str, int] = {}  # folded folder -> names under it
@@ -130,19 +161,32 @@ class Store:
         self._known_dirs = {self.path}
         self._indexed_paths: Set[str] = set()  # full paths the index on disk names
         self._retired_at_index: Set[str] = set()  # retired names it lists
+        self._retired_slots: Set[Slot] = set()  # slots the index on disk names
+        self._indexed_slots: Set[Slot] = set()  # every slot the index names
+        self._engines: Dict[str, PackedEngine] = {}
+        self._scanned: Dict[str, Dict[int, int]] = {}  # while opening
+        self._next_slot = itertools.count(1)
+        self.packed: Optional[str] = None  # set below, once the index is read
         if not readonly:
             make_folder(self.path, file_mode)
         self._read_index()
+        if not isinstance(packed, _Keep):
+            if packed is not None and packed not in ENGINES:
+                raise ValueError(f"packed must be one of {sorted(ENGINES)} or None, "
+                                 f"not {packed!r}")
+            self.packed = packed
         self.journal = Journal(os.path.join(self.path, JOURNAL_NAME), durable,
                                file_mode) if journal and not readonly else None
         journaled = self._replay_journal() if journal else []
         replayed = bool(journaled)
         if not readonly:
             self._recover(journaled)
+            self._recover_slots()
             separated = self._separate_shared_files()
             if replayed or separated:
                 # Make the recovery durable; this also empties the journal.
                 self.write_index(list(self.files))
+        self._scanned.clear()
 
     def _separate_shared_files(self) -> bool:
         """Give every key its own file where a chest 0.2 index had two keys
@@ -381,11 +425,14 @@ class Store:
         seconds = time.perf_counter() - start
         return Written(tmp, filename, os.stat(tmp).st_size, seconds)
 
-    def commit(self, key: Hashable, written: Written) -> None:
-        """Rename a temporary file into place as ``key``'s file.
+    def commit(self, key: Hashable, written: Union[Written, Packed]) -> None:
+        """Make a value written under a temporary name (or in a new slot)
+        ``key``'s stored copy.
 
-        The rename replaces an older file of the key atomically: a reader or
-        a crash sees the old value or the new one, never a mix or nothing.
+        A file is renamed into place, replacing an older file of the key
+        atomically: a reader or a crash sees the old value or the new one,
+        never a mix or nothing. An older copy elsewhere (a slot, or a file
+        when the new one is packed) is retired.
         """
         old_size = self.files.get(key, 0)
         if self.max_disk is not None and \
@@ -393,21 +440,38 @@ class Store:
             raise DiskBudgetError(self.path, key,
                                   self.disk_usage - old_size + written.size,
                                   self.max_disk)
+        place: Place = written.place if isinstance(written, Packed) else self.names[key]
         # The journal first: if it cannot be written nothing has changed; a
         # record whose rename then fails points at the key's older file or
         # at none, and replay handles both.
         if self.journal is not None:
-            self.journal.append(key, self.names[key], written.size)
-        os.replace(written.tmp, written.filename)
+            self.journal.append(key, place, written.size)
+        if isinstance(written, Written):
+            os.replace(written.tmp, written.filename)
+            old_slot = self.slots.pop(key, None)
+            if old_slot is not None:
+                self._retire_slot(old_slot)
+        else:
+            if key in self.files:
+                self._retire_copy(key)
+            self.slots[key] = written.place
+            self._release_name(key)
         self.unindexed_writes = True
         self.files[key] = written.size
         self.disk_usage += written.size - old_size
-        if self.durable:
+        if self.durable and isinstance(written, Written):
             self._sync_dir(os.path.dirname(written.filename))
 
-    def discard(self, tmp: str) -> None:
-        """Remove a temporary file that will not be committed."""
-        remove_quietly(tmp)
+    def discard(self, written: Union[Written, Packed, str]) -> None:
+        """Remove a value written that will not be committed (or a file)."""
+        if isinstance(written, Packed):
+            engine_name, slot = written.place
+            try:
+                self.engine(engine_name).delete([slot])
+            except Exception:
+                pass  # cleaning up must not hide the error being handled
+        else:
+            remove_quietly(written if isinstance(written, str) else written.tmp)
 
     def read(self, key: Hashable,
              filename: Optional[str] = None) -> Tuple[Any, int, float]:
@@ -440,14 +504,30 @@ class Store:
         return value, self.files.get(key, 0), time.perf_counter() - start
 
     def retire(self, key: Hashable) -> None:
-        """Take ``key``'s file out of the way; its value is outdated.
+        """Take ``key``'s stored copy out of the way; its value is outdated.
 
-        A file the index on disk refers to is kept under a hidden name until
-        the next :meth:`write_index`, so a crash before then loses nothing.
+        A file (or slot) the index on disk refers to is kept, under a hidden
+        name, until the next :meth:`write_index`, so a crash before then
+        loses nothing.
         """
         if key in self.files:
-            self._retire_path(self.full_path(self.names[key]))
+            self._retire_copy(key)
             self.disk_usage -= self.files.pop(key)
+
+    def _retire_copy(self, key: Hashable) -> None:
+        place = self.slots.pop(key, None)
+        if place is not None:
+            self._retire_slot(place)
+        else:
+            self._retire_path(self.full_path(self.names[key]))
+
+    def _release_name(self, key: Hashable) -> None:
+        """``key`` no longer has a file: its name stays reserved until the
+        next index write (a crash must not pair the old index with a new
+        file under it)."""
+        name = self.names.pop(key, None)
+        if name is not None:
+            self._released[key] = name
 
     def _retire_path(self, filename: str) -> None:
         folder, base = os.path.split(filename)
@@ -472,15 +552,87 @@ class Store:
         return len(self._retired)
 
     def forget(self, key: Hashable) -> None:
-        """Drop ``key``: retire its file, keep its name reserved until the next
-        index write (a crash must not pair the old index with a new file)."""
-        name = self.names.get(key)
-        if name is not None and self.journal is not None:
+        """Drop ``key``: retire its stored copy, keep its name reserved until
+        the next index write (a crash must not pair the old index with a new
+        file)."""
+        if (key in self.names or key in self.slots) and self.journal is not None:
             self.journal.append(key, None, 0)  # first: if it fails, no change
         self.retire(key)
-        if name is not None:
-            del self.names[key]
-            self._released[key] = name
+        self._release_name(key)
+
+    # -- packed values ---------------------------------------------------------
+    def engine(self, name: str) -> PackedEngine:
+        """The packed engine ``name`` of this folder, opened on first use."""
+        engine = self._engines.get(name)
+        if engine is None:
+            engine = open_engine(name, self.path, readonly=self.readonly,
+                                 durable=self.durable, file_mode=self.file_mode)
+            self._engines[name] = engine
+        return engine
+
+    def pack_temp(self, data: bytes) -> Packed:
+        """Write ``data`` to a new slot of the packed engine, committed but
+        named by no record yet (reopening after a crash removes it).
+
+        Returns what :meth:`commit` needs. Safe to call without the chest's
+        lock.
+        """
+        assert self.packed is not None, "no packed engine"
+        start = time.perf_counter()
+        place = (self.packed, next(self._next_slot))
+        self.engine(self.packed).put(place[1], data)
+        return Packed(place, len(data), time.perf_counter() - start)
+
+    def read_packed(self, key: Hashable, place: Slot) -> Tuple[bytes, float]:
+        """The bytes of ``key``'s packed value in ``place``: ``(data, seconds)``.
+        Safe to call without the chest's lock."""
+        engine_name, slot = place
+        start = time.perf_counter()
+        engine = self.engine(engine_name)
+        try:
+            data = engine.get(slot)
+        except Exception as e:
+            raise ValueFileError(key, engine.path, f"slot {slot}: {describe(e)}") from e
+        if data is None:
+            why = (f"slot {slot} is gone: the writer changed the key after this "
+                   f"read-only chest was opened; reopen the chest to read it as it "
+                   f"is now" if self.readonly else f"slot {slot} is missing")
+            raise ValueFileError(key, engine.path, why)
+        return data, time.perf_counter() - start
+
+    def _retire_slot(self, place: Slot) -> None:
+        """An older copy in a slot: kept until the next index write if the
+        index on disk names it (a crash must find the flushed value), else
+        removed now."""
+        if place in self._indexed_slots:
+            self._retired_slots.add(place)
+        else:
+            self.engine(place[0]).delete([place[1]])
+
+    def _stored_slots(self, name: str) -> Dict[int, int]:
+        """slot -> size of every slot engine ``name`` holds (read once while
+        the store opens); empty if the engine has no file here."""
+        found = self._scanned.get(name)
+        if found is None:
+            found = {}
+            if os.path.exists(os.path.join(self.path, ENGINES[name].filename)):
+                found = dict(self.engine(name).slots())
+            self._scanned[name] = found
+        return found
+
+    def _recover_slots(self) -> None:
+        """Remove the slots no key names (written by a process that died
+        before it recorded them, or retired and not yet removed), and start
+        numbering new slots after every slot seen."""
+        live = set(self.slots.values())
+        highest = max((slot for _, slot in live), default=0)
+        for name in ENGINES:
+            stored = self._stored_slots(name)
+            highest = max([highest, *stored])
+            orphans = [slot for slot in stored if (name, slot) not in live]
+            if orphans:
+                self.engine(name).delete(orphans)
+        self._next_slot = itertools.count(highest + 1)
 
     # -- the index -----------------------------------------------------------
     @property
@@ -496,27 +648,32 @@ class Store:
         retired file is kept: its new value could not be written, and the
         flushed one must survive.
         """
-        entries = []
-        kept = set()
+        entries: List[Tuple[Hashable, Place, int]] = []
+        kept: Set[Any] = set()
+        slots, names = self.slots, self.names
         for key in keys:
-            if key in self.files:
-                entries.append((key, self.names[key], self.files[key]))
+            size = self.files.get(key)
+            if size is not None:
+                entries.append((key, slots[key] if key in slots else names[key], size))
             elif key in self.indexed:
-                name = self.indexed[key]
-                entries.append((key, name, self._indexed_sizes.get(key, 0)))
-                kept.add(self.full_path(name))
+                place = self.indexed[key]
+                entries.append((key, place, self._indexed_sizes.get(key, 0)))
+                kept.add(place if isinstance(place, tuple) else self.full_path(place))
         # The retired files about to go are listed in the index: if the
         # process dies before they are removed, reopening knows them as ours.
         leaving = [old for old, live in self._retired.items() if live not in kept]
         write_index_file(self.path, entries, self.durable,
                          retired=[self._relative(old) for old in leaving],
-                         file_mode=self.file_mode)
-        self.indexed = {key: name for key, name, _ in entries}
-        self._indexed_sizes = {key: size for key, _, size in entries}
-        self._indexed_paths = {self.full_path(n) for n in self.indexed.values()}
+                         file_mode=self.file_mode, packed=self.packed)
+        self._remember_index(entries)
         for old in leaving:
             self.discard(old)
             del self._retired[old]
+        leaving_slots = self._retired_slots - kept
+        for engine_name in {name for name, _ in leaving_slots}:
+            self.engine(engine_name).delete(
+                [slot for name, slot in leaving_slots if name == engine_name])
+        self._retired_slots -= leaving_slots
         for key, name in self._released.items():
             if self.names.get(key) != name:
                 self._unclaim(name)
@@ -525,6 +682,14 @@ class Store:
         if self.journal is not None:
             self.journal.clear()
         self.unindexed_writes = False
+
+    def _remember_index(self, entries: List[Tuple[Hashable, Place, int]]) -> None:
+        """What the index on disk now says."""
+        self.indexed = {key: place for key, place, _ in entries}
+        self._indexed_sizes = {key: size for key, _, size in entries}
+        self._indexed_paths = {self.full_path(p) for p in self.indexed.values()
+                               if not isinstance(p, tuple)}
+        self._indexed_slots = {p for p in self.indexed.values() if isinstance(p, tuple)}
 
     def _remove_empty_folders(self) -> None:
         """Remove the folders of tuple keys that are all gone, deepest first,
@@ -550,18 +715,21 @@ class Store:
         except FileNotFoundError:
             self._indexed_paths = set()
             return
+        entries: List[Tuple[Hashable, Place, int]]
         if data.startswith(INDEX_MAGIC):
-            entries, self._retired_at_index = parse_index(
-                filename, data[len(INDEX_MAGIC):])
+            content = parse_index(filename, data[len(INDEX_MAGIC):])
+            entries, self._retired_at_index = content.entries, content.retired
+            self.packed = content.packed
         else:
-            entries = self._parse_legacy_index(filename)
-        for key, name, size in entries:
-            self._claim(key, name)
+            entries = list(self._parse_legacy_index(filename))
+        for key, place, size in entries:
+            if isinstance(place, tuple):
+                self.slots[key] = place
+            else:
+                self._claim(key, place)
             self.files[key] = size
         self.disk_usage = sum(self.files.values())
-        self.indexed = {key: name for key, name, _ in entries}
-        self._indexed_sizes = {key: size for key, _, size in entries}
-        self._indexed_paths = {self.full_path(n) for n in self.indexed.values()}
+        self._remember_index(entries)
 
     def _parse_legacy_index(self, filename: str) -> List[Tuple[Hashable, str, int]]:
         """Read the ``.keys`` of a chest made by chest 0.2.x (the user's dump)."""
@@ -593,23 +761,34 @@ class Store:
         """Add the keys written (and drop those deleted) since the index was
         written, as the journal recorded them; the records."""
         records = read_journal(os.path.join(self.path, JOURNAL_NAME))
-        for key, name, _ in records:
-            if name is not None and safe_name(name) != name:
-                continue  # not a name this store writes: ignore the record
+        for key, place, _ in records:
+            if place is not None and not is_valid_place(place):
+                continue  # not a place this store writes: ignore the record
             old = self.names.get(key)
-            if name is None:
+            if place is None:
                 if old is not None:
                     del self.names[key]
                     self._unclaim(old)
-                    self.disk_usage -= self.files.pop(key, 0)
+                self.slots.pop(key, None)
+                self.disk_usage -= self.files.pop(key, 0)
                 continue
-            try:
-                size = os.stat(self.full_path(name)).st_size
-            except FileNotFoundError:
-                continue  # written, then deleted or overwritten: never flushed
-            if old is not None and old != name:
-                self._unclaim(old)
-            self._claim(key, name)
+            if isinstance(place, tuple):
+                size = self._stored_slots(place[0]).get(place[1])
+                if size is None:
+                    continue  # written, then retired and removed: never flushed
+                if old is not None:
+                    del self.names[key]
+                    self._unclaim(old)
+                self.slots[key] = place
+            else:
+                try:
+                    size = os.stat(self.full_path(place)).st_size
+                except FileNotFoundError:
+                    continue  # written, then deleted or overwritten: never flushed
+                if old is not None and old != place:
+                    self._unclaim(old)
+                self.slots.pop(key, None)
+                self._claim(key, place)
             self.disk_usage += size - self.files.get(key, 0)
             self.files[key] = size
         return records
@@ -625,10 +804,11 @@ class Store:
         own (an index or a journal) are not entered, and a user's files are
         left alone.
         """
-        known = set(self.indexed.values())
+        known: Set[Any] = set(self.indexed.values())
         known.update(name for _, name, _ in journaled if name is not None)
         known.update(self.names.values())
-        live_paths = {self.full_path(self.names[k]) for k in self.files}
+        live_paths = {self.full_path(name) for key, name in self.names.items()
+                      if key in self.files}
         for folder, dirs, bases in os.walk(self.path):
             dirs[:] = [d for d in dirs if not holds_a_chest(os.path.join(folder, d))]
             rel = os.path.relpath(folder, self.path)
@@ -651,9 +831,13 @@ class Store:
 
     def drop(self) -> None:
         """Remove the folder and forget every key."""
+        self.close()
         shutil.rmtree(self.path, ignore_errors=True)
         self.names.clear()
         self.files.clear()
+        self.slots.clear()
+        self._retired_slots.clear()
+        self._indexed_slots.clear()
         self.indexed.clear()
         self._indexed_paths = set()
         self._taken.clear()
@@ -665,8 +849,12 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Release the journal's file descriptor."""
+        """Release the journal's file descriptor and the packed engines
+        (opened again if the store is used again)."""
         if self.journal is not None:
             self.journal.close()
+        engines, self._engines = self._engines, {}
+        for engine in engines.values():
+            engine.close()
 
 
