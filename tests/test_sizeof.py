@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chest.sizeof import SizeRegistry, nbytes
+from chest import sizeof
+from chest.sizeof import MAX_DEPTH, SizeRegistry, nbytes
 
 
 def test_numpy_arrays_views_and_broadcasts():
@@ -97,3 +98,104 @@ def test_items_of_containers_use_the_registered_size(monkeypatch):
     nbytes.register(int)(lambda n: 10_000)  # say, ints that stand for handles
     assert nbytes([5, 6]) == sys.getsizeof([5, 6]) + 20_000
     assert nbytes({"k": 5}) == sys.getsizeof({"k": 5}) + nbytes("k") + 10_000
+
+
+# -- big items among small ones: measured, never extrapolated --------------------
+def _true_size(d):
+    return (sys.getsizeof(d) + sum(map(nbytes, d))
+            + sum(v.nbytes for v in d.values()))
+
+
+def test_one_big_array_among_small_ones_is_counted():
+    # Found by probing: 40 small arrays and one of 40 MB counted as ~6.6 kB,
+    # so a chest with a 10 MB budget kept 400 MB in memory.
+    d = {f"a{i}": np.ones(10) for i in range(40)}
+    d["big"] = np.ones(5_000_000)
+    assert abs(nbytes(d) - _true_size(d)) < 0.02 * _true_size(d)
+    items = [np.ones(10) for _ in range(100)]
+    items[37] = np.ones(1_000_000)  # not at an evenly spaced sample position
+    assert nbytes(items) >= 8_000_000
+
+
+@pytest.mark.parametrize("big", ["x" * 10_000_000, b"x" * 10_000_000,
+                                 "\xe9" * 10_000_000])
+def test_one_long_string_among_short_ones_is_counted(big):
+    items = [big[:3]] * 999
+    items[501] = big
+    assert nbytes(items) >= 10_000_000
+    assert nbytes({i: s for i, s in enumerate(items)}) >= 10_000_000
+    assert nbytes({s: 1 for s in items}) >= 10_000_000
+
+
+def test_big_values_nested_in_containers_are_counted():
+    rows = [(i, [1.0, 2.0], {"k": "v"}) for i in range(1000)]
+    rows[333] = (333, [1.0, np.ones(1_000_000)], {"k": "v"})
+    assert nbytes(rows) >= 8_000_000
+    records = [{"id": i, "tags": ["a", "b"]} for i in range(1000)]
+    records[777]["tags"].append("x" * 5_000_000)
+    assert nbytes(records) >= 5_000_000
+
+
+def test_a_value_held_twice_is_counted_once():
+    x = np.ones(1_000_000)
+    assert 8_000_000 <= nbytes([x] * 100) < 9_000_000
+    assert 8_000_000 <= nbytes({"a": x, "b": [x, (x,)]}) < 9_000_000
+    assert 1_000_000 <= nbytes(["x" * 1_000_000] * 100) < 1_100_000
+    assert 1_000_000 <= nbytes([b"x" * 1_000_000] * 100) < 1_100_000
+    row = tuple(range(1000))  # a tuple of more than SAMPLE items is counted once
+    assert nbytes([row] * 1000) < 2 * nbytes(row) + sys.getsizeof([row] * 1000)
+
+
+def test_self_references_and_deep_nesting_terminate():
+    a: list = [1, 2]
+    a.append(a)
+    assert sys.getsizeof(a) < nbytes(a) < 1000
+    d: dict = {"x": np.ones(1000)}
+    d["self"] = d
+    d["pair"] = [d, a]
+    assert 8000 <= nbytes(d) < 10_000
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert nbytes(deep) >= MAX_DEPTH * sys.getsizeof(deep)  # no RecursionError
+    chain = (np.ones(1000),)
+    for _ in range(100_000):
+        chain = (chain, 1)
+    assert nbytes(chain) > 0
+    shared = (np.ones(1000), 1)
+    for _ in range(80):  # 2**80 paths through 81 tuples
+        shared = (shared, shared)
+    assert 8000 <= nbytes(shared) < 100_000
+    obj = np.empty(2, dtype=object)
+    obj[0] = obj
+    obj[1] = [obj, np.ones(1000)]
+    assert 8000 <= nbytes(obj) < 10_000
+
+
+def test_runs_of_small_scalars_are_exact_or_close():
+    ints = list(range(100_000))
+    exact = sys.getsizeof(ints) + sum(map(sys.getsizeof, ints))
+    assert abs(nbytes(ints) - exact) < 0.02 * exact
+    d = {f"key{i}": float(i) for i in range(10_000)}
+    exact = sys.getsizeof(d) + sum(map(sys.getsizeof, d)) + 10_000 * sys.getsizeof(1.0)
+    assert nbytes(d) == exact
+    mixed = [1, "xx", 2.5, None, b"b", True, 3j] * 1000
+    exact = sys.getsizeof(mixed) + sum(map(sys.getsizeof, mixed))
+    assert nbytes(mixed) == exact
+
+
+def test_chunks_add_up_to_the_whole(monkeypatch):
+    # Big containers are walked CHUNK items at a time: with tiny chunks, the
+    # same sizes come out.
+    x = np.ones(1000)
+    values = [
+        list(range(100)),
+        [(i, str(i), [1.0, i]) for i in range(100)],
+        {str(i): {"v": [i, x], "s": {i}} for i in range(100)},
+        set(range(100)) | {"a" * 2000},
+        [["x" * 2000] * 3, x, x] * 40,
+        frozenset((i, i) for i in range(100)),
+    ]
+    whole = [nbytes(v) for v in values]
+    monkeypatch.setattr(sizeof, "CHUNK", 7)
+    assert [nbytes(v) for v in values] == whole
