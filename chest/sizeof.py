@@ -8,7 +8,10 @@ Map of the module
 -----------------
 ``SizeRegistry``, ``nbytes``
     The registry, and the one every chest uses. A type nothing is
-    registered for counts its ``nbytes`` attribute, else ``sys.getsizeof``.
+    registered for is sized by dask's ``dask.sizeof.sizeof`` if dask is
+    imported and has a function for it, else counts its ``nbytes``
+    attribute, else ``sys.getsizeof``. A type registered here (its own or a
+    base class) never goes to dask.
 Builtin scalars
     ``sys.getsizeof``; ``str`` counts its characters, so that its size does
     not grow once pickling caches its UTF-8 form.
@@ -75,6 +78,7 @@ True
 """
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 from collections import defaultdict
@@ -151,11 +155,65 @@ class SizeRegistry:
 
 
 def _default_size(value: Any) -> int:
-    """The size of a value of a type nothing is registered for."""
+    """The size of a value of a type nothing is registered for here."""
+    func = _dask_function(type(value))
+    if func is not None:
+        try:
+            return int(func(value))
+        except Exception:  # a broken dask function: chest's guess
+            pass
+    return _guess_size(value)
+
+
+def _guess_size(value: Any) -> int:
+    """Its ``nbytes`` attribute, else ``sys.getsizeof``."""
     size = getattr(value, "nbytes", None)
     if isinstance(size, int):
         return size
     return sys.getsizeof(value)
+
+
+def _dask_function(cls: type) -> Optional[Callable[[Any], Any]]:
+    """dask's function for ``cls``, if dask is imported and has one for it.
+
+    Yours (``@dask.sizeof.sizeof.register(cls)``) or one of dask's own (for
+    scipy.sparse, pyarrow or xarray, say); not dask's fallback for every
+    object, sys.getsizeof, which misses what an object with ``nbytes``
+    holds. Asked at every call, not cached with the type: a type first
+    sized before dask was imported, or before its dask registration, gets
+    dask's function from then on. This costs ~150 ns without dask, ~1 us
+    with (dask's dispatch caches by type). dask is never imported here:
+    importing it takes ~0.3 s.
+    """
+    module = sys.modules.get("dask.sizeof")
+    if module is None:
+        if "dask" not in sys.modules:
+            return None
+        try:  # imported dask imports dask.sizeof; an older one may not have
+            module = importlib.import_module("dask.sizeof")
+        except Exception:
+            return None
+    try:
+        func: Callable[[Any], Any] = module.sizeof.dispatch(cls)
+    except Exception:  # TypeError: no function, not even dask's default
+        return None
+    return None if func is getattr(module, "sizeof_default", None) else func
+
+
+def _size_function_of_unknown(cls: type) -> Callable[[Any], int]:
+    """How to size the values of ``cls``, a type nothing is registered for here."""
+    func = _dask_function(cls)
+    if func is None:
+        return _guess_size
+    dask_func = func
+
+    def size(value: Any) -> int:
+        try:
+            return int(dask_func(value))
+        except Exception:  # a broken dask function: chest's guess
+            return _guess_size(value)
+
+    return size
 
 
 nbytes = SizeRegistry()
@@ -342,6 +400,8 @@ def _size_group(t: type, items: Sequence[Any], walk: _Walk,
         return size - _repeated_long(items, lengths, walk.seen, _size_str)
     if func is _size_sequence or func is _size_dict:
         return _size_containers(t, items, walk, deeper, func is _size_dict)
+    if func is _default_size:
+        func = _size_function_of_unknown(t)  # once for the whole group
     seen = walk.seen
     total = 0
     for x in items:

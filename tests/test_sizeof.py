@@ -1,6 +1,8 @@
-"""nbytes: exact for arrays, pandas, bytes and str; sampled for containers."""
+"""nbytes: exact for arrays, pandas, bytes, str and containers (runs of ints
+sampled); types chest does not know go to dask's registry once dask is imported."""
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -199,3 +201,70 @@ def test_chunks_add_up_to_the_whole(monkeypatch):
     whole = [nbytes(v) for v in values]
     monkeypatch.setattr(sizeof, "CHUNK", 7)
     assert [nbytes(v) for v in values] == whole
+
+
+# -- types chest does not know: dask's registry, when dask is imported -----------
+def test_a_type_registered_with_dask_only_is_sized_by_dask(monkeypatch):
+    dask_sizeof = pytest.importorskip("dask.sizeof")
+    # Registrations for this test only: both registries are global.
+    monkeypatch.setattr(dask_sizeof.sizeof, "_lookup", dict(dask_sizeof.sizeof._lookup))
+    monkeypatch.setattr(nbytes, "_by_type", dict(nbytes._by_type))
+    monkeypatch.setattr(nbytes, "_cache", {})
+
+    class Handle:
+        pass
+
+    class Sub(Handle):
+        pass
+
+    plain = nbytes(Handle())  # first seen before its dask registration
+    assert plain == sys.getsizeof(Handle())
+    dask_sizeof.sizeof.register(Handle)(lambda h: 123_456)
+    assert nbytes(Handle()) == 123_456
+    assert nbytes(Sub()) == 123_456
+    assert nbytes([Handle(), Handle()]) == sys.getsizeof([1, 2]) + 2 * 123_456
+    assert nbytes({"k": [Handle()] * 30}) >= 123_456  # held 30 times: once
+
+    # A registration with chest wins over dask's.
+    nbytes.register(Handle)(lambda h: 7)
+    assert nbytes(Handle()) == 7
+
+    # dask's own fallback (sys.getsizeof) does not hide chest's guess.
+    class WithNbytes:
+        nbytes = 5_000
+
+    assert nbytes(WithNbytes()) == 5_000
+
+    # A broken dask function falls back to chest's guess.
+    def broken(_):
+        raise RuntimeError("no")
+
+    dask_sizeof.sizeof.register(WithNbytes)(broken)
+    assert nbytes(WithNbytes()) == 5_000
+
+
+def test_dask_is_consulted_only_once_imported(tmp_path):
+    pytest.importorskip("dask")
+    import subprocess
+
+    script = """
+import sys
+import chest
+from chest import nbytes
+
+class Handle:
+    pass
+
+nbytes(Handle()), nbytes([Handle()] * 30)
+assert "dask" not in sys.modules, "sizing imported dask"
+
+import dask.sizeof
+dask.sizeof.sizeof.register(Handle)(lambda h: 123_456)
+assert nbytes(Handle()) == 123_456, nbytes(Handle())
+assert nbytes([Handle(), Handle()]) == sys.getsizeof([1, 2]) + 2 * 123_456
+"""
+    import chest
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(chest.__file__)))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
