@@ -1,9 +1,11 @@
 """parse_budget: bytes, human sizes and shares of the machine's memory."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from chest.budget import format_bytes, parse_budget, total_memory
+from chest.budget import UNLIMITED, format_bytes, parse_budget, total_memory
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -31,3 +33,29 @@ def test_bad_budgets_name_the_value(bad, error):
 def test_format_bytes():
     assert format_bytes(999) == "999 B"
     assert format_bytes(2.5e9) == "2.5 GB"
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, float("-inf"), float("nan"), "lots", [1], True])
+def test_errors_name_the_parameter_given(bad):
+    # Found by probing: max_disk=-1 raised "available_memory must be >= 0".
+    with pytest.raises((ValueError, TypeError), match="max_disk") as raised:
+        parse_budget(bad, name="max_disk")
+    assert "available_memory" not in str(raised.value)
+    assert repr(bad).replace("[", "") in str(raised.value).replace("[", "")
+    with pytest.raises((ValueError, TypeError), match="available_memory"):
+        parse_budget(bad)
+
+
+@pytest.mark.parametrize("huge", [float("inf"), "1e400", "1e400 GB", "1e300 TB",
+                                  "1e400%", 10**30, 1e300])
+def test_infinity_is_no_limit(huge):
+    # Found by probing: float('inf') and '1e400' raised OverflowError.
+    assert parse_budget(huge) == UNLIMITED == sys.maxsize
+    assert parse_budget(huge, name="max_disk") == UNLIMITED
+
+
+def test_nan_is_an_error_naming_the_parameter():
+    with pytest.raises(ValueError, match=r"available_memory.*nan"):
+        parse_budget(float("nan"))
+    with pytest.raises(ValueError, match=r"max_disk.*nan"):
+        parse_budget(float("nan"), name="max_disk")
