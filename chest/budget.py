@@ -1,9 +1,11 @@
 """The memory budget: bytes, human strings ("2GB", "512MiB") or a share ("25%").
 
 ``parse_budget`` reads a budget into bytes, ``total_memory`` is what "25%"
-is a share of, and ``format_bytes`` shows a number of bytes for people.
-Infinity (``float('inf')``, or a string too large for a float such as
-``'1e400'``) means no limit: ``UNLIMITED`` bytes.
+is a share of. ``format_bytes`` shows a number of bytes for people, in the
+units the budget was written in (``budget_is_binary``: "64MiB" shows as
+64.0 MiB, not 67.1 MB), and ``format_budget`` shows a budget. Infinity
+(``float('inf')``, or a string too large for a float such as ``'1e400'``)
+means no limit: ``UNLIMITED`` bytes, shown as "unlimited".
 
 Examples
 --------
@@ -32,7 +34,7 @@ from typing import Union
 import psutil
 
 __all__ = ["parse_budget", "total_memory", "DEFAULT_BUDGET", "UNLIMITED",
-           "format_bytes"]
+           "budget_is_binary", "format_bytes", "format_budget"]
 
 #: Used when ``available_memory`` is not given: a quarter of the machine's RAM.
 DEFAULT_BUDGET = "25%"
@@ -96,14 +98,58 @@ def _bytes(size: float) -> int:
     return int(size)
 
 
-def format_bytes(n: float) -> str:
-    """A short human string for a number of bytes.
+def budget_is_binary(value: object) -> bool:
+    """Whether a budget was written in binary units (KiB, MiB, GiB, TiB).
+
+    Then it is best shown in them: ``"64MiB"`` as ``64.0 MiB``, not
+    ``67.1 MB``. False for bytes, decimal units, shares and anything
+    ``parse_budget`` cannot read.
+
+    >>> budget_is_binary("64MiB"), budget_is_binary("2 gib")
+    (True, True)
+    >>> budget_is_binary("64MB"), budget_is_binary(2**26), budget_is_binary("25%")
+    (False, False, False)
+    """
+    if not isinstance(value, str):
+        return False
+    match = _PATTERN.match(value)
+    return match is not None and match.group(2).lower() in _BINARY
+
+
+_BINARY = {"kib", "mib", "gib", "tib"}
+
+
+def format_bytes(n: float, binary: bool = False) -> str:
+    """A short human string for a number of bytes, in steps of 1000 (kB,
+    MB, ...) or, if ``binary``, of 1024 (KiB, MiB, ...).
 
     >>> format_bytes(1234567)
     '1.2 MB'
+    >>> format_bytes(parse_budget("64MiB"), binary=True)
+    '64.0 MiB'
+    >>> format_bytes(999_960), format_bytes(1023, binary=True)
+    ('1.0 MB', '1023 B')
     """
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
+    step, units = (1024, _BINARY_UNITS) if binary else (1000, _DECIMAL_UNITS)
+    for unit in units:
+        # Rounded as shown, so that 999,960 bytes is 1.0 MB, not 1000.0 kB.
+        shown = round(n) if unit == "B" else round(n, 1)
+        if abs(shown) < step or unit == units[-1]:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
+        n /= step
     raise AssertionError("unreachable")
+
+
+_DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB")
+_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def format_budget(n: int, binary: bool = False) -> str:
+    """A budget as ``format_bytes`` shows it, and ``UNLIMITED`` as "unlimited".
+
+    >>> format_budget(parse_budget("64MiB"), budget_is_binary("64MiB"))
+    '64.0 MiB'
+    >>> format_budget(parse_budget(float("inf")))
+    'unlimited'
+    """
+    return "unlimited" if n >= UNLIMITED else format_bytes(n, binary)

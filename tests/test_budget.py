@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from chest.budget import UNLIMITED, format_bytes, parse_budget, total_memory
+from chest.budget import (UNLIMITED, budget_is_binary, format_budget, format_bytes,
+                          parse_budget, total_memory)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -59,3 +60,24 @@ def test_nan_is_an_error_naming_the_parameter():
         parse_budget(float("nan"))
     with pytest.raises(ValueError, match=r"max_disk.*nan"):
         parse_budget(float("nan"), name="max_disk")
+
+
+@pytest.mark.parametrize("text, binary, shown", [
+    ("64MiB", True, "64.0 MiB"), ("64 mib", True, "64.0 MiB"), ("1.5GiB", True, "1.5 GiB"),
+    ("2 TiB", True, "2.0 TiB"), ("512KiB", True, "512.0 KiB"), ("1000MiB", True, "1000.0 MiB"),
+    ("64MB", False, "64.0 MB"), ("2GB", False, "2.0 GB"), (2**26, False, "67.1 MB"),
+    ("1e400", False, "unlimited"), ("0", False, "0 B"),
+])
+def test_budgets_are_shown_in_the_units_they_were_given_in(text, binary, shown):
+    # Found by probing: a budget of "64MiB" showed as "67.1 MB of 67.1 MB".
+    assert budget_is_binary(text) is binary
+    assert format_budget(parse_budget(text), budget_is_binary(text)) == shown
+
+
+def test_format_bytes_binary_and_rounding():
+    assert format_bytes(1023, binary=True) == "1023 B"
+    assert format_bytes(1536, binary=True) == "1.5 KiB"
+    assert format_bytes(3 * 2**40 * 2000, binary=True) == "6000.0 TiB"
+    assert format_bytes(999_960) == "1.0 MB"  # not "1000.0 kB"
+    assert format_bytes(999.6) == "1.0 kB"
+    assert budget_is_binary("25%") is budget_is_binary(None) is budget_is_binary("x") is False
