@@ -517,7 +517,8 @@ class Chest(MutableMapping):
 
     def _packs(self, size: int) -> bool:
         """May a value of ``size`` bytes in memory go to the packed engine?"""
-        return self.store.packed is not None and size <= SMALL_VALUE
+        return self.store.packed is not None and size <= SMALL_VALUE and \
+            self.store.packed not in self.store.broken
 
     def _write_file(self, key: Hashable, filename: Optional[str], value: Any,
                     size: int) -> Tuple[Union[Written, Packed], Any]:
@@ -568,8 +569,8 @@ class Chest(MutableMapping):
             except MemoryError:
                 raise
             except Exception as e:
-                raise ValueFileError(key, f"{self.store.engine(place[0]).path} "
-                                          f"(slot {place[1]})", describe(e)) from e
+                raise ValueFileError(key, self.store.packed_path(place[0]),
+                                     f"slot {place[1]}: {describe(e)}") from e
             token = fingerprint(value)
             return value, len(data), seconds, bytes_token(data) if token is None else token
         if self._default_format and self.store.files.get(key, 0) <= SMALL_VALUE:
@@ -1142,7 +1143,12 @@ class Chest(MutableMapping):
         warning. A closed chest can still be used; closing it again (or
         garbage collection) writes what changed since.
         """
-        if self._closed or os.getpid() != self._owner_pid:
+        if os.getpid() != self._owner_pid:
+            return
+        if self._closed:
+            # Nothing changed since, but reading may have opened files again.
+            with self.lock:
+                self.store.close()
             return
         self._closed = True
         if not self._explicitly_given_path:

@@ -35,6 +35,7 @@ Examples
 """
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -55,7 +56,8 @@ class PackedEngine:
     """Slots to bytes in one file of a chest's folder (the contract).
 
     Every method is safe to call from several threads at once; ``put`` and
-    ``delete`` are committed when they return.
+    ``delete`` are committed when they return. The engine's own errors come
+    out as ``OSError`` naming its file (``ENOSPC`` when the disk is full).
     """
 
     #: What ``Chest(packed=...)`` calls the engine; also its place in the index.
@@ -94,6 +96,18 @@ class PackedEngine:
         raise NotImplementedError
 
 
+def as_os_error(error: BaseException, path: str) -> OSError:
+    """An engine's error as an ``OSError`` naming the engine's file: ENOSPC
+    for a full disk (so the chest keeps the value in memory and says so),
+    EIO otherwise."""
+    if isinstance(error, OSError):
+        return error
+    text = str(error)
+    full = any(word in text.lower() for word in ("full", "no space", "quota"))
+    return OSError(errno.ENOSPC if full else errno.EIO,
+                   f"{type(error).__name__}: {text}", path)
+
+
 def engine_files(name: str) -> Tuple[str, ...]:
     """The files an engine may keep in a chest's folder."""
     cls = ENGINES[name]
@@ -118,20 +132,26 @@ class SQLiteEngine(PackedEngine):
         self.path = os.path.join(folder, self.filename)
         self.readonly = readonly
         self._lock = threading.Lock()
-        if readonly:
-            uri = "file:" + self.path + "?mode=ro"
-            self._db: Optional[sqlite3.Connection] = sqlite3.connect(
-                uri, uri=True, isolation_level=None, check_same_thread=False)
-            return
-        if not os.path.exists(self.path):
-            # Made with the chest's permissions (sqlite3 would use the umask).
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, file_mode))
-        self._db = sqlite3.connect(self.path, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.execute("CREATE TABLE IF NOT EXISTS packed "
-                         "(slot INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+        self._db: Optional[sqlite3.Connection] = None
+        try:
+            if readonly:
+                uri = "file:" + self.path + "?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                           check_same_thread=False)
+                return
+            if not os.path.exists(self.path):
+                # Made with the chest's permissions (sqlite3 would use the umask).
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, file_mode))
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._db.execute("CREATE TABLE IF NOT EXISTS packed "
+                             "(slot INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+        except sqlite3.Error as e:
+            if self._db is not None:
+                self._db.close()
+            raise as_os_error(e, self.path) from e
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -140,13 +160,21 @@ class SQLiteEngine(PackedEngine):
 
     def put(self, slot: int, data: bytes) -> None:
         with self._lock:
-            self._connection().execute(
-                "INSERT OR REPLACE INTO packed (slot, data) VALUES (?, ?)", (slot, data))
+            db = self._connection()
+            try:
+                db.execute("INSERT OR REPLACE INTO packed (slot, data) VALUES (?, ?)",
+                           (slot, data))
+            except sqlite3.Error as e:
+                raise as_os_error(e, self.path) from e
 
     def get(self, slot: int) -> Optional[bytes]:
         with self._lock:
-            row = self._connection().execute(
-                "SELECT data FROM packed WHERE slot = ?", (slot,)).fetchone()
+            db = self._connection()
+            try:
+                row = db.execute("SELECT data FROM packed WHERE slot = ?",
+                                 (slot,)).fetchone()
+            except sqlite3.Error as e:
+                raise as_os_error(e, self.path) from e
         return None if row is None else bytes(row[0])
 
     def delete(self, slots: Iterable[int]) -> None:
@@ -155,23 +183,26 @@ class SQLiteEngine(PackedEngine):
             return
         with self._lock:
             db = self._connection()
-            db.execute("BEGIN")
             try:
-                db.executemany("DELETE FROM packed WHERE slot = ?", rows)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db.execute("BEGIN")
+                try:
+                    db.executemany("DELETE FROM packed WHERE slot = ?", rows)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise as_os_error(e, self.path) from e
 
     def slots(self) -> Iterator[Tuple[int, int]]:
         with self._lock:
             try:
                 rows = self._connection().execute(
                     "SELECT slot, length(data) FROM packed ORDER BY slot").fetchall()
-            except sqlite3.OperationalError as e:
+            except sqlite3.Error as e:
                 if "no such table" in str(e):
                     return iter(())  # made by a writer that has not written yet
-                raise
+                raise as_os_error(e, self.path) from e
         return iter([(int(slot), int(size)) for slot, size in rows])
 
     def close(self) -> None:
@@ -200,10 +231,13 @@ class _Environments:
                 return held[0]
             if held is not None:  # a reader has it: open it for writing
                 held[0].close()
-            env = lmdb.open(path, subdir=False, map_size=LMDBEngine.MAP_SIZE,
-                            readonly=readonly, lock=True, sync=durable,
-                            metasync=durable, max_dbs=0, mode=file_mode,
-                            create=not readonly)
+            try:
+                env = lmdb.open(path, subdir=False, map_size=LMDBEngine.MAP_SIZE,
+                                readonly=readonly, lock=True, sync=durable,
+                                metasync=durable, max_dbs=0, mode=file_mode,
+                                create=not readonly)
+            except lmdb.Error as e:
+                raise as_os_error(e, path) from e
             if held is not None:
                 held[0], held[1] = env, False
                 held[2] += 1
@@ -268,27 +302,39 @@ class LMDBEngine(PackedEngine):
     def put(self, slot: int, data: bytes) -> None:
         if self.readonly:
             raise ValueError(f"the packed values of {self.path} are open read-only")
-        with self._environment().begin(write=True) as txn:
-            txn.put(slot.to_bytes(8, "big"), data)
+        try:
+            with self._environment().begin(write=True) as txn:
+                txn.put(slot.to_bytes(8, "big"), data)
+        except lmdb.Error as e:
+            raise as_os_error(e, self.path) from e
 
     def get(self, slot: int) -> Optional[bytes]:
-        with self._environment().begin(buffers=False) as txn:
-            data = txn.get(slot.to_bytes(8, "big"))
+        try:
+            with self._environment().begin(buffers=False) as txn:
+                data = txn.get(slot.to_bytes(8, "big"))
+        except lmdb.Error as e:
+            raise as_os_error(e, self.path) from e
         return None if data is None else bytes(data)
 
     def delete(self, slots: Iterable[int]) -> None:
         keys = [slot.to_bytes(8, "big") for slot in slots]
         if not keys:
             return
-        with self._environment().begin(write=True) as txn:
-            for key in keys:
-                txn.delete(key)
+        try:
+            with self._environment().begin(write=True) as txn:
+                for key in keys:
+                    txn.delete(key)
+        except lmdb.Error as e:
+            raise as_os_error(e, self.path) from e
 
     def slots(self) -> Iterator[Tuple[int, int]]:
         found = []
-        with self._environment().begin(buffers=True) as txn:
-            for key, value in txn.cursor():
-                found.append((int.from_bytes(key, "big"), len(value)))
+        try:
+            with self._environment().begin(buffers=True) as txn:
+                for key, value in txn.cursor():
+                    found.append((int.from_bytes(key, "big"), len(value)))
+        except lmdb.Error as e:
+            raise as_os_error(e, self.path) from e
         return iter(found)
 
     def close(self) -> None:

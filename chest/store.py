@@ -165,6 +165,8 @@ class Store:
         self._indexed_slots: Set[Slot] = set()  # every slot the index names
         self._engines: Dict[str, PackedEngine] = {}
         self._scanned: Dict[str, Dict[int, int]] = {}  # while opening
+        #: engine -> why it could not be read when the store opened.
+        self.broken: Dict[str, str] = {}
         self._next_slot = itertools.count(1)
         self.packed: Optional[str] = None  # set below, once the index is read
         if not readonly:
@@ -570,6 +572,10 @@ class Store:
             self._engines[name] = engine
         return engine
 
+    def packed_path(self, name: str) -> str:
+        """The file of packed engine ``name`` in the folder."""
+        return os.path.join(self.path, ENGINES[name].filename)
+
     def pack_temp(self, data: bytes) -> Packed:
         """Write ``data`` to a new slot of the packed engine, committed but
         named by no record yet (reopening after a crash removes it).
@@ -587,17 +593,17 @@ class Store:
         """The bytes of ``key``'s packed value in ``place``: ``(data, seconds)``.
         Safe to call without the chest's lock."""
         engine_name, slot = place
+        filename = self.packed_path(engine_name)
         start = time.perf_counter()
-        engine = self.engine(engine_name)
         try:
-            data = engine.get(slot)
+            data = self.engine(engine_name).get(slot)
         except Exception as e:
-            raise ValueFileError(key, engine.path, f"slot {slot}: {describe(e)}") from e
+            raise ValueFileError(key, filename, f"slot {slot}: {describe(e)}") from e
         if data is None:
             why = (f"slot {slot} is gone: the writer changed the key after this "
                    f"read-only chest was opened; reopen the chest to read it as it "
                    f"is now" if self.readonly else f"slot {slot} is missing")
-            raise ValueFileError(key, engine.path, why)
+            raise ValueFileError(key, filename, why)
         return data, time.perf_counter() - start
 
     def _retire_slot(self, place: Slot) -> None:
@@ -616,7 +622,12 @@ class Store:
         if found is None:
             found = {}
             if os.path.exists(os.path.join(self.path, ENGINES[name].filename)):
-                found = dict(self.engine(name).slots())
+                try:
+                    found = dict(self.engine(name).slots())
+                except OSError as e:
+                    # Damaged: its values raise ValueFileError when read, new
+                    # small values go to files, every file-held value reads.
+                    self.broken[name] = describe(e)
             self._scanned[name] = found
         return found
 
@@ -631,7 +642,10 @@ class Store:
             highest = max([highest, *stored])
             orphans = [slot for slot in stored if (name, slot) not in live]
             if orphans:
-                self.engine(name).delete(orphans)
+                try:
+                    self.engine(name).delete(orphans)
+                except OSError:
+                    pass  # removed at a later opening
         self._next_slot = itertools.count(highest + 1)
 
     # -- the index -----------------------------------------------------------

@@ -30,6 +30,10 @@ from chest.core import key_to_filename, nbytes
     {"policy": "lru", "available_memory": 100},
     {"dump": json.dump, "load": json.load, "mode": "t", "available_memory": 0},
     {"durable": True, "available_memory": 0},
+    {"packed": "sqlite", "available_memory": 0},
+    {"packed": "lmdb", "available_memory": 200},
+    {"packed": "sqlite", "dump": json.dump, "load": json.load, "mode": "t",
+     "available_memory": 0},
 ])
 def test_mapping_contract(make_chest, config):
     check_mapping(lambda: make_chest(**config), ["one", [1, 2, 3], 3])

@@ -29,6 +29,7 @@ from chest import (Chest, ChestWarning, IndexFileError, UnwritableValuesError,
                    ValueFileError)
 from chest.errors import ChestLockedError
 from chest.journal import JOURNAL_NAME, read_journal
+from chest.packed import open_engine
 
 # -- helpers ---------------------------------------------------------------------
 
@@ -117,8 +118,9 @@ import sys
 
 from chest import Chest
 
-path, budget, every_round, seed = sys.argv[1:]
-c = Chest(path=path, available_memory=int(budget))
+path, budget, every_round, seed, packed = sys.argv[1:]
+c = Chest(path=path, available_memory=int(budget),
+          packed=None if packed == "files" else packed)
 c[ANCHOR] = "anchor"
 c.flush()
 print("ready", flush=True)
@@ -154,11 +156,11 @@ def decode(i, v):
     return code % 100000
 
 
-def kill_at_random(path, budget, every_round, seed, delay):
-    """Start a child writing rounds, SIGKILL it ``delay`` s after it is ready;
-    the last round it acknowledged as flushed (-1: none) and the last it
-    began."""
-    with popen(ROUNDS_CHILD, path, budget, int(every_round), seed) as child:
+def kill_at_random(path, budget, every_round, seed, delay, engine="files"):
+    """Start a child writing rounds (small values packed by ``engine``, or
+    in files), SIGKILL it ``delay`` s after it is ready; the last round it
+    acknowledged as flushed (-1: none) and the last it began."""
+    with popen(ROUNDS_CHILD, path, budget, int(every_round), seed, engine) as child:
         first = child.stdout.readline()
         if first != "ready\n":
             child.kill()
@@ -197,10 +199,24 @@ def journal_at_kill(path):
     records = read_journal(os.path.join(path, JOURNAL_NAME))
     last = {k: name for k, name, _ in records}
     on_disk = {k for k, name in last.items()
-               if name is not None and os.path.exists(os.path.join(path, name))}
+               if name is not None and stored(path, name)}
     deleted = {k for k, name in last.items() if name is None}
     ever_deleted = {k for k, name, _ in records if name is None}
     return on_disk, deleted, ever_deleted, len(records)
+
+
+def stored(path, place):
+    """Is there a file, or a packed slot, at ``place``?"""
+    if isinstance(place, tuple):
+        engine = open_engine(place[0], path, readonly=True)
+        try:
+            return engine.get(place[1]) is not None
+        finally:
+            engine.close()
+    return os.path.exists(os.path.join(path, place))
+
+
+ENGINE_NAMES = ["files", "sqlite", "lmdb"]
 
 
 def reopen_after_kill(path):
@@ -224,16 +240,19 @@ def reopen_after_kill(path):
     return found
 
 
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
 @pytest.mark.parametrize("budget", [10**9, DATA_BYTES // 3, 0],
                          ids=["all-in-memory", "some-spilled", "all-spilled"])
-def test_kill_9_after_flush_loses_nothing(tmp_path, budget):
+def test_kill_9_after_flush_loses_nothing(tmp_path, budget, engine):
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
     rng = random.Random(budget)
     acknowledged = []
-    for attempt in range(8):
+    for attempt in range(8 if engine == "files" else 5):
         path = str(tmp_path / f"chest{attempt}")
         seed = f"{budget}-{attempt}"
         acked, began = kill_at_random(path, budget, True, seed,
-                                      rng.uniform(0.0, 0.4))
+                                      rng.uniform(0.0, 0.4), engine)
         acknowledged.append(acked)
         assert began == acked + 1
         on_disk, deleted, _, _ = journal_at_kill(path)
@@ -260,15 +279,18 @@ def test_kill_9_after_flush_loses_nothing(tmp_path, budget):
     assert max(acknowledged) >= 3, acknowledged
 
 
-def test_kill_9_recovers_spilled_values_from_the_journal(tmp_path):
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_kill_9_recovers_spilled_values_from_the_journal(tmp_path, engine):
     """Only the first round is flushed; later ones spill through a small budget."""
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
     rng = random.Random(0)
     journaled = 0
-    for attempt in range(8):
+    for attempt in range(8 if engine == "files" else 5):
         path = str(tmp_path / f"chest{attempt}")
         seed = f"journal-{attempt}"
         acked, began = kill_at_random(path, 100_000, False, seed,
-                                      rng.uniform(0.05, 0.4))
+                                      rng.uniform(0.05, 0.4), engine)
         on_disk, deleted, ever_deleted, records = journal_at_kill(path)
         journaled += records
         found = reopen_after_kill(path)
@@ -1006,9 +1028,13 @@ late.close()
 '''  # and a normal exit, which must leave the folder alone
 
 
-def test_readonly_process_reads_the_flushed_chest_beside_the_writer(tmp_path):
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_readonly_process_reads_the_flushed_chest_beside_the_writer(tmp_path, engine):
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
     path = str(tmp_path / "chest")
-    w = Chest(path=path, available_memory=10**6)
+    w = Chest(path=path, available_memory=10**6,
+              packed=None if engine == "files" else engine)
     for k in "xyz":
         w[k] = f"{k} flushed"
     w.flush()
@@ -1039,9 +1065,12 @@ def test_readonly_process_reads_the_flushed_chest_beside_the_writer(tmp_path):
     c.close()
 
 
-def test_readonly_reader_never_returns_another_keys_value(tmp_path):
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_readonly_reader_never_returns_another_keys_value(tmp_path, engine):
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
     path = str(tmp_path / "chest")
-    w = Chest(path=path)
+    w = Chest(path=path, packed=None if engine == "files" else engine)
     w["x"] = "value of key 'x'"
     w["k"] = "k flushed"
     w.flush()
@@ -1053,7 +1082,7 @@ def test_readonly_reader_never_returns_another_keys_value(tmp_path):
     w.flush()
     w[("x",)] = "value of key ('x',), which took the file name x"
     w.flush()
-    assert os.path.exists(os.path.join(path, "x"))
+    assert os.path.exists(os.path.join(path, "x")) == (engine == "files")
     with pytest.raises(ValueFileError, match="reopen"):
         r["x"]
     r.close()
@@ -1259,3 +1288,66 @@ def test_unhashable_keys_raise_type_error_and_change_nothing(tmp_path, bad):
     c = Chest(path=path)
     assert len(c) == 5 and (c[0] == 0).all() and (c[3] == 3).all()
     c.close()
+
+
+# -- packed values: damaged databases, max_disk ---------------------------------
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "removed"])
+def test_a_damaged_database_names_its_file_and_files_stay_readable(tmp_path, engine,
+                                                                   damage):
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    path = str(tmp_path / "chest")
+    with Chest(path=path, available_memory=0, packed=engine) as c:
+        c["small"] = {"packed": True}
+        c["large"] = np.arange(20_000)  # 160 kB: a file of its own
+    db = os.path.join(path, c.store.packed_path(engine))
+    for companion in [db + s for s in ("-wal", "-shm", "-lock")]:
+        if os.path.exists(companion):
+            os.remove(companion)
+    if damage == "garbage":
+        with open(db, "r+b") as f:
+            f.write(b"this is not a database" * 200)
+    elif damage == "truncated":
+        os.truncate(db, 100)
+    else:
+        os.remove(db)
+    c = Chest(path=path, available_memory=0)  # opens whatever the damage
+    try:
+        assert (c["large"] == np.arange(20_000)).all()
+        with pytest.raises(ValueFileError, match=r"'small'.*\.packed\.") as e:
+            c["small"]
+        assert e.value.filename == db
+        c["new small"] = 1  # goes to a file (or the engine, if it still works)
+        c.flush()
+    finally:
+        c.close()
+    again = Chest(path=path)
+    try:
+        assert again["new small"] == 1 and (again["large"] == np.arange(20_000)).all()
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+@pytest.mark.filterwarnings("ignore:.*max_disk:chest.ChestWarning")
+def test_max_disk_counts_packed_bytes(tmp_path, engine):
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    c = Chest(path=str(tmp_path / "chest"), available_memory=0, packed=engine,
+              max_disk=10_000)
+    try:
+        for i in range(4):
+            c[i] = b"x" * 2000  # 8 kB packed
+        assert all(i in c.store.slots for i in range(4))
+        assert c.store.disk_usage > 8000
+        c["over"] = b"y" * 3000
+        assert "over" in c.inmem  # would take the chest over max_disk
+        with pytest.raises(UnwritableValuesError, match="max_disk"):
+            c.flush()
+        del c[0], c[1]
+        c.flush()  # room again
+        assert "over" in c.store.slots
+    finally:
+        c.close()

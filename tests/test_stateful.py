@@ -167,6 +167,25 @@ def same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
+def stored_value(c: Chest, key):
+    """What the chest holds on disk for ``key``, read without the chest: its
+    file with ``load``, or its packed slot's bytes with ``pickle.loads`` (or
+    ``load`` of the text)."""
+    place = c.store.slots.get(key)
+    if place is None:
+        with open(c.key_to_filename(key), "r" + c.mode) as f:
+            return c.load(f)
+    data = c.store.engine(place[0]).get(place[1])
+    return c._loads(data)
+
+
+def stored_size(c: Chest, key) -> int:
+    place = c.store.slots.get(key)
+    if place is None:
+        return os.path.getsize(c.key_to_filename(key))
+    return len(c.store.engine(place[0]).get(place[1]))
+
+
 def files_under(path: str) -> list:
     found = []
     for folder, _, names in os.walk(path):
@@ -497,11 +516,7 @@ class ChestMachine(RuleBasedStateMachine):
         c = self.c
         for key, expected in self.d.items():
             assert key in c
-            if key in c.inmem:
-                value = c.inmem[key]
-            else:
-                with open(c.key_to_filename(key), "r" + c.mode) as f:
-                    value = c.load(f)
+            value = c.inmem[key] if key in c.inmem else stored_value(c, key)
             assert same(value, expected), key
 
     @invariant()
@@ -521,7 +536,7 @@ class ChestMachine(RuleBasedStateMachine):
         assert len(c.slow) == len(on_disk)
         assert set(c.slow) == set(on_disk)
         assert all(k in c.slow for k in on_disk)
-        sizes = [os.path.getsize(c.key_to_filename(k)) for k in on_disk]
+        sizes = [stored_size(c, k) for k in on_disk]
         assert c.spilled_total.disk == sum(sizes)
 
     @invariant()
@@ -545,6 +560,27 @@ class JsonChestMachine(ChestMachine):
     other_format: dict = {}
 
 
+class PackedChestMachine(ChestMachine):
+    """Small values packed in SQLite; reopened with LMDB, files only, SQLite
+    in turn: values packed by another engine stay readable."""
+
+    chest_kwargs = {"packed": "sqlite", "packed_limit": 2000}
+    other_format: dict = {"packed": "lmdb"}
+    engines = ["lmdb", None, "sqlite"]
+
+    def make(self, budget, policy) -> Chest:
+        self.reopened = getattr(self, "reopened", 0) + 1
+        engine = self.engines[self.reopened % len(self.engines)]
+        return Chest(path=self.path, available_memory=budget, policy=policy,
+                     **dict(self.chest_kwargs, packed=engine))
+
+
+class JsonPackedChestMachine(JsonChestMachine):
+    """A json chest whose small values are packed in LMDB."""
+
+    chest_kwargs = dict(JsonChestMachine.chest_kwargs, packed="lmdb")
+
+
 SETTINGS = settings(max_examples=60, stateful_step_count=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow,
                                            HealthCheck.data_too_large])
@@ -562,6 +598,18 @@ def test_memory_mapped_chest_behaves_as_a_dict():
 def test_json_chest_behaves_as_a_dict():
     run_state_machine_as_test(
         JsonChestMachine, settings=settings(SETTINGS, max_examples=25))
+
+
+def test_packed_chest_behaves_as_a_dict():
+    pytest.importorskip("lmdb")
+    run_state_machine_as_test(
+        PackedChestMachine, settings=settings(SETTINGS, max_examples=40))
+
+
+def test_json_packed_chest_behaves_as_a_dict():
+    pytest.importorskip("lmdb")
+    run_state_machine_as_test(
+        JsonPackedChestMachine, settings=settings(SETTINGS, max_examples=20))
 
 
 # -- bugs the machines found, reduced (fixed) -------------------------------
