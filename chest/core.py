@@ -26,7 +26,8 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
                     NamedTuple, Optional, Tuple, Union)
 
 from . import serialize
-from .budget import DEFAULT_BUDGET, format_bytes, parse_budget
+from .budget import (DEFAULT_BUDGET, budget_is_binary, format_budget, format_bytes,
+                     parse_budget)
 from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError, ReadOnlyError,
                      UnwritableValuesError, ValueFileError, describe)
 from .fingerprint import bytes_token, fingerprint, unchanged
@@ -223,7 +224,9 @@ class Chest(MutableMapping):
         # Arguments first: a bad one must leave nothing behind.
         self._available_memory = parse_budget(
             DEFAULT_BUDGET if available_memory is None else available_memory)
-        max_disk_bytes = None if max_disk is None else parse_budget(max_disk)
+        # Sizes are shown in the units the budget was given in (MiB or MB).
+        self._binary_units = budget_is_binary(available_memory)
+        max_disk_bytes = None if max_disk is None else parse_budget(max_disk, "max_disk")
         if mode not in ("b", "t"):
             raise ValueError(f"mode must be 'b' (binary) or 't' (text), not {mode!r}")
         if isinstance(file_mode, bool) or not isinstance(file_mode, int) or \
@@ -232,7 +235,7 @@ class Chest(MutableMapping):
                              f"you read and write (0o600, 0o640, 0o660), not {file_mode!r}")
         self.file_mode = file_mode
         #: Values whose pickle is shorter than this are packed (if ``packed``).
-        self.packed_limit = parse_budget(packed_limit)
+        self.packed_limit = parse_budget(packed_limit, "packed_limit")
         if self.packed_limit > SMALL_VALUE:
             raise ValueError(f"packed_limit must be at most {SMALL_VALUE} bytes (64 KiB), "
                              f"not {packed_limit!r}")
@@ -361,6 +364,7 @@ class Chest(MutableMapping):
     def available_memory(self, value: Union[int, float, str]) -> None:
         self._budget_of_worker = None
         self._available_memory = parse_budget(value)
+        self._binary_units = budget_is_binary(value)
         self.shrink()
 
     @property
@@ -472,9 +476,10 @@ class Chest(MutableMapping):
                       if self._unwritable else "")
         return (
             f"<Chest at {self.path}: {len(self._keys)} keys, {len(self.inmem)} in "
-            f"memory ({format_bytes(self.memory_usage)} of "
-            f"{format_bytes(self._available_memory)}{unwritable}), {on_disk} on "
-            f"disk only ({format_bytes(self.store.disk_usage)} in files); "
+            f"memory ({format_bytes(self.memory_usage, self._binary_units)} of "
+            f"{format_budget(self._available_memory, self._binary_units)}{unwritable}), "
+            f"{on_disk} on disk only "
+            f"({format_bytes(self.store.disk_usage, self._binary_units)} in files); "
             f"{self.stats}>"
         )
 

@@ -708,6 +708,27 @@ def test_repr(make_chest):
     assert c.path in str(c)
 
 
+def test_repr_shows_sizes_in_the_units_of_the_budget(make_chest):
+    # A budget of "64MiB" was shown as "67.1 MB of 67.1 MB".
+    c = make_chest(available_memory="64MiB")
+    c["a"] = b"x" * 2000
+    assert "(2.0 KiB of 64.0 MiB)" in repr(c)
+    c.available_memory = "1GB"
+    assert "of 1.0 GB)" in repr(c)
+    c.available_memory = float("inf")
+    assert "of unlimited)" in repr(c)
+
+
+def test_budget_errors_name_the_parameter(tmp_path):
+    with pytest.raises(ValueError, match="max_disk must be >= 0"):
+        Chest(max_disk=-1)
+    with pytest.raises(ValueError, match="packed_limit must be at most"):
+        Chest(packed="sqlite", packed_limit="1MB")
+    c = Chest(available_memory="1e400")  # no limit, not an OverflowError
+    assert c.available_memory >= 2**62
+    c.close()
+
+
 # -- update ----------
 def test_update_links_files_of_another_chest(make_chest):
     a = make_chest("a", available_memory=0)
