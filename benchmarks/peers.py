@@ -19,7 +19,9 @@ Backends
 --------
 chest
     ``Chest(path=d, available_memory=budget)``; in ``policy`` once per
-    eviction policy, shown as ``chest:largest`` and ``chest:lru``.
+    eviction policy, shown as ``chest:largest`` and ``chest:lru``; in
+    ``small`` and ``hot`` also with its small values packed,
+    ``chest:sqlite`` (``packed="sqlite"``) and ``chest:lmdb``.
 zict
     ``zict.Buffer`` of a dict over ``zict.Func(pickle 5, zict.File(d))``,
     weighed by ``dask.sizeof``; LRU.
@@ -73,6 +75,9 @@ or gave back a wrong value) has an ``error in`` line instead.
 - ``io write`` and the ``chars`` columns are the process's I/O counters over
   the timed part: bytes sent to the block layer (0 on tmpfs) and bytes passed
   through read/write system calls.
+- ``disk`` is what the folder takes on disk after ``close()`` (blocks, as
+  ``du`` counts them: a file of 66 bytes takes 4 KiB), ``disk/pickled`` that
+  over the bytes of the values pickled.
 - ``close s`` is the time ``close()`` took after the workload (chest with a
   path flushes there); ``wall s`` the child's whole run: start-up, making the
   data, the workload and removing its folder.
@@ -195,10 +200,18 @@ class Floor(MutableMapping):
         return len(self.files)
 
 
-def open_chest(directory: str, budget: int, policy: Optional[str]) -> MutableMapping:
+PACKED = ("sqlite", "lmdb")
+
+
+def open_chest(directory: str, budget: int, variant: Optional[str]) -> MutableMapping:
+    """A chest; ``variant``: an eviction policy, or a packed engine."""
     from chest import Chest
 
-    kwargs = {} if policy is None else {"policy": policy}
+    kwargs: Dict[str, Any] = {}
+    if variant in PACKED:
+        kwargs["packed"] = variant
+    elif variant is not None:
+        kwargs["policy"] = variant
     return Chest(path=directory, available_memory=budget, **kwargs)
 
 
@@ -282,6 +295,15 @@ def disk_traffic(store: MutableMapping, directory: str) -> Tuple[Any, Any]:
 def folder_size(directory: str) -> int:
     return sum(
         os.path.getsize(os.path.join(folder, name))
+        for folder, _, names in os.walk(directory)
+        for name in names
+    )
+
+
+def disk_used(directory: str) -> int:
+    """Bytes the file system gives the folder's files (blocks, as ``du``)."""
+    return sum(
+        os.lstat(os.path.join(folder, name)).st_blocks * 512
         for folder, _, names in os.walk(directory)
         for name in names
     )
@@ -424,6 +446,7 @@ def run_small(store: MutableMapping, cfg: Result) -> Result:
     values = [small_value(i) for i in range(count)]
     order = list(range(count))
     random.Random(0).shuffle(order)
+    pickled = sum(len(pickle.dumps(v, protocol=5)) for v in values)
     setitem, getitem = store.__setitem__, store.__getitem__
     io = IO()
     start = time.perf_counter()
@@ -438,7 +461,7 @@ def run_small(store: MutableMapping, cfg: Result) -> Result:
     read = time.perf_counter() - start
     check(not wrong, f"{wrong} values came back changed")
     return {"write_kops": count / write / 1e3, "read_kops": count / read / 1e3,
-            **io.delta()}
+            "pickled": pickled / MiB, **io.delta()}
 
 
 def run_hot(store: MutableMapping, cfg: Result) -> Result:
@@ -516,6 +539,9 @@ def run_child(backend: str, workload: str, quick: bool, root: str) -> Result:
         result["to_disk"], result["from_disk"] = (
             None if n is None else n / MiB for n in disk_traffic(store, directory))
         result["close_s"] = close(store)
+        result["disk"] = disk_used(directory) / MiB
+        if "pickled" in result:
+            result["disk_per_pickled"] = result["disk"] / result["pickled"]
         result["rss_peak"] = peak_rss_mib()
         return result
     finally:
@@ -677,6 +703,8 @@ COLUMNS: Dict[str, List[Column]] = {
                ("close s", "close_s", "{:.2f}", None), WALL],
     "small": [("write kops/s", "write_kops", "{:.1f}", True),
               ("read kops/s", "read_kops", "{:.1f}", True), *RSS, *TRAFFIC,
+              ("disk MiB", "disk", "{:,.1f}", False),
+              ("disk/pickled", "disk_per_pickled", "{:.1f}", None),
               ("close s", "close_s", "{:.2f}", None), WALL],
     "hot": [("get ns", "get_ns", "{:,.0f}", False),
             ("set ns", "set_ns", "{:,.0f}", False), *RSS, WALL],
@@ -739,9 +767,12 @@ def table(workload: str, title: str, results: Dict[str, Result]) -> List[str]:
 
 
 def variants(backend: str, workload: str) -> List[str]:
-    """The runs of ``backend`` in ``workload``: chest once per policy in policy."""
+    """The runs of ``backend`` in ``workload``: chest once per policy in
+    policy, and once per packed engine in small and hot."""
     if backend == "chest" and workload == "policy":
         return [f"chest:{policy}" for policy in CHEST_POLICIES]
+    if backend == "chest" and workload in ("small", "hot"):
+        return ["chest"] + [f"chest:{engine}" for engine in PACKED]
     return [backend]
 
 
