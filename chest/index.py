@@ -75,19 +75,26 @@ class IndexContent(NamedTuple):
     retired: Set[str]
     packed: Optional[str]
     version: int
+    #: Slots are numbered from here on after the index was written.
+    next_slot: int = 0
+    #: Slots the writer removes right after writing the index.
+    retired_slots: Set[Slot] = set()
 
 
 def write_index_file(folder: str, entries: List[Tuple[Hashable, Place, int]],
                      durable: bool = False, retired: Iterable[str] = (),
-                     file_mode: int = FILE_MODE, packed: Optional[str] = None) -> None:
+                     file_mode: int = FILE_MODE, packed: Optional[str] = None,
+                     next_slot: int = 0, retired_slots: Iterable[Slot] = ()) -> None:
     """Atomically write the ``.keys`` of ``folder`` listing ``entries``
     (key, place, size), in the chest's order, the ``retired`` files
-    (relative names) that the writer removes next, and the engine of new
-    packed values."""
+    (relative names) and slots that the writer removes next, the engine of
+    new packed values and the number of the next slot."""
     content: dict = {"entries": entries, "retired": list(retired)}
     version = 1
-    if packed is not None or any(is_slot(place) for _, place, _ in entries):
-        content["packed"] = packed
+    if packed is not None or next_slot > 1 or \
+            any(type(place) is tuple for _, place, _ in entries):
+        content.update(packed=packed, next_slot=next_slot,
+                       retired_slots=list(retired_slots))
         version = 2
     payload = _dumps_index(content)
     header = INDEX_MAGIC + HEADER.pack(version, len(payload), zlib.crc32(payload))
@@ -144,14 +151,25 @@ def parse_index(filename: str, data: bytes) -> IndexContent:
         entries = [(key, place, int(size)) for key, place, size in content["entries"]]
         retired = {name for name in content.get("retired", ()) if isinstance(name, str)}
         packed = content.get("packed")
+        next_slot = int(content.get("next_slot", 0))
+        retired_slots = {tuple(p) for p in content.get("retired_slots", ())}
     except Exception as e:
         raise IndexFileError(filename, f"{type(e).__name__}: {e}") from e
+    engines = ENGINE_NAMES
     for key, place, _ in entries:
-        if not is_valid_place(place):
-            raise IndexFileError(filename, f"unsafe file name {place!r} of key {key!r}")
+        if type(place) is tuple:  # (inline: a call each costs 0.2 s a million)
+            if len(place) == 2 and place[0] in engines and type(place[1]) is int \
+                    and place[1] >= 0:
+                continue
+        elif type(place) is str and safe_name(place) == place:
+            continue
+        raise IndexFileError(filename, f"unsafe file name {place!r} of key {key!r}")
+    if not all(is_valid_place(p) for p in retired_slots):
+        raise IndexFileError(filename, "malformed retired slots")
     if packed is not None and packed not in ENGINE_NAMES:
         raise IndexFileError(filename, f"unknown packed engine {packed!r}")
-    return IndexContent(entries, retired, packed, version)
+    return IndexContent(entries, retired, packed, version, next_slot,
+                        retired_slots)
 
 
 def holds_a_chest(folder: str) -> bool:

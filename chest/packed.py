@@ -39,7 +39,7 @@ import errno
 import os
 import sqlite3
 import threading
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Type
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Type
 
 from .files import FILE_MODE
 
@@ -87,8 +87,12 @@ class PackedEngine:
         """Remove ``slots`` (missing ones are ignored), in one commit."""
         raise NotImplementedError
 
-    def slots(self) -> Iterator[Tuple[int, int]]:
-        """Every ``(slot, size in bytes)``, in slot order."""
+    def slots(self, start: int = 0) -> Iterator[Tuple[int, int]]:
+        """Every ``(slot, size in bytes)`` from slot ``start`` on, in slot order."""
+        raise NotImplementedError
+
+    def last_slot(self) -> int:
+        """The highest slot there is; 0 if there is none."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -194,16 +198,23 @@ class SQLiteEngine(PackedEngine):
             except sqlite3.Error as e:
                 raise as_os_error(e, self.path) from e
 
-    def slots(self) -> Iterator[Tuple[int, int]]:
+    def slots(self, start: int = 0) -> Iterator[Tuple[int, int]]:
+        rows = self._query("SELECT slot, length(data) FROM packed WHERE slot >= ? "
+                           "ORDER BY slot", (start,))
+        return iter([(int(slot), int(size)) for slot, size in rows])
+
+    def last_slot(self) -> int:
+        rows = self._query("SELECT max(slot) FROM packed", ())
+        return int(rows[0][0] or 0) if rows else 0
+
+    def _query(self, sql: str, args: Tuple[Any, ...]) -> List[Tuple[Any, ...]]:
         with self._lock:
             try:
-                rows = self._connection().execute(
-                    "SELECT slot, length(data) FROM packed ORDER BY slot").fetchall()
+                return self._connection().execute(sql, args).fetchall()
             except sqlite3.Error as e:
                 if "no such table" in str(e):
-                    return iter(())  # made by a writer that has not written yet
+                    return []  # made by a writer that has not written yet
                 raise as_os_error(e, self.path) from e
-        return iter([(int(slot), int(size)) for slot, size in rows])
 
     def close(self) -> None:
         with self._lock:
@@ -327,15 +338,25 @@ class LMDBEngine(PackedEngine):
         except lmdb.Error as e:
             raise as_os_error(e, self.path) from e
 
-    def slots(self) -> Iterator[Tuple[int, int]]:
+    def slots(self, start: int = 0) -> Iterator[Tuple[int, int]]:
         found = []
         try:
             with self._environment().begin(buffers=True) as txn:
-                for key, value in txn.cursor():
-                    found.append((int.from_bytes(key, "big"), len(value)))
+                cursor = txn.cursor()
+                if cursor.set_range(start.to_bytes(8, "big")):
+                    for key, value in cursor:
+                        found.append((int.from_bytes(key, "big"), len(value)))
         except lmdb.Error as e:
             raise as_os_error(e, self.path) from e
         return iter(found)
+
+    def last_slot(self) -> int:
+        try:
+            with self._environment().begin() as txn:
+                cursor = txn.cursor()
+                return int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+        except lmdb.Error as e:
+            raise as_os_error(e, self.path) from e
 
     def close(self) -> None:
         if not self._closed:

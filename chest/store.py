@@ -28,7 +28,7 @@ import errno
 import os
 import shutil
 import time
-import itertools
+import threading
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional,
                     Set, Tuple, Union)
 
@@ -161,13 +161,19 @@ class Store:
         self._known_dirs = {self.path}
         self._indexed_paths: Set[str] = set()  # full paths the index on disk names
         self._retired_at_index: Set[str] = set()  # retired names it lists
+        self._retired_at_index_slots: Set[Slot] = set()  # retired slots it lists
         self._retired_slots: Set[Slot] = set()  # slots the index on disk names
         self._indexed_slots: Set[Slot] = set()  # every slot the index names
         self._engines: Dict[str, PackedEngine] = {}
         self._scanned: Dict[str, Dict[int, int]] = {}  # while opening
         #: engine -> why it could not be read when the store opened.
         self.broken: Dict[str, str] = {}
-        self._next_slot = itertools.count(1)
+        # Slots are numbered from one counter for every engine, never reused,
+        # also across sessions: the index keeps the next number (a reader
+        # beside a writer must never find another key's value in a slot).
+        self._next_slot = 1
+        self._slot_lock = threading.Lock()
+        self._slot_mark = 0  # the next slot when the index on disk was written
         self.packed: Optional[str] = None  # set below, once the index is read
         if not readonly:
             make_folder(self.path, file_mode)
@@ -585,7 +591,10 @@ class Store:
         """
         assert self.packed is not None, "no packed engine"
         start = time.perf_counter()
-        place = (self.packed, next(self._next_slot))
+        with self._slot_lock:
+            number = self._next_slot
+            self._next_slot += 1
+        place = (self.packed, number)
         self.engine(self.packed).put(place[1], data)
         return Packed(place, len(data), time.perf_counter() - start)
 
@@ -615,15 +624,16 @@ class Store:
         else:
             self.engine(place[0]).delete([place[1]])
 
-    def _stored_slots(self, name: str) -> Dict[int, int]:
-        """slot -> size of every slot engine ``name`` holds (read once while
-        the store opens); empty if the engine has no file here."""
+    def _new_slots(self, name: str) -> Dict[int, int]:
+        """slot -> size of the slots of engine ``name`` numbered from the
+        index's mark on (written since the index was: read once while the
+        store opens); empty if the engine has no file here."""
         found = self._scanned.get(name)
         if found is None:
             found = {}
-            if os.path.exists(os.path.join(self.path, ENGINES[name].filename)):
+            if os.path.exists(self.packed_path(name)):
                 try:
-                    found = dict(self.engine(name).slots())
+                    found = dict(self.engine(name).slots(self._slot_mark))
                 except OSError as e:
                     # Damaged: its values raise ValueFileError when read, new
                     # small values go to files, every file-held value reads.
@@ -631,22 +641,39 @@ class Store:
             self._scanned[name] = found
         return found
 
+    def _slot_size(self, place: Slot) -> Optional[int]:
+        """The size of a slot a journal record names; None if it is gone."""
+        name, number = place
+        if number >= self._slot_mark:
+            return self._new_slots(name).get(number)
+        if name in self.broken or not os.path.exists(self.packed_path(name)):
+            return None
+        try:
+            data = self.engine(name).get(number)
+        except OSError:
+            return None
+        return None if data is None else len(data)
+
     def _recover_slots(self) -> None:
-        """Remove the slots no key names (written by a process that died
-        before it recorded them, or retired and not yet removed), and start
-        numbering new slots after every slot seen."""
+        """Remove the slots no key names: written since the index by a
+        process that died before it recorded them, or retired by the last
+        index write and not yet removed; number new slots after all."""
         live = set(self.slots.values())
-        highest = max((slot for _, slot in live), default=0)
+        highest = max([self._slot_mark - 1, *(number for _, number in live)])
         for name in ENGINES:
-            stored = self._stored_slots(name)
-            highest = max([highest, *stored])
-            orphans = [slot for slot in stored if (name, slot) not in live]
-            if orphans:
-                try:
+            if not os.path.exists(self.packed_path(name)):
+                continue
+            stored = self._new_slots(name)
+            orphans = [n for n in stored if (name, n) not in live]
+            orphans += [n for engine, n in self._retired_at_index_slots
+                        if engine == name and (name, n) not in live]
+            try:
+                highest = max([highest, self.engine(name).last_slot(), *stored])
+                if orphans:
                     self.engine(name).delete(orphans)
-                except OSError:
-                    pass  # removed at a later opening
-        self._next_slot = itertools.count(highest + 1)
+            except OSError as e:
+                self.broken.setdefault(name, describe(e))
+        self._next_slot = highest + 1
 
     # -- the index -----------------------------------------------------------
     @property
@@ -676,14 +703,18 @@ class Store:
         # The retired files about to go are listed in the index: if the
         # process dies before they are removed, reopening knows them as ours.
         leaving = [old for old, live in self._retired.items() if live not in kept]
+        leaving_slots = self._retired_slots - kept
+        with self._slot_lock:
+            mark = self._next_slot
         write_index_file(self.path, entries, self.durable,
                          retired=[self._relative(old) for old in leaving],
-                         file_mode=self.file_mode, packed=self.packed)
+                         file_mode=self.file_mode, packed=self.packed,
+                         next_slot=mark, retired_slots=leaving_slots)
+        self._slot_mark = mark
         self._remember_index(entries)
         for old in leaving:
             self.discard(old)
             del self._retired[old]
-        leaving_slots = self._retired_slots - kept
         for engine_name in {name for name, _ in leaving_slots}:
             self.engine(engine_name).delete(
                 [slot for name, slot in leaving_slots if name == engine_name])
@@ -734,6 +765,8 @@ class Store:
             content = parse_index(filename, data[len(INDEX_MAGIC):])
             entries, self._retired_at_index = content.entries, content.retired
             self.packed = content.packed
+            self._slot_mark = content.next_slot
+            self._retired_at_index_slots = content.retired_slots
         else:
             entries = list(self._parse_legacy_index(filename))
         for key, place, size in entries:
@@ -787,7 +820,7 @@ class Store:
                 self.disk_usage -= self.files.pop(key, 0)
                 continue
             if isinstance(place, tuple):
-                size = self._stored_slots(place[0]).get(place[1])
+                size = self._slot_size(place)
                 if size is None:
                     continue  # written, then retired and removed: never flushed
                 if old is not None:

@@ -1351,3 +1351,30 @@ def test_max_disk_counts_packed_bytes(tmp_path, engine):
         assert "over" in c.store.slots
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+def test_slots_are_never_reused_across_sessions(tmp_path, engine):
+    # The highest slot of a key deleted and flushed away must not be handed
+    # to another key by a later writer: a reader still opened on the older
+    # index would read that other key's value.
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    path = str(tmp_path / "chest")
+    w = Chest(path=path, available_memory=0, packed=engine)
+    w["a"], w["last"] = "a", "value of 'last'"
+    w.close()
+    reader = Chest(path=path, readonly=True)
+    w = Chest(path=path, available_memory=0)
+    del w["last"]
+    w.close()  # its slot is removed
+    w = Chest(path=path, available_memory=0)
+    w["other"] = "value of 'other'"
+    w.flush()
+    try:
+        with pytest.raises(ValueFileError, match="reopen"):
+            reader["last"]
+        assert reader["a"] == "a"
+    finally:
+        reader.close()
+        w.close()

@@ -23,12 +23,14 @@ def name(request):
 def test_put_get_delete_slots(tmp_path, name):
     e = open_engine(name, str(tmp_path))
     try:
-        assert list(e.slots()) == [] and e.get(1) is None
+        assert list(e.slots()) == [] and e.get(1) is None and e.last_slot() == 0
         for slot in (3, 1, 2):
             e.put(slot, b"v%d" % slot * slot)
         e.put(4, b"")
         assert e.get(2) == b"v2v2" and e.get(4) == b"" and e.get(9) is None
         assert list(e.slots()) == [(1, 2), (2, 4), (3, 6), (4, 0)]
+        assert list(e.slots(3)) == [(3, 6), (4, 0)] and list(e.slots(9)) == []
+        assert e.last_slot() == 4
         e.delete([2, 9])
         e.delete([])
         assert e.get(2) is None and [s for s, _ in e.slots()] == [1, 3, 4]
