@@ -3,7 +3,13 @@
 What ``python -m chest`` and its checks need: the ``.keys`` index and the
 ``.journal`` as the chest would read them (but without taking the writer's
 lock, replaying the journal or cleaning up: nothing changes), the files in
-the folder, whether a writer holds the lock, and whether a value file loads.
+the folder, the slots of its packed engines (read without changing the
+folder), whether a writer holds the lock, and whether a value loads.
+
+A key's *place* is a file name (relative, '/'-separated) or, for a packed
+value, ``(engine, slot)``: ``sizes.get(place)`` works for both once
+:func:`place_sizes` has put the files and the slots in one dict, and
+:func:`place_text` writes either for humans (``x``, ``sqlite:12``).
 
 Examples
 --------
@@ -22,28 +28,40 @@ Examples
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import pickle
 import pickletools
 import re
+import sqlite3
+import threading
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional,
-                    Sequence, Tuple)
+from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
+                    Mapping, NamedTuple, Optional, Sequence, Tuple)
 
 from . import lock as _lock
-from .errors import FolderError, IndexFileError
+from .errors import FolderError, IndexFileError, describe
 from .journal import JOURNAL_NAME, RECORD, read_journal
 from .files import OLD_PREFIX, TMP_PREFIX
-from .index import HEADER, INDEX_MAGIC, INDEX_NAME, holds_a_chest
+from .index import (ENGINE_NAMES, HEADER, INDEX_MAGIC, INDEX_NAME, Slot, holds_a_chest,
+                    is_valid_place)
 from .names import IDENTIFIER, key_to_filename
+from .packed import ENGINES, PackedEngine, as_os_error, engine_files, open_engine
 from .store import Store
+
+try:  # an extra: chest[lmdb]
+    import lmdb
+except ImportError:  # pragma: no cover - depends on the installation
+    lmdb = None  # type: ignore[assignment]
 
 __all__ = [
     "Entry", "IndexInfo", "JournalInfo", "Loaded", "check_folder", "read_index",
     "read_journal_file", "walk_files", "effective_entries", "journal_changes",
     "lock_state", "check_value_file", "key_from_name", "BACKUP_NAME",
     "full_path", "retired_name", "stat_size", "is_chest_file", "leftover_kind",
+    "place_text", "describe_place", "engine_filename", "PackedInfo", "PackedReader",
+    "read_packed", "place_sizes", "check_value_bytes", "open_packed", "damaged_name",
 ]
 
 #: Where ``repair`` keeps a copy of a ``.keys`` it could not read.
@@ -73,6 +91,8 @@ class IndexInfo:
     nbytes: int = 0
     error: Optional[str] = None
     entries: List[Entry] = field(default_factory=list)
+    #: The engine new small values go to (format 2), None if files only.
+    packed: Optional[str] = None
 
     @property
     def readable(self) -> bool:
@@ -94,7 +114,8 @@ class JournalInfo:
     """The records of ``.journal`` and the bytes of a torn record after them."""
 
     exists: bool = False
-    records: List[Tuple[Hashable, Optional[str], int]] = field(default_factory=list)
+    #: (key, place or None if deleted, size)
+    records: List[Tuple[Hashable, Any, int]] = field(default_factory=list)
     torn_bytes: int = 0
 
 
@@ -102,7 +123,8 @@ def check_folder(path: str) -> str:
     """The absolute path of a chest's folder; FolderError if it is none.
 
     A chest's folder holds ``.keys`` or ``.journal``, or nothing but the
-    chest's own hidden files (an empty chest).
+    chest's own hidden files (an empty chest, or one whose first packed
+    value was written but not recorded).
 
     Parameters
     ----------
@@ -130,7 +152,7 @@ def check_folder(path: str) -> str:
         raise FolderError(f"cannot read the folder {path}: {e.strerror or e}") from e
     if INDEX_NAME in names or JOURNAL_NAME in names:
         return path
-    if all(n.startswith((TMP_PREFIX, OLD_PREFIX)) for n in names):
+    if all(n.startswith((TMP_PREFIX, OLD_PREFIX)) or n in _ENGINE_FILES for n in names):
         return path
     raise FolderError(f"{path} is not a chest folder: it has no {INDEX_NAME} index "
                       f"and no {JOURNAL_NAME}")
@@ -182,6 +204,7 @@ def read_index(path: str) -> IndexInfo:
         return info
     info.entries = [Entry(key, name, store.files[key])
                     for key, name in store.indexed.items()]
+    info.packed = store.packed
     return info
 
 
@@ -241,34 +264,321 @@ def retired_name(name: str) -> str:
     return f"{folder}/{OLD_PREFIX}{base}" if folder else OLD_PREFIX + base
 
 
-def stat_size(path: str) -> Callable[[str], Optional[int]]:
-    """``size(name)``: the size of file ``name`` in ``path``, None if missing."""
+def stat_size(path: str, slots: Optional[Mapping[Slot, int]] = None
+              ) -> Callable[[Any], Optional[int]]:
+    """``size(place)``: the size of file ``place`` in ``path``, or of a
+    packed slot as ``slots`` (:attr:`PackedInfo.sizes`) lists it; None if
+    missing (every slot, without ``slots``)."""
 
-    def size(name: str) -> Optional[int]:
+    def size(place: Any) -> Optional[int]:
+        if not isinstance(place, str):
+            return slots.get(place) if slots is not None and is_valid_place(place) \
+                else None
         try:
-            return os.stat(full_path(path, name)).st_size
+            return os.stat(full_path(path, place)).st_size
         except OSError:
             return None
     return size
 
 
+def place_sizes(files: Mapping[str, int], slots: Mapping[Slot, int]) -> Dict[Any, int]:
+    """One dict of the sizes of every file (:func:`walk_files`) and every
+    packed slot (:attr:`PackedInfo.sizes`): ``sizes.get(place)`` for both."""
+    sizes: Dict[Any, int] = dict(files)
+    sizes.update(slots)
+    return sizes
+
+
+# -- places and packed values -------------------------------------------------------
+_ENGINE_FILES = frozenset(f for name in ENGINE_NAMES for f in engine_files(name))
+
+
+def engine_filename(engine: str) -> str:
+    """The file of packed engine ``engine`` in a chest's folder."""
+    return ENGINES[engine].filename
+
+
+def place_text(place: Any) -> str:
+    """A place for a column or JSON: ``x``, ``_a/b``, ``sqlite:12``.
+
+    >>> place_text("_a/b"), place_text(("sqlite", 12))
+    ('_a/b', 'sqlite:12')
+    """
+    if isinstance(place, str):
+        return place
+    if is_valid_place(place):
+        return f"{place[0]}:{place[1]}"
+    return repr(place)
+
+
+def describe_place(place: Any) -> str:
+    """A place in a sentence: ``file x``, ``slot 12 of .packed.sqlite3``.
+
+    >>> describe_place("x"), describe_place(("lmdb", 3))
+    ('file x', 'slot 3 of .packed.lmdb')
+    """
+    if isinstance(place, str):
+        return f"file {place}"
+    if is_valid_place(place):
+        return f"slot {place[1]} of {engine_filename(place[0])}"
+    return f"place {place!r}"
+
+
+def _is_checkable(place: Any) -> bool:
+    """A place whose size may be looked up: any file name (unsafe ones are
+    reported by their callers), or a valid slot."""
+    return isinstance(place, str) or is_valid_place(place)
+
+
+@dataclass
+class PackedInfo:
+    """What the packed engines of a chest's folder hold."""
+
+    #: ``(engine, slot) -> size`` of every slot of every engine file read.
+    sizes: Dict[Slot, int] = field(default_factory=dict)
+    #: engine -> bytes of its file and companions, for each engine file present.
+    files: Dict[str, int] = field(default_factory=dict)
+    #: engine -> why its file cannot be read (damaged, unreadable).
+    errors: Dict[str, str] = field(default_factory=dict)
+    #: engine -> why this Python cannot open it (its package is missing).
+    unavailable: Dict[str, str] = field(default_factory=dict)
+
+    def unreadable(self, engine: str) -> Optional[str]:
+        """Why the slots of ``engine`` cannot be told, or None."""
+        return self.errors.get(engine) or self.unavailable.get(engine)
+
+    def slots_of(self, engine: str) -> Dict[int, int]:
+        """slot -> size of the slots of ``engine``."""
+        return {slot: size for (name, slot), size in self.sizes.items()
+                if name == engine}
+
+
+class _SettledSQLite(PackedEngine):
+    """A SQLite engine file no connection has open (no ``-wal`` beside it),
+    read as immutable: a read-only connection would otherwise leave a
+    ``-wal`` and a ``-shm`` in the folder."""
+
+    name = "sqlite"
+    filename = ENGINES["sqlite"].filename
+
+    def __init__(self, folder: str) -> None:
+        self.path = os.path.join(folder, self.filename)
+        self._lock = threading.Lock()
+        try:
+            self._db: Optional[sqlite3.Connection] = sqlite3.connect(
+                "file:" + self.path + "?mode=ro&immutable=1", uri=True,
+                isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise as_os_error(e, self.path) from e
+
+    def _query(self, sql: str, args: Tuple[Any, ...] = ()) -> List[Any]:
+        with self._lock:
+            if self._db is None:
+                raise ValueError(f"the packed values of {self.path} are closed")
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                if "no such table" in str(e):
+                    return []  # made by a writer that had not written yet
+                raise as_os_error(e, self.path) from e
+
+    def get(self, slot: int) -> Optional[bytes]:
+        rows = self._query("SELECT data FROM packed WHERE slot = ?", (slot,))
+        return bytes(rows[0][0]) if rows else None
+
+    def slots(self) -> Iterator[Tuple[int, int]]:
+        return iter([(int(slot), int(size)) for slot, size in self._query(
+            "SELECT slot, length(data) FROM packed ORDER BY slot")])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class _UnlockedLMDB(PackedEngine):
+    """An LMDB engine file without its ``-lock`` (so no process has it open),
+    read without locking: opening it otherwise makes the lock file."""
+
+    name = "lmdb"
+    filename = ENGINES["lmdb"].filename
+
+    def __init__(self, folder: str) -> None:
+        self.path = os.path.join(folder, self.filename)
+        try:
+            self._env: Any = lmdb.open(self.path, subdir=False, readonly=True,
+                                       lock=False, max_dbs=0,
+                                       map_size=getattr(ENGINES["lmdb"], "MAP_SIZE",
+                                                        1 << 40))
+        except lmdb.Error as e:
+            raise as_os_error(e, self.path) from e
+
+    def get(self, slot: int) -> Optional[bytes]:
+        try:
+            with self._env.begin(buffers=False) as txn:
+                data = txn.get(slot.to_bytes(8, "big"))
+        except lmdb.Error as e:
+            raise as_os_error(e, self.path) from e
+        return None if data is None else bytes(data)
+
+    def slots(self) -> Iterator[Tuple[int, int]]:
+        try:
+            with self._env.begin(buffers=True) as txn:
+                found = [(int.from_bytes(key, "big"), len(value))
+                         for key, value in txn.cursor()]
+        except lmdb.Error as e:
+            raise as_os_error(e, self.path) from e
+        return iter(found)
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+def open_packed(engine: str, path: str) -> PackedEngine:
+    """Open packed engine ``engine`` of the chest at ``path`` to read, beside
+    a writer if there is one, without changing the folder: no lock is
+    taken, no file is made (but a reader's entries in the engine's own
+    ``-shm`` or ``-lock``, as every reader of the database makes).
+
+    Raises OSError naming the file if it cannot be read, ImportError if
+    this Python lacks the engine's package.
+    """
+    filename = os.path.join(path, engine_filename(engine))
+    if engine == "sqlite" and not os.path.exists(filename + "-wal"):
+        return _SettledSQLite(path)
+    if engine == "lmdb" and lmdb is not None and not os.path.exists(filename + "-lock"):
+        return _UnlockedLMDB(path)
+    return open_engine(engine, path, readonly=True)
+
+
+def _why(error: BaseException) -> str:
+    """An engine's error for humans (the file is named by the caller)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return describe(error)
+
+
+class PackedReader:
+    """The packed engines of a chest's folder, opened to read (see
+    :func:`open_packed`), and what they hold (:attr:`info`). A context
+    manager: it closes the engines.
+
+    Examples
+    --------
+    >>> import os, shutil, tempfile
+    >>> from chest import Chest
+    >>> folder = tempfile.mkdtemp()
+    >>> path = os.path.join(folder, "c")
+    >>> with Chest(path=path, available_memory=0, packed="sqlite") as c:
+    ...     c["x"] = [1, 2, 3]
+    >>> with PackedReader(path) as packed:
+    ...     packed.info.sizes, packed.check(("sqlite", 1)).ok
+    ({('sqlite', 1): 22}, True)
+    >>> shutil.rmtree(folder)
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.info = PackedInfo()
+        self._engines: Dict[str, PackedEngine] = {}
+        for name in ENGINE_NAMES:
+            filename = os.path.join(path, engine_filename(name))
+            if not os.path.exists(filename):
+                continue
+            self.info.files[name] = sum(
+                _lsize(os.path.join(path, f)) for f in engine_files(name))
+            try:
+                engine = open_packed(name, path)
+            except ImportError as e:
+                self.info.unavailable[name] = str(e)
+                continue
+            except Exception as e:
+                self.info.errors[name] = _why(e)
+                continue
+            self._engines[name] = engine
+            try:
+                self.info.sizes.update(((name, slot), size)
+                                       for slot, size in engine.slots())
+            except Exception as e:
+                self.info.errors[name] = _why(e)
+
+    def read(self, place: Slot) -> Optional[bytes]:
+        """The bytes of a slot; None if the slot (or its engine file) is
+        missing. OSError if the engine cannot be read."""
+        engine_name, slot = place
+        why = self.info.unreadable(engine_name)
+        if why is not None:
+            raise OSError(f"{engine_filename(engine_name)} cannot be read: {why}")
+        engine = self._engines.get(engine_name)
+        if engine is None:
+            return None
+        try:
+            return engine.get(slot)
+        except Exception as e:
+            raise OSError(f"{engine_filename(engine_name)} cannot be read: "
+                          f"{_why(e)}") from e
+
+    def check(self, place: Slot) -> Loaded:
+        """Load a slot's bytes with ``pickle.loads`` (as
+        :func:`check_value_file` does a file)."""
+        try:
+            data = self.read(place)
+        except OSError as e:
+            return Loaded(False, False, str(e))
+        if data is None:
+            return Loaded(False, False, "the slot is missing")
+        return check_value_bytes(data)
+
+    def close(self) -> None:
+        """Close the engines (idempotent)."""
+        engines, self._engines = self._engines, {}
+        for engine in engines.values():
+            engine.close()
+
+    def __enter__(self) -> "PackedReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def read_packed(path: str) -> PackedInfo:
+    """What the packed engines of the chest at ``path`` hold: the size of
+    every slot, the bytes of their files, and why an engine file cannot be
+    read. Nothing is changed (see :func:`open_packed`)."""
+    with PackedReader(path) as reader:
+        return reader.info
+
+
+def _lsize(filename: str) -> int:
+    try:
+        return os.lstat(filename).st_size
+    except OSError:
+        return 0
+
+
 def effective_entries(index: Iterable[Entry],
-                      records: Iterable[Tuple[Hashable, Optional[str], int]],
-                      size_of: Callable[[str], Optional[int]]) -> Dict[Hashable, Entry]:
+                      records: Iterable[Tuple[Hashable, Any, int]],
+                      size_of: Callable[[Any], Optional[int]]) -> Dict[Hashable, Entry]:
     """The keys a reopened chest has: the index with the journal replayed.
 
     As :class:`~chest.store.Store` replays it: a deletion removes the key, a
-    write whose file exists adds (or moves) the key with the file's size, a
-    write whose file is gone is ignored.
+    write whose file (or packed slot) exists adds (or moves) the key with
+    its size, a write whose file or slot is gone is ignored, and so is a
+    record naming a slot of no known engine.
 
     Parameters
     ----------
     index : iterable of Entry
         The entries of ``.keys``.
-    records : iterable of (key, name or None, size)
+    records : iterable of (key, place or None, size)
         The journal's records, in order.
     size_of : callable
-        ``size_of(name)``: the size of a file, or None if it is missing.
+        ``size_of(place)``: the size of a file or a packed slot, or None if
+        it is missing (``place_sizes(...).get``, or :func:`stat_size`).
 
     Returns
     -------
@@ -281,7 +591,7 @@ def effective_entries(index: Iterable[Entry],
         if name is None:
             entries.pop(key, None)
             continue
-        size = size_of(name)
+        size = size_of(name) if _is_checkable(name) else None
         if size is None:
             continue
         entry = indexed.get(key)
@@ -293,18 +603,19 @@ def effective_entries(index: Iterable[Entry],
 
 
 def journal_changes(index: Sequence[Entry],
-                    records: Iterable[Tuple[Hashable, Optional[str], int]],
-                    size_of: Callable[[str], Optional[int]]) -> List[str]:
+                    records: Iterable[Tuple[Hashable, Any, int]],
+                    size_of: Callable[[Any], Optional[int]]) -> List[str]:
     """One line for every key whose last journal record the index lacks.
 
     Parameters
     ----------
     index : sequence of Entry
         The entries of ``.keys``.
-    records : iterable of (key, name or None, size)
+    records : iterable of (key, place or None, size)
         The journal's records, in order.
     size_of : callable
-        ``size_of(name)``: the size of a file, or None if it is missing.
+        ``size_of(place)``: the size of a file or a packed slot, or None if
+        it is missing.
 
     Returns
     -------
@@ -313,7 +624,7 @@ def journal_changes(index: Sequence[Entry],
         (the journal is then a leftover of a crash right after a flush).
     """
     indexed = {e.key: e for e in index}
-    last: Dict[Hashable, Tuple[Optional[str], int]] = {}
+    last: Dict[Hashable, Tuple[Any, int]] = {}
     for key, name, recorded in records:
         last[key] = (name, recorded)
     changes = []
@@ -322,24 +633,42 @@ def journal_changes(index: Sequence[Entry],
         if name is None:
             if entry is not None:
                 changes.append(f"journal: key {key!r} was deleted, but the index still "
-                               f"lists it (file {entry.name})")
+                               f"lists it ({describe_place(entry.name)})")
+            continue
+        if not _is_checkable(name):
+            changes.append(f"journal: key {key!r} was written to "
+                           f"{describe_place(name)}, which is neither a file name nor a slot of a known "
+                           f"engine (an unsafe record, ignored)")
             continue
         size = size_of(name)
+        where = describe_place(name)
         if size is None:
-            changes.append(f"journal: key {key!r} was written to {name} after the "
-                           f"index, and that file is gone (a stale record)")
+            gone = "that file is gone" if isinstance(name, str) else "that slot is gone"
+            changes.append(f"journal: key {key!r} was written to {where} after the "
+                           f"index, and {gone} (a stale record)")
         elif entry is None:
-            changes.append(f"journal: key {key!r} is in file {name} ({size} bytes) "
+            changes.append(f"journal: key {key!r} is in {where} ({size} bytes) "
                            f"but not in the index")
         elif entry.name != name or entry.size != size:
-            changes.append(f"journal: key {key!r} is in file {name} ({size} bytes); "
-                           f"the index says {entry.name} ({entry.size} bytes)")
+            changes.append(f"journal: key {key!r} is in {where} ({size} bytes); "
+                           f"the index says {place_text(entry.name)} ({entry.size} "
+                           f"bytes)")
     return changes
 
 
 def is_chest_file(name: str) -> bool:
-    """The chest's own files at the top of its folder (index, journal, backups)."""
-    return name in (INDEX_NAME, JOURNAL_NAME) or name.startswith(BACKUP_NAME)
+    """The chest's own files at the top of its folder: index, journal, the
+    packed engines' files and their companions, and the copies ``repair``
+    keeps of damaged ones."""
+    return name in (INDEX_NAME, JOURNAL_NAME) or name in _ENGINE_FILES or \
+        name.startswith(BACKUP_NAME) or \
+        any(name.startswith(damaged_name(engine)) for engine in ENGINE_NAMES)
+
+
+def damaged_name(engine: str) -> str:
+    """Where ``repair`` keeps an engine file it cannot read (and its
+    companions, with their suffixes after it)."""
+    return engine_filename(engine) + ".damaged"
 
 
 def leftover_kind(name: str) -> Optional[str]:
@@ -455,14 +784,36 @@ def check_value_file(filename: str) -> Loaded:
     return Loaded(True, True)
 
 
+def check_value_bytes(data: bytes) -> Loaded:
+    """Load a packed value's bytes with ``pickle.loads``, as
+    :func:`check_value_file` loads a file.
+
+    >>> check_value_bytes(pickle.dumps([1])).ok, check_value_bytes(b"x").ok
+    (True, False)
+    """
+    try:
+        pickle.loads(data)
+    except Exception as e:
+        return Loaded(False, _stream_is_whole(io.BytesIO(data)),
+                      f"{type(e).__name__}: {e}")
+    return Loaded(True, True)
+
+
 def _pickle_is_whole(filename: str) -> bool:
     """True if the file is one complete pickle stream (nothing is imported)."""
     try:
         with open(filename, "rb") as f:
-            last = None
-            for opcode, _, _ in pickletools.genops(f):
-                last = opcode.name
-            return last == "STOP"
+            return _stream_is_whole(f)
+    except Exception:
+        return False
+
+
+def _stream_is_whole(f: IO[bytes]) -> bool:
+    try:
+        last = None
+        for opcode, _, _ in pickletools.genops(f):
+            last = opcode.name
+        return last == "STOP"
     except Exception:
         return False
 
