@@ -1,10 +1,11 @@
 """``python -m chest``: look into, check and repair the folder of a chest.
 
-A chest with a path keeps one file per key in its folder and lists them in
-the ``.keys`` index (keys written since the last flush are listed in the
-``.journal``). ``info``, ``ls`` and ``verify`` only read the folder: they
-take no lock and change nothing, so they are safe while a writer has the
-chest open. ``repair`` takes the writer's lock and rewrites ``.keys`` from
+A chest with a path keeps one file per key in its folder, or, with
+``packed=``, small values in one database there (``.packed.sqlite3`` or
+``.packed.lmdb``), and lists where each key's value is in the ``.keys``
+index (keys written since the last flush are listed in the ``.journal``).
+``info``, ``ls`` and ``verify`` only read the folder: they take no lock and
+change nothing, so they are safe while a writer has the chest open. ``repair`` takes the writer's lock and rewrites ``.keys`` from
 what can be trusted. This module parses and prints; the work is done in
 :mod:`chest.folder` (reading the folder), :mod:`chest.verify` and
 :mod:`chest.repair`.
@@ -55,9 +56,11 @@ from typing import IO, Any, List, Optional, Sequence
 from . import __version__
 from .budget import format_bytes
 from .errors import FolderError
-from .folder import (Entry, IndexInfo, JournalInfo, leftover_kind, stat_size,
+from .folder import (Entry, IndexInfo, JournalInfo, PackedInfo, engine_filename,
+                     leftover_kind, place_sizes, place_text, read_packed, stat_size,
                      check_folder, effective_entries, journal_changes, lock_state,
                      read_index, read_journal_file, walk_files)
+from .index import is_slot
 from .repair import repair
 from .verify import find_problems
 
@@ -69,8 +72,54 @@ OK, PROBLEMS, UNUSABLE = 0, 1, 2
 
 
 def _key_order(index: IndexInfo, journal: JournalInfo, path: str) -> List[Entry]:
-    return list(effective_entries(index.entries, journal.records,
-                                  stat_size(path)).values())
+    packed = None
+    if any(name is not None and is_slot(name) for _, name, _ in journal.records):
+        # Only then: the sizes of the slots the journal names.
+        packed = read_packed(path)
+        for engine, why in sorted({**packed.unavailable, **packed.errors}.items()):
+            print(f"warning: {engine_filename(engine)} cannot be read ({why}): keys "
+                  f"the journal puts there are not listed", file=sys.stderr)
+    return list(effective_entries(index.entries, journal.records, stat_size(
+        path, None if packed is None else packed.sizes)).values())
+
+
+def _entry_json(e: Entry) -> dict:
+    """An entry for ``--json``: ``{"key": repr, "file": name, "size": bytes}``;
+    for a packed value ``file`` is the engine's database (the file holding
+    the value), with its ``slot`` and ``place`` (``"sqlite:12"``)."""
+    if not is_slot(e.name):
+        return {"key": repr(e.key), "file": e.name, "size": e.size}
+    return {"key": repr(e.key), "file": engine_filename(e.name[0]), "size": e.size,
+            "slot": e.name[1], "place": place_text(e.name)}
+
+
+def _packed_summary(index: IndexInfo, packed: PackedInfo,
+                    entries: List[Entry]) -> List[str]:
+    """What ``info`` says of the packed values, one line each."""
+    lines = []
+    engines = sorted(set(packed.files) | {e.name[0] for e in entries if is_slot(e.name)}
+                     | ({index.packed} if index.packed else set()))
+    for engine in engines:
+        filename = engine_filename(engine)
+        mine = [e for e in entries if is_slot(e.name) and e.name[0] == engine]
+        why = packed.unreadable(engine)
+        if engine not in packed.files:
+            state = (f"{filename} is missing: the values of {len(mine)} keys are lost"
+                     if mine else f"{filename} not made yet")
+        elif why is not None:
+            state = (f"{filename} cannot be read ({why}): the values of {len(mine)} "
+                     f"keys cannot be read; see: python -m chest verify")
+        elif not index.readable:
+            state = (f"{len(packed.slots_of(engine))} slots in {filename} "
+                     f"({format_bytes(packed.files[engine])} on disk)")
+        else:
+            size = sum(e.size for e in mine)
+            state = (f"{len(mine)} values, {format_bytes(size)}, in {filename} "
+                     f"({format_bytes(packed.files[engine])} on disk)")
+        if engine == index.packed:
+            state += "; new small values go there"
+        lines.append(state)
+    return lines
 
 
 def info(path: str, largest: int = 10, as_json: bool = False,
@@ -98,16 +147,25 @@ def info(path: str, largest: int = 10, as_json: bool = False,
     index = read_index(path)
     journal = read_journal_file(path)
     files = walk_files(path)
-    entries = (effective_entries(index.entries, journal.records, files.get)
+    packed = read_packed(path)
+    sizes = place_sizes(files, packed.sizes)
+    entries = (effective_entries(index.entries, journal.records, sizes.get)
                if index.readable else {})
     indexed = {e.key for e in index.entries}
     from_journal = sum(key not in indexed for key in entries)
-    changes = journal_changes(index.entries, journal.records, files.get) \
+    changes = journal_changes(index.entries, journal.records, sizes.get) \
         if index.readable else []
     held, holder = lock_state(path)
-    leftovers = [n for n in sorted(files) if leftover_kind(n) is not None]
+    leftover_files = [n for n in sorted(files) if leftover_kind(n) is not None]
+    # Slots no key of the reopened chest has: values retired or never recorded,
+    # which the writer removes when it opens the chest.
+    live = {e.name for e in entries.values() if is_slot(e.name)}
+    stray = sorted(set(packed.sizes) - live) if index.readable else []
     total = sum(e.size for e in entries.values())
+    in_slots = [e for e in entries.values() if is_slot(e.name)]
+    packed_bytes = sum(e.size for e in in_slots)
     top = sorted(entries.values(), key=lambda e: -e.size)[:largest]
+    packed_lines = _packed_summary(index, packed, list(entries.values()))
     if as_json:
         json.dump({
             "path": path,
@@ -117,12 +175,18 @@ def info(path: str, largest: int = 10, as_json: bool = False,
             "keys": len(entries) if index.readable else None,
             "keys_from_journal": from_journal,
             "value_bytes": total,
-            "largest": [{"key": repr(e.key), "file": e.name, "size": e.size}
-                        for e in top],
+            "packed": {
+                "engine": index.packed, "values": len(in_slots), "bytes": packed_bytes,
+                "files": {engine_filename(engine): {
+                    "bytes": packed.files[engine],
+                    "slots": len(packed.slots_of(engine)),
+                    "error": packed.unreadable(engine)} for engine in packed.files},
+            },
+            "largest": [_entry_json(e) for e in top],
             "writer_lock": {"held": held, "holder": None if held is False else holder},
             "journal": {"exists": journal.exists, "records": len(journal.records),
                         "unindexed": len(changes), "torn_bytes": journal.torn_bytes},
-            "leftovers": leftovers,
+            "leftovers": leftover_files + [place_text(p) for p in stray],
         }, out, indent=2)
         out.write("\n")
         return OK if index.readable else PROBLEMS
@@ -135,10 +199,14 @@ def info(path: str, largest: int = 10, as_json: bool = False,
     if index.readable:
         extra = f" ({from_journal} not in the index yet)" if from_journal else ""
         row("keys", f"{len(entries)}{extra}")
-        row("bytes on disk", f"{format_bytes(total)} ({total} bytes in "
-                             f"{len(entries)} value files)")
+        where = f"{len(entries) - len(in_slots)} value files"
+        if in_slots:
+            where += f" and {len(in_slots)} packed values"
+        row("bytes on disk", f"{format_bytes(total)} ({total} bytes in {where})")
     else:
         row("keys", f"unknown (run: python -m chest repair {path})")
+    for line in packed_lines:
+        row("packed", line)
     row("writer lock", holder if not held else f"held by {holder}")
     if not journal.exists:
         row("journal", "none")
@@ -148,7 +216,12 @@ def info(path: str, largest: int = 10, as_json: bool = False,
                  "repair, writes them into the index")
         row("journal", f"{len(journal.records)} records, {len(changes)} changes not "
                        f"in the index" + (f" ({state})" if changes else ""))
-    row("leftovers", ", ".join(leftovers) if leftovers else "none")
+    shown = list(leftover_files)
+    for engine in sorted({name for name, _ in stray}):
+        mine = [place_text(p) for p in stray if p[0] == engine]
+        shown.append(f"{len(mine)} slots of {engine_filename(engine)} no key has "
+                     f"({', '.join(mine[:5])}{', ...' if len(mine) > 5 else ''})")
+    row("leftovers", ", ".join(shown) if shown else "none")
     if top:
         print(f"largest values ({len(top)} of {len(entries)}):", file=out)
         _print_entries(top, out)
@@ -156,9 +229,10 @@ def info(path: str, largest: int = 10, as_json: bool = False,
 
 
 def _print_entries(entries: Sequence[Entry], out: IO[str]) -> None:
-    width = max(len(e.name) for e in entries)
-    for e in entries:
-        print(f"{e.size:>10}  {e.name:<{width}}  {e.key!r}", file=out)
+    places = [place_text(e.name) for e in entries]
+    width = max(len(p) for p in places)
+    for e, place in zip(entries, places):
+        print(f"{e.size:>10}  {place:<{width}}  {e.key!r}", file=out)
 
 
 def ls(path: str, long: bool = False, as_json: bool = False,
@@ -170,9 +244,12 @@ def ls(path: str, long: bool = False, as_json: bool = False,
     path : str
         The chest's folder.
     long : bool
-        Also print each value's size and file name.
+        Also print each value's size and place: its file name, or
+        ``engine:slot`` (``sqlite:12``) for a packed value.
     as_json : bool
-        Print a JSON list of ``{"key": repr, "file": name, "size": bytes}``.
+        Print a JSON list of ``{"key": repr, "file": name, "size": bytes}``;
+        for a packed value ``file`` is the engine's database
+        (``.packed.sqlite3``), with ``"slot": 12, "place": "sqlite:12"``.
     out : file, optional
         Where to print (default: ``sys.stdout``).
 
@@ -189,8 +266,7 @@ def ls(path: str, long: bool = False, as_json: bool = False,
         return PROBLEMS
     entries = _key_order(index, read_journal_file(path), path)
     if as_json:
-        json.dump([{"key": repr(e.key), "file": e.name, "size": e.size}
-                   for e in entries], out, indent=2)
+        json.dump([_entry_json(e) for e in entries], out, indent=2)
         out.write("\n")
     elif long and entries:
         _print_entries(entries, out)
@@ -232,6 +308,9 @@ def verify(path: str, deep: bool = False, quiet: bool = False,
         print(problem, file=out)
     counts = (f"{report.keys} keys, {report.value_files} value files "
               f"({format_bytes(report.value_bytes)})")
+    if report.packed_values:
+        counts += (f", {report.packed_values} packed values "
+                   f"({format_bytes(report.packed_bytes)})")
     if report.problems:
         print(f"{len(report.problems)} problems in {path} ({counts}); "
               f"see: python -m chest repair --dry-run {path}", file=out)
@@ -289,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = _sub(sub, "info", "index format, keys, bytes, largest values, lock, journal",
-             "Show the index format, the number of keys, the bytes of the value "
-             "files, the largest values, whether a writer holds the lock, and "
+             "Show the index format, the number of keys, the bytes of the values "
+             "(in files, and packed in a database), the largest values, whether a "
+             "writer holds the lock, and "
              "whether a journal holds keys the index lacks (a chest that was not "
              "closed cleanly). Reads only; takes no lock.")
     p.add_argument("--largest", metavar="N", type=_non_negative, default=10,
@@ -303,17 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
              "chest would have them: the index, then what the journal adds. Reads "
              "only; takes no lock.")
     p.add_argument("-l", "--long", action="store_true",
-                   help="also show each value's size in bytes and file name")
+                   help="also show each value's size in bytes and place: its file "
+                        "name, or engine:slot (sqlite:12) for a packed value")
     p.add_argument("--json", action="store_true",
                    help='print a JSON list of {"key": repr, "file": name, '
-                        '"size": bytes}')
+                        '"size": bytes}; a packed value\'s "file" is its database, '
+                        'with "slot": 12, "place": "sqlite:12"')
 
     p = _sub(sub, "verify", "report every problem; exit 1 if there is any",
              "Report every problem, one per line, then a summary: an unreadable "
-             "index, missing value files, sizes that differ from the index, values "
-             "that do not load (--deep), journal records the index lacks, leftovers "
-             "of a crash (.tmp.*, .old.*) and files no key refers to (orphans). "
-             "Changes nothing and takes no lock.")
+             "index, missing value files or packed slots, sizes that differ from the "
+             "index, values that do not load (--deep), a packed database that "
+             "cannot be read, journal records the index lacks, leftovers of a crash "
+             "(.tmp.*, .old.*, retired slots) and files or slots no key refers to "
+             "(orphans). Changes nothing and takes no lock.")
     p.add_argument("--deep", action="store_true",
                    help="also load every value with pickle.load (slow; runs the "
                         "pickles: only for chests you trust)")
@@ -322,12 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(sub, "repair", "rebuild .keys from what can be trusted",
              "Rebuild .keys while holding the writer's lock: keep the entries of the "
-             "index and of the journal whose files exist and load (pickle.load: "
-             "only for chests you trust), recover files whose names say their key "
-             "(identifier-like names, _a/b tuple folders), drop the rest (their "
-             "files stay in place), then remove the journal and the .tmp.*/.old.* "
-             "leftovers. A damaged .keys is kept as .keys.damaged. Prints each "
-             "decision.")
+             "index and of the journal whose files or packed slots exist and load "
+             "(pickle.load: only for chests you trust), recover files whose names "
+             "say their key (identifier-like names, _a/b tuple folders), drop the "
+             "rest (their files stay in place), then remove the journal, the "
+             ".tmp.*/.old.* leftovers and the packed slots no key refers to. A "
+             "damaged .keys is kept as .keys.damaged. Prints each decision.")
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="print what would be done and change nothing")
     p.add_argument("--force", action="store_true",

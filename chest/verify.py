@@ -14,15 +14,26 @@ Examples
 >>> find_problems(path).problems
 ["missing: key 'x': its file x is missing"]
 >>> shutil.rmtree(folder)
+
+Packed values are checked as files are, in their engine's database:
+
+>>> with Chest(path=path, available_memory=0, packed="sqlite") as c:
+...     c["y"] = "small"
+>>> report = find_problems(path, deep=True)
+>>> report.problems, report.packed_values
+([], 1)
+>>> shutil.rmtree(folder)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Set
+from typing import Any, Dict, Hashable, List, Set
 
-from .folder import (Entry, full_path, leftover_kind, retired_name, is_chest_file,
-                     check_value_file, effective_entries, journal_changes,
-                     read_index, read_journal_file, walk_files)
+from .folder import (Entry, PackedReader, describe_place, engine_filename, full_path,
+                     leftover_kind, retired_name, is_chest_file, check_value_file,
+                     effective_entries, journal_changes, place_sizes, read_index,
+                     read_journal_file, walk_files)
+from .index import is_slot, is_valid_place
 from .journal import JOURNAL_NAME
 from .progress import Progress
 from .names import safe_name
@@ -37,7 +48,9 @@ class Report:
     problems: List[str]
     keys: int
     value_files: int
-    value_bytes: int
+    value_bytes: int  # of the value files
+    packed_values: int = 0
+    packed_bytes: int = 0
 
 
 def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
@@ -48,77 +61,123 @@ def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
     path : str
         The chest's folder (see :func:`~chest.folder.check_folder`).
     deep : bool
-        Also load every value file with ``pickle.load``; otherwise only
-        check that it exists and has the size the index says.
+        Also load every value file and packed value with ``pickle.load``;
+        otherwise only check that it exists and has the size the index says.
     quiet : bool
         Show no progress on the terminal.
 
     Returns
     -------
     Report
-        The problems (an unreadable index, missing files, sizes that differ
-        from the index, files that do not load, journal records the index
-        lacks, leftovers of a crash, files no key refers to) and counts.
+        The problems (an unreadable index, missing files or slots, sizes
+        that differ from the index, values that do not load, journal
+        records the index lacks, leftovers of a crash, files and packed
+        slots no key refers to, a packed database that cannot be read) and
+        counts.
     """
     index = read_index(path)
     journal = read_journal_file(path)
     files = walk_files(path)
+    with PackedReader(path) as packed:
+        return _find(path, index, journal, files, packed, deep, quiet)
+
+
+def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
+          packed: PackedReader, deep: bool, quiet: bool) -> Report:
+    slots = packed.info.sizes
+    sizes = place_sizes(files, slots)
     problems: List[str] = []
     if index.error is not None:
         problems.append(f"index unreadable: {index.error}")
-    entries = effective_entries(index.entries, journal.records, files.get)
+    entries = effective_entries(index.entries, journal.records, sizes.get)
+    in_engine = {engine: sum(1 for e in entries.values()
+                             if is_slot(e.name) and e.name[0] == engine)
+                 for engine in packed.info.files}
+    for engine, why in sorted(packed.info.errors.items()):
+        problems.append(f"damaged: {engine_filename(engine)} cannot be read ({why}): "
+                        f"the packed values of {in_engine[engine]} keys in the index "
+                        f"cannot be read")
+    for engine, why in sorted(packed.info.unavailable.items()):
+        problems.append(f"unchecked: {engine_filename(engine)} cannot be read by this "
+                        f"Python ({why}): the packed values of {in_engine[engine]} "
+                        f"keys are not checked")
     checked: List[Entry] = []
-    owners: Dict[str, Hashable] = {}
+    owners: Dict[Any, Hashable] = {}
     for e in entries.values():
-        if safe_name(e.name) != e.name:
+        if is_slot(e.name):
+            owner_name: Any = e.name  # (valid: the index and the replay make sure)
+        elif safe_name(e.name) != e.name:
             problems.append(f"unsafe name: key {e.key!r} has the file name "
                             f"{e.name!r}, which is not a plain name inside the folder")
             continue
-        folded = e.name.casefold()
-        if folded in owners:
-            problems.append(f"shared file: keys {owners[folded]!r} and {e.key!r} "
-                            f"both have the file {e.name}")
-        owners.setdefault(folded, e.key)
+        else:
+            owner_name = e.name.casefold()
+        if owner_name in owners:
+            shared = "file" if isinstance(e.name, str) else "slot"
+            problems.append(f"shared {shared}: keys {owners[owner_name]!r} and "
+                            f"{e.key!r} both have the {describe_place(e.name)}")
+        owners.setdefault(owner_name, e.key)
         checked.append(e)
     named: Set[str] = set()  # retired copies already named by a problem
+    lost: Dict[str, List[Hashable]] = {}  # engine file missing -> its keys
     damaged: List[str] = []
     loaded_any = False
     with Progress(len(checked) if deep else 0, quiet) as progress:
         for e in checked:
-            size = files.get(e.name)
+            size = sizes.get(e.name)
+            if is_slot(e.name) and size is None:
+                engine = e.name[0]
+                if packed.info.unreadable(engine) is not None:
+                    progress.advance()
+                    continue  # said once above
+                if engine not in packed.info.files:
+                    lost.setdefault(engine, []).append(e.key)
+                    progress.advance()
+                    continue
             if size is None:
-                old = retired_name(e.name)
+                old = retired_name(e.name) if isinstance(e.name, str) else None
                 hint = ""
-                if old in files:
+                if old is not None and old in files:
                     named.add(old)
                     hint = (f"; its retired copy {old} is left (repair, or opening "
                             f"the chest for writing, puts it back)")
-                problems.append(f"missing: key {e.key!r}: its file {e.name} is "
-                                f"missing{hint}")
+                its = f"its file {e.name}" if isinstance(e.name, str) else \
+                    f"its {describe_place(e.name)}"
+                problems.append(f"missing: key {e.key!r}: {its} is missing{hint}")
+                progress.advance()
                 continue
             if e.source == "index" and size != e.size:
-                problems.append(f"size: key {e.key!r}: file {e.name} has {size} "
-                                f"bytes, the index says {e.size}")
+                problems.append(f"size: key {e.key!r}: {describe_place(e.name)} has "
+                                f"{size} bytes, the index says {e.size}")
             if deep:
-                loaded = check_value_file(full_path(path, e.name))
+                loaded = packed.check(e.name) if is_slot(e.name) else \
+                    check_value_file(full_path(path, e.name))
                 progress.advance()
                 loaded_any = loaded_any or loaded.ok
                 if not loaded.ok:
-                    damaged.append(f"damaged: key {e.key!r}: file {e.name} does "
-                                   f"not load ({loaded.describe()})")
+                    damaged.append(f"damaged: key {e.key!r}: {describe_place(e.name)} "
+                                   f"does not load ({loaded.describe()})")
+    for engine, keys in sorted(lost.items(), key=lambda item: item[0]):
+        shown = ", ".join(repr(k) for k in keys[:3]) + \
+            (", ..." if len(keys) > 3 else "")
+        problems.append(f"missing: {engine_filename(engine)} is missing: the packed "
+                        f"values of {len(keys)} keys ({shown}) are lost")
     if damaged and not loaded_any:
         # Not one pickle: a chest written with another dump (json, say).
-        problems.append(f"values: none of the {len(damaged)} value files loads "
+        what = "values" if any(is_slot(e.name) for e in checked) else "value files"
+        problems.append(f"values: none of the {len(damaged)} {what} loads "
                         f"with pickle.load; was the chest written with another "
                         f"dump? --deep checks pickles only")
     else:
         problems.extend(damaged)
-    problems.extend(journal_changes(index.entries, journal.records, files.get))
+    problems.extend(journal_changes(index.entries, journal.records, sizes.get))
     if journal.torn_bytes:
         problems.append(f"journal: the last {journal.torn_bytes} bytes of "
                         f"{JOURNAL_NAME} are a torn or damaged record (ignored)")
-    referred = {e.name for e in index.entries}
-    referred.update(name for _, name, _ in journal.records if name is not None)
+    referred: Set[Any] = {e.name for e in index.entries}
+    referred.update(name for _, name, _ in journal.records
+                    if name is not None and (isinstance(name, str) or
+                                             is_valid_place(name)))
     for name in sorted(files):
         kind = leftover_kind(name)
         if name in named:
@@ -127,6 +186,26 @@ def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
             problems.append(f"leftover: {name} ({kind})")
         elif not is_chest_file(name) and name not in referred:
             problems.append(f"orphan: {name} is a file no key refers to")
-    present = [e for e in checked if e.name in files]
-    return Report(problems, len(entries), len(present),
-                  sum(files[e.name] for e in present))
+    live = {e.name for e in entries.values() if is_slot(e.name)}
+    last_key = {e.name: e.key for e in index.entries if is_slot(e.name)}
+    for key, name, _ in journal.records:
+        if is_valid_place(name) and is_slot(name):
+            last_key[name] = key
+    for place in sorted(set(slots) - live):
+        where = f"{describe_place(place)} ({slots[place]} bytes)"
+        if place in referred:
+            problems.append(f"leftover: {where} (an older value of key "
+                            f"{last_key.get(place)!r}, kept until a flush that did not "
+                            f"happen; opening the chest for writing, or repair, "
+                            f"removes it)")
+        else:
+            why = ("the unreadable index may; repair leaves it" if index.error else
+                   "a value written but never recorded, or named by a lost index; "
+                   "repair removes it")
+            problems.append(f"orphan: {where} is a slot no key refers to ({why}; "
+                            f"opening the chest for writing removes it)")
+    present_files = [e for e in checked if isinstance(e.name, str) and e.name in files]
+    present_slots = [e for e in checked if is_slot(e.name) and e.name in slots]
+    return Report(problems, len(entries), len(present_files),
+                  sum(files[e.name] for e in present_files),
+                  len(present_slots), sum(slots[e.name] for e in present_slots))

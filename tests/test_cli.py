@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 from conftest import snapshot
+from test_folder import (crash_packed, damage_database, engine,  # noqa: F401
+                         make_packed, slot_of)
 
 from chest import Chest, cli
+from chest.folder import read_index
+from chest.packed import ENGINES
 from chest.store import hashed_name
 
 
@@ -128,3 +133,114 @@ def test_help_of_every_command(capsys):
         assert "usage: python -m chest" in capsys.readouterr().out
     assert cli.main(["info"]) == 2  # PATH missing
     assert cli.main(["info", "--largest", "-1", "x"]) == 2
+
+
+# -- packed values ----------------------------------------------------------------
+def test_info_and_ls_of_a_packed_chest(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    db = ENGINES[engine].filename
+    sizes = {e.key: e.size for e in read_index(path).entries}
+    packed_bytes = sizes["x"] + sizes["a", "b"] + sizes[7]
+    assert cli.main(["info", path]) == 0
+    out = capsys.readouterr().out
+    assert "format 2" in out and "keys:          4\n" in out
+    assert (f"({sum(sizes.values())} bytes in 1 value files and 3 packed values)"
+            in out)
+    assert re.search(rf"packed: +3 values, .*, in {re.escape(db)} \(.* on disk\); new "
+                     rf"small values go there\n", out)
+    assert "leftovers:     none" in out
+    largest = out.split("largest values (4 of 4):\n")[1].splitlines()
+    assert largest[0].split() == [str(sizes["big"]), "big", "'big'"]
+    x = slot_of(path, "x")
+    assert [str(sizes["x"]), f"{engine}:{x[1]}", "'x'"] in [r.split() for r in largest]
+
+    assert cli.main(["info", "--json", path]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["value_bytes"] == sum(sizes.values())
+    assert info["packed"]["engine"] == engine
+    assert (info["packed"]["values"], info["packed"]["bytes"]) == (3, packed_bytes)
+    assert info["packed"]["files"][db]["slots"] == 3
+    assert info["packed"]["files"][db]["error"] is None
+    assert {"key": "'x'", "file": db, "size": sizes["x"], "slot": x[1],
+            "place": f"{engine}:{x[1]}"} in info["largest"]
+    assert {"key": "'big'", "file": "big", "size": sizes["big"]} in info["largest"]
+
+    assert cli.main(["ls", "--long", path]) == 0
+    rows = [line.split(maxsplit=2) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == [str(sizes["x"]), f"{engine}:{x[1]}", "'x'"]
+    assert [r[2] for r in rows] == ["'x'", "('a', 'b')", "7", "'big'"]
+    assert cli.main(["ls", "--json", path]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0] == {"key": "'x'", "file": db, "size": sizes["x"], "slot": x[1],
+                         "place": f"{engine}:{x[1]}"}
+    assert listed[3] == {"key": "'big'", "file": "big", "size": sizes["big"]}
+
+
+def test_info_and_ls_of_a_crashed_packed_chest(tmp_path, engine, capsys):
+    path = crash_packed(tmp_path, engine)
+    assert cli.main(["ls", path]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "'kept'", "'replaced'", "'v1'", "'v2'", "('t', 'u')", "'big'"]
+    assert cli.main(["ls", "--long", path]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[2][1].startswith(f"{engine}:") and rows[5][1] == "big"
+    assert cli.main(["info", path]) == 0
+    out = capsys.readouterr().out
+    assert "keys:          6 (4 not in the index yet)" in out
+    assert "journal:       7 records, 5 changes not in the index" in out
+    old = slot_of(path, "replaced")
+    assert (f"leftovers:     1 slots of {ENGINES[engine].filename} no key has "
+            f"({engine}:{old[1]})") in out
+    assert cli.main(["info", "--json", path]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["leftovers"] == [f"{engine}:{old[1]}"]
+    assert info["packed"]["values"] == 5
+
+
+def test_info_and_ls_of_a_damaged_database(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    damage_database(path, engine)
+    assert cli.main(["info", path]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"packed: +{re.escape(ENGINES[engine].filename)} cannot be read "
+                     rf"\(.+\): the values of 3 keys cannot be read; see: python -m "
+                     rf"chest verify", out)
+    assert cli.main(["info", "--json", path]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["packed"]["files"][ENGINES[engine].filename]["error"]
+    assert cli.main(["ls", path]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+def test_ls_warns_when_the_journal_names_an_unreadable_database(tmp_path, capsys):
+    path = crash_packed(tmp_path, "sqlite")
+    damage_database(path, "sqlite")
+    assert cli.main(["ls", path]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["'kept'", "'replaced'", "'big'"]
+    assert captured.err.startswith("warning: .packed.sqlite3 cannot be read (")
+
+
+def test_command_line_beside_a_packed_writer_in_another_process(tmp_path, engine):
+    c = Chest(path=str(tmp_path / "c"), available_memory=0, packed=engine)
+    try:
+        c["x"] = 1
+        c.flush()
+        c["y"] = [2]
+        info = run("info", c.path)
+        ls = run("ls", "--long", c.path)
+        verify = run("verify", "--deep", c.path)
+        repair = run("repair", c.path)
+        assert c["x"] == 1 and c["y"] == [2]
+    finally:
+        c.close()
+    assert info.returncode == 0, info.stderr
+    assert f"held by process {os.getpid()}" in info.stdout
+    assert "keys:          2 (1 not in the index yet)" in info.stdout
+    assert ls.returncode == 0 and f"{engine}:" in ls.stdout
+    assert verify.returncode == 1 and "journal: key 'y' is in slot" in verify.stdout
+    assert "Traceback" not in verify.stderr
+    assert repair.returncode == 2
+    result = run("verify", "--deep", c.path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 packed values" in result.stdout

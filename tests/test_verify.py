@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 
-from chest import Chest, cli
-from chest.journal import JOURNAL_NAME
+from test_folder import (change_slots, crash_packed, damage_database,  # noqa: F401
+                         engine, make_packed, slot_of, snapshot_data)
+
+from chest import Chest, cli, folder
+from chest.folder import read_packed
+from chest.journal import JOURNAL_NAME, Journal
+from chest.packed import ENGINES, engine_files
 from chest.store import INDEX_NAME
 
 
@@ -125,3 +132,134 @@ def test_verify_deep_of_a_json_chest_says_it_checks_pickles_only(tmp_path, capsy
     out = capsys.readouterr().out
     assert "none of the 3 value files loads with pickle.load" in out
     assert "damaged" not in out  # the files are whole: they are json
+
+
+# -- packed values ----------------------------------------------------------------
+def test_verify_clean_packed_chest(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    before = snapshot_data(path)
+    assert cli.main(["verify", "--deep", path]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no problems: 4 keys, 1 value files")
+    assert ", 3 packed values (" in out
+    assert snapshot_data(path) == before
+
+
+def test_verify_crashed_packed_chest(tmp_path, engine, capsys):
+    path = crash_packed(tmp_path, engine)
+    db = ENGINES[engine].filename
+    assert cli.main(["verify", "--deep", path]) == 1
+    out = capsys.readouterr().out
+    assert re.search(rf"journal: key 'v1' is in slot \d+ of {re.escape(db)} "
+                     rf"\(\d+ bytes\) but not in the index", out)
+    assert re.search(rf"journal: key 'replaced' is in slot \d+ of {re.escape(db)} .*; "
+                     rf"the index says {engine}:\d+", out)
+    old = slot_of(path, "replaced")[1]
+    assert (f"leftover: slot {old} of {db} (" in out and
+            "(an older value of key 'replaced', kept until a flush" in out)
+    assert "'v0'" not in out and "damaged" not in out and "orphan" not in out
+
+
+def test_verify_missing_slot(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    x = slot_of(path, "x")
+    change_slots(path, engine, delete=[x[1]])
+    assert cli.main(["verify", path]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"missing: key 'x': its slot {x[1]} of "
+                        f"{ENGINES[engine].filename} is missing")
+    assert lines[-1].startswith("1 problems")
+
+
+def test_verify_orphan_slot(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    change_slots(path, engine, put=[(99, pickle.dumps("nobody's"))])
+    assert cli.main(["verify", path]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"orphan: slot 99 of {ENGINES[engine].filename} "
+                               f"(")
+    assert "is a slot no key refers to" in lines[0]
+    assert lines[-1].startswith("1 problems")
+
+
+def test_verify_slot_of_another_size_or_damaged(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    x, ab = slot_of(path, "x"), slot_of(path, ("a", "b"))
+    size = read_packed(path).sizes[ab]
+    change_slots(path, engine, put=[(x[1], b"\x80short"), (ab[1], b"\xff" * size)])
+    db = ENGINES[engine].filename
+    assert cli.main(["verify", path]) == 1  # sizes only
+    out = capsys.readouterr().out
+    assert f"size: key 'x': slot {x[1]} of {db} has 6 bytes, the index says" in out
+    assert "('a', 'b')" not in out
+    assert cli.main(["verify", "--deep", path]) == 1
+    out = capsys.readouterr().out
+    assert f"damaged: key ('a', 'b'): slot {ab[1]} of {db} does not load (" in out
+    assert f"damaged: key 'x': slot {x[1]} of {db} does not load (" in out
+
+
+def test_verify_damaged_database_is_one_problem(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    damage_database(path, engine)
+    assert cli.main(["verify", "--deep", path]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"damaged: {ENGINES[engine].filename} cannot be read (")
+    assert lines[0].endswith("the packed values of 3 keys in the index cannot be read")
+    assert lines[1].startswith("1 problems") and "1 value files" in lines[1]
+
+
+def test_verify_missing_database(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    for name in engine_files(engine):
+        if os.path.exists(os.path.join(path, name)):
+            os.remove(os.path.join(path, name))
+    assert cli.main(["verify", path]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"missing: {ENGINES[engine].filename} is missing: the packed "
+                        f"values of 3 keys ('x', ('a', 'b'), 7) are lost")
+    assert len(lines) == 2
+
+
+def test_verify_unsafe_place_in_the_journal(tmp_path, capsys):
+    path = make_packed(str(tmp_path / "c"), "sqlite")
+    journal = Journal(os.path.join(path, JOURNAL_NAME))
+    journal.append("x", ("zip", 3), 10)
+    journal.append("y", ("sqlite", -1), 10)
+    journal.close()
+    assert cli.main(["verify", path]) == 1
+    out = capsys.readouterr().out
+    assert ("journal: key 'x' was written to place ('zip', 3), which is neither a file "
+            "name nor a slot of a known engine (an unsafe record, ignored)") in out
+    assert "journal: key 'y' was written to place ('sqlite', -1)" in out
+
+
+def test_verify_without_the_engines_package(tmp_path, monkeypatch, capsys):
+    path = make_packed(str(tmp_path / "c"), "sqlite")
+
+    def missing(engine, path):
+        raise ImportError("packed='sqlite' needs a package this Python lacks")
+
+    monkeypatch.setattr(folder, "open_packed", missing)
+    assert cli.main(["verify", path]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("unchecked: .packed.sqlite3 cannot be read by this Python "
+                          "(packed='sqlite' needs a package this Python lacks): the "
+                          "packed values of 3 keys are not checked\n")
+    assert "missing" not in out
+
+
+def test_verify_beside_a_packed_writer_in_this_process(tmp_path, engine, capsys):
+    c = Chest(path=str(tmp_path / "c"), available_memory=0, packed=engine)
+    try:
+        c["x"] = 1
+        c.flush()
+        c["y"] = 2  # in the journal only
+        assert cli.main(["verify", c.path]) == 1
+        out = capsys.readouterr().out
+        assert out.startswith("note: the chest is open for writing by this process")
+        assert "journal: key 'y' is in slot" in out
+        assert c["x"] == 1 and c["y"] == 2
+    finally:
+        c.close()
+    assert cli.main(["verify", "--deep", c.path]) == 0
