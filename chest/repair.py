@@ -1,8 +1,11 @@
 """Rebuild a chest's ``.keys`` from what can be trusted (``repair``).
 
 ``repair`` takes the writer's lock, keeps the entries of the index and the
-journal whose files exist and load, recovers files whose names say their
-key, and removes the leftovers of a crash. :func:`plan_repair` decides,
+journal whose files (or packed slots) exist and load, recovers files whose
+names say their key, and removes the leftovers of a crash: temporary and
+retired files, and packed slots no key refers to. A packed database that
+cannot be read is moved aside (``.packed.sqlite3.damaged``) and the keys
+whose values it held are dropped. :func:`plan_repair` decides,
 :func:`repair` prints the decisions and carries them out.
 
 Examples
@@ -29,21 +32,23 @@ import pickle
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import (IO, Callable, Dict, Hashable, Iterable, List, Optional, Sequence,
-                    Set, Tuple)
+from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, Optional,
+                    Sequence, Set, Tuple)
 
 from . import lock as _lock
 from .errors import ChestLockedError, FolderError
-from .folder import (BACKUP_NAME, Entry, IndexInfo, JournalInfo, Loaded, full_path,
-                     retired_name, is_chest_file, check_folder, check_value_file,
-                     effective_entries, key_from_name, read_index,
+from .folder import (BACKUP_NAME, Entry, IndexInfo, JournalInfo, Loaded, PackedReader,
+                     damaged_name, describe_place, engine_filename, full_path,
+                     place_sizes, place_text, retired_name, is_chest_file, check_folder,
+                     check_value_file, effective_entries, key_from_name, read_index,
                      read_journal_file, walk_files)
 from .journal import JOURNAL_NAME
 from .progress import Progress
 from .files import OLD_PREFIX, TMP_PREFIX
-from .index import INDEX_NAME
+from .index import ENGINE_NAMES, INDEX_NAME, Slot, is_slot, is_valid_place
 from .index import write_index_file as _write_index_file
 from .names import safe_name
+from .packed import engine_files, open_engine
 from .store import Store
 
 __all__ = ["Plan", "plan_repair", "repair", "write_index_file"]
@@ -70,10 +75,17 @@ class Plan:
     entries: List[Entry] = field(default_factory=list)
     restores: List[Tuple[str, str]] = field(default_factory=list)  # from, to
     removals: List[str] = field(default_factory=list)
+    #: Packed slots to remove: no key of the new index refers to them.
+    slot_removals: List[Slot] = field(default_factory=list)
+    #: Engine files that cannot be read, moved aside: (from, to), with companions.
+    moves: List[Tuple[str, str]] = field(default_factory=list)
+    #: The engine new small values go to (kept from the index, or, if it cannot
+    #: be read, the one whose database is in the folder).
+    packed: Optional[str] = None
     dropped: int = 0  # keys lost: their files are missing, unsafe or do not load
     deleted: int = 0  # keys the journal says were deleted
     unchanged: int = 0  # entries of the index kept as they are
-    left: int = 0  # files no key will refer to, left in place
+    left: int = 0  # files (and packed slots) no key will refer to, left in place
     loaded: int = 0
     failed: int = 0
     changed: bool = False
@@ -81,7 +93,7 @@ class Plan:
 
 def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
                 files: Dict[str, int], say: Callable[[str], None],
-                quiet: bool = False) -> Plan:
+                quiet: bool = False, packed: Optional[PackedReader] = None) -> Plan:
     """Decide what the new index holds, and what to restore and remove.
 
     Parameters
@@ -96,20 +108,36 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
         Called with one line per decision.
     quiet : bool
         Show no progress on the terminal.
+    packed : PackedReader, optional
+        The folder's packed engines, opened to read (opened and closed here
+        if not given).
 
     Returns
     -------
     Plan
         Nothing on disk is changed.
     """
+    if packed is None:
+        with PackedReader(path) as reader:
+            return plan_repair(path, index, journal, files, say, quiet, reader)
     plan = Plan()
-    entries = effective_entries(index.entries, journal.records, files.get)
+    slots = packed.info.sizes
+    sizes = place_sizes(files, slots)
+    entries = effective_entries(index.entries, journal.records, sizes.get)
     kept: Dict[Hashable, Entry] = {}
-    used: Set[str] = set()  # folded names of kept entries
+    used: Set[Any] = set()  # folded names and slots of kept entries
     restored: Set[str] = set()
     entry_names = {e.name for e in entries.values()}
     referred = {e.name for e in index.entries} | entry_names
-    referred.update(name for _, name, _ in journal.records if name is not None)
+    referred.update(name for _, name, _ in journal.records
+                    if isinstance(name, str) or is_valid_place(name))
+    plan.packed = index.packed
+    if index.error is not None:
+        present = [name for name in ENGINE_NAMES if name in packed.info.files]
+        if len(present) == 1:
+            plan.packed = present[0]
+            say(f"keep   packing small values in {engine_filename(present[0])} "
+                f"(the index that said so cannot be read)")
 
     # Orphan files that may be recovered by their name: (file, name to take).
     candidates: List[Tuple[str, str]] = []
@@ -140,6 +168,14 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
         say(f"drop   {key!r}: deleted after the index was written (journal)")
         plan.deleted += 1
 
+    for engine, why in sorted(packed.info.errors.items()):
+        target = _damaged_engine_name(path, engine)
+        for name in engine_files(engine):
+            if name in files:
+                plan.moves.append((name, target + name[len(engine_filename(engine)):]))
+        say(f"move   {engine_filename(engine)} -> {target}: it cannot be read ({why}); "
+            f"the keys whose values it holds are dropped")
+
     def load(name: str) -> Loaded:
         loaded = check_value_file(full_path(path, name))
         progress.advance()
@@ -151,6 +187,9 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
 
     with Progress(len(entries) + len(candidates), quiet) as progress:
         for e in entries.values():
+            if is_slot(e.name):
+                _plan_slot(e, plan, packed, kept, used, say, progress)
+                continue
             what = f"{e.key!r} ({e.source}, file {e.name})"
             if safe_name(e.name) != e.name or e.name.casefold() in used:
                 progress.advance()
@@ -224,9 +263,10 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
             # Its key's file exists, or it was replaced or deleted since the
             # index: opening the chest for writing would remove it too.
             plan.removals.append(old)
+    _plan_slot_removals(plan, packed, index, journal, kept, say)
     if plan.unchanged:
         say(f"keep   {plan.unchanged} keys of the index as they are (their files "
-            f"exist and load)")
+            f"or slots exist and load)")
     for name in plan.removals:
         say(f"remove {name}")
     if journal.exists:
@@ -237,12 +277,112 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
     new_entries = [(e.key, e.name, e.size) for e in plan.entries]
     plan.changed = bool(
         index.error is not None or index.legacy or journal.exists or plan.removals
-        or plan.restores or old_entries != new_entries
-        or (not index.exists and plan.entries))
+        or plan.restores or plan.slot_removals or plan.moves
+        or old_entries != new_entries or (not index.exists and plan.entries))
     return plan
 
 
-def write_index_file(path: str, entries: Iterable[Entry], durable: bool = True) -> None:
+def _plan_slot(e: Entry, plan: Plan, packed: PackedReader, kept: Dict[Hashable, Entry],
+               used: Set[Any], say: Callable[[str], None], progress: Progress) -> None:
+    """Keep or drop an entry whose value is packed."""
+    what = f"{e.key!r} ({e.source}, {describe_place(e.name)})"
+    engine = e.name[0]
+    size = packed.info.sizes.get(e.name)
+    if e.name in used:
+        progress.advance()
+        say(f"drop   {what}: another key has this slot")
+        plan.dropped += 1
+        return
+    unavailable = packed.info.unavailable.get(engine)
+    if unavailable is not None:
+        # This Python cannot open the engine: keep the entry as it is.
+        progress.advance()
+        say(f"keep   {what}: not checked, {engine_filename(engine)} cannot be read by "
+            f"this Python ({unavailable})")
+        kept[e.key] = e
+        used.add(e.name)
+        return
+    if engine in packed.info.errors:
+        progress.advance()
+        say(f"drop   {what}: {engine_filename(engine)} cannot be read")
+        plan.dropped += 1
+        return
+    if size is None:
+        progress.advance()
+        gone = ("the slot is missing" if engine in packed.info.files else
+                f"{engine_filename(engine)} is missing")
+        say(f"drop   {what}: {gone}")
+        plan.dropped += 1
+        return
+    loaded = packed.check(e.name)
+    progress.advance()
+    if loaded.ok or loaded.whole:
+        plan.loaded += 1
+    else:
+        plan.failed += 1
+        say(f"drop   {what}: it does not load ({loaded.reason}); the slot is removed")
+        plan.dropped += 1
+        return
+    note = f", size {e.size} -> {size}" if size != e.size else ""
+    if not loaded.ok:
+        note += f"; it does not load here ({loaded.describe()})"
+    if note or e.source != "index":
+        say(f"keep   {what}{note}")
+    else:
+        plan.unchanged += 1
+    kept[e.key] = Entry(e.key, e.name, size, e.source)
+    used.add(e.name)
+
+
+def _plan_slot_removals(plan: Plan, packed: PackedReader, index: IndexInfo,
+                        journal: JournalInfo, kept: Dict[Hashable, Entry],
+                        say: Callable[[str], None]) -> None:
+    """Remove the slots no kept key has: orphans (written, never recorded),
+    older values of keys written again, values that do not load. With an
+    unreadable index, slots no journal record names are left: the index
+    that named them may yet be mended from ``.keys.damaged``."""
+    slots = packed.info.sizes
+    live = {e.name for e in kept.values() if is_slot(e.name)}
+    owner: Dict[Any, Hashable] = {e.name: e.key for e in index.entries
+                                  if is_slot(e.name)}
+    for key, name, _ in journal.records:
+        if is_valid_place(name) and is_slot(name):
+            owner[name] = key
+    unknown = []
+    for place in sorted(set(slots) - live):
+        where = f"{describe_place(place)} ({slots[place]} bytes)"
+        if place in owner:
+            plan.slot_removals.append(place)
+            say(f"remove {where}: a value of key {owner[place]!r} the chest no longer "
+                f"has")
+        elif index.error is not None:
+            unknown.append(place)
+        else:
+            plan.slot_removals.append(place)
+            say(f"remove {where}: no key refers to it (a value whose write was not "
+                f"recorded)")
+    if unknown:
+        shown = ", ".join(place_text(p) for p in unknown[:5])
+        say(f"leave  {len(unknown)} slots no key can be told for ({shown}"
+            f"{', ...' if len(unknown) > 5 else ''}): the index that may name them "
+            f"cannot be read (its copy is kept); the next repair, or opening the "
+            f"chest for writing, removes them")
+        plan.left += len(unknown)
+
+
+def _damaged_engine_name(path: str, engine: str) -> str:
+    """A free name to keep a damaged engine file under."""
+    base, main = damaged_name(engine), engine_filename(engine)
+    name, i = base, 0
+    while any(os.path.lexists(os.path.join(path, name + f[len(main):]))
+              for f in engine_files(engine)):
+        i += 1
+        name = f"{base}.{i}"
+    return name
+
+
+def write_index_file(path: str, entries: Iterable[Entry], durable: bool = True,
+                     packed: Optional[str] = None) -> None:
     """Atomically write ``.keys`` listing ``entries``, as Store.write_index does.
 
     For a folder whose ``.keys`` cannot be read (so no
@@ -257,17 +397,29 @@ def write_index_file(path: str, entries: Iterable[Entry], durable: bool = True) 
         The keys, in the chest's order.
     durable : bool
         ``fsync`` the file and the folder.
+    packed : str, optional
+        The engine new small values go to (``"sqlite"``, ``"lmdb"``).
     """
-    _write_index_file(path, [(e.key, e.name, e.size) for e in entries], durable)
+    _write_index_file(path, [(e.key, e.name, e.size) for e in entries], durable,
+                      packed=packed)
 
 
 def _write_with_store(path: str, entries: Sequence[Entry]) -> None:
-    """Write ``.keys`` through Store.write_index (the index must be readable)."""
+    """Write ``.keys`` through Store.write_index (the index must be readable):
+    its format, and the engine it names for new small values, are kept."""
     store = Store(path, pickle.dump, pickle.load, readonly=True, durable=True)
-    for e in entries:
-        store.names[e.key] = e.name
-        store.files[e.key] = e.size
-    store.write_index([e.key for e in entries])
+    try:
+        for e in entries:
+            if is_slot(e.name):
+                store.names.pop(e.key, None)
+                store.slots[e.key] = e.name
+            else:
+                store.slots.pop(e.key, None)
+                store.names[e.key] = e.name
+            store.files[e.key] = e.size
+        store.write_index([e.key for e in entries])
+    finally:
+        store.close()
 
 
 def _backup_name(path: str) -> str:
@@ -329,7 +481,13 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
         backup = _backup_name(path) if index.error is not None else None
         if backup is not None:
             say(f"copy   {INDEX_NAME} -> {backup}")
-        plan = plan_repair(path, index, journal, files, say, quiet)
+        with PackedReader(path) as packed:  # closed before anything changes
+            for engine, why in sorted(packed.info.unavailable.items()):
+                raise FolderError(
+                    f"cannot repair {path}: its packed values in "
+                    f"{engine_filename(engine)} cannot be read by this Python ({why}). "
+                    f"Nothing was changed")
+            plan = plan_repair(path, index, journal, files, say, quiet, packed)
         if not plan.changed:
             print(f"nothing to repair: {len(plan.entries)} keys", file=out)
             return plan
@@ -347,8 +505,8 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
               f"{sources.count('file name')} recovered from file names), "
               f"{plan.dropped} dropped", file=out)
         if plan.left:
-            print(f"{plan.left} files are left in place with no key (verify lists "
-                  f"them as orphans); delete them once you are sure", file=out)
+            print(f"{plan.left} files or slots are left in place with no key (verify "
+                  f"lists them as orphans); delete them once you are sure", file=out)
         return plan
     finally:
         writer_lock.release()
@@ -364,14 +522,23 @@ def _apply(path: str, plan: Plan, index: IndexInfo, journal: JournalInfo,
         if index.error is None and not index.legacy:
             _write_with_store(path, plan.entries)
         else:
-            write_index_file(path, plan.entries)
+            write_index_file(path, plan.entries, packed=plan.packed)
         # Only now: a crash before the index is written must find the journal.
         if journal.exists:
             os.remove(os.path.join(path, JOURNAL_NAME))
+        # The new index names no slot of a database moved aside.
+        for source, name in plan.moves:
+            os.replace(full_path(path, source), full_path(path, name))
         for name in plan.removals:
             try:
                 os.remove(full_path(path, name))
             except FileNotFoundError:
                 pass
+        for engine in sorted({name for name, _ in plan.slot_removals}):
+            db = open_engine(engine, path, durable=True)
+            try:
+                db.delete(slot for name, slot in plan.slot_removals if name == engine)
+            finally:
+                db.close()
     except OSError as e:
         raise FolderError(f"repair of {path} failed: {e}") from e

@@ -4,11 +4,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 
 from conftest import files_in, snapshot
+from test_folder import (BIG, change_slots, crash_packed, damage_database,  # noqa: F401
+                         engine, make_packed, slot_of, snapshot_data)
 
-from chest import Chest, cli
-from chest.folder import Entry
+from chest import Chest, cli, folder
+from chest.folder import Entry, read_index, read_packed
+from chest.packed import ENGINES
 from chest.repair import write_index_file
 from chest.store import INDEX_NAME, Store, hashed_name
 
@@ -154,3 +158,164 @@ def test_index_written_without_a_store_is_the_stores_format(tmp_path):
             open(tmp_path / "store" / INDEX_NAME, "rb") as b:
         assert a.read() == b.read()
     assert files_in(tmp_path / "mine") == [INDEX_NAME]
+
+
+# -- packed values ----------------------------------------------------------------
+def reopened(path):
+    """The contents of the chest at ``path`` and the engine its index names."""
+    c = Chest(path=path)
+    try:
+        return dict(c), c.store.packed
+    finally:
+        c.close()
+
+
+def test_repair_clean_packed_chest_changes_nothing(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    before = snapshot_data(path)
+    assert cli.main(["repair", path]) == 0
+    out = capsys.readouterr().out
+    assert "keep   4 keys of the index as they are" in out
+    assert "nothing to repair: 4 keys" in out
+    assert snapshot_data(path) == before
+
+
+def test_repair_crashed_packed_chest(tmp_path, engine, capsys):
+    path = crash_packed(tmp_path, engine)
+    old = slot_of(path, "replaced")
+    db = ENGINES[engine].filename
+    before = snapshot_data(path)
+    assert cli.main(["repair", "--dry-run", path]) == 0
+    out = capsys.readouterr().out
+    assert f"would remove slot {old[1]} of {db} (" in out
+    assert "a value of key 'replaced' the chest no longer has" in out
+    assert snapshot_data(path) == before
+
+    assert cli.main(["repair", path]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"keep   'v1' \(journal, slot \d+ of {re.escape(db)}\)", out)
+    assert "keep   'big' (journal, file big)" in out
+    assert "remove .journal" in out
+    assert ("wrote .keys: 6 keys (1 from the index, 5 from the journal, 0 recovered "
+            "from file names), 0 dropped") in out
+    assert old not in read_packed(path).sizes
+    index = read_index(path)
+    assert (index.version, index.packed) == (2, engine)  # the store's format
+    assert cli.main(["verify", "--deep", path]) == 0
+    assert cli.main(["repair", path]) == 0
+    assert "nothing to repair: 6 keys" in capsys.readouterr().out
+    assert reopened(path) == ({"kept": "flushed", "replaced": "the new, longer value",
+                               "v1": list(range(101)), "v2": list(range(102)),
+                               ("t", "u"): "tuple", "big": BIG}, engine)
+
+
+def test_repair_drops_a_missing_slot(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    x = slot_of(path, "x")
+    change_slots(path, engine, delete=[x[1]])
+    assert cli.main(["repair", path]) == 1  # a key was dropped
+    out = capsys.readouterr().out
+    assert (f"drop   'x' (index, slot {x[1]} of {ENGINES[engine].filename}): the slot "
+            f"is missing") in out
+    assert "keep   3 keys of the index as they are" in out
+    assert cli.main(["verify", path]) == 0
+    assert reopened(path) == ({("a", "b"): "ab", 7: "seven", "big": BIG}, engine)
+
+
+def test_repair_drops_and_removes_a_slot_that_does_not_load(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    x = slot_of(path, "x")
+    change_slots(path, engine, put=[(x[1], b"\x80\x05not a pickle")])
+    assert cli.main(["repair", path]) == 1
+    out = capsys.readouterr().out
+    assert f"drop   'x' (index, slot {x[1]} of " in out
+    assert "it does not load (" in out and "the slot is removed" in out
+    assert x not in read_packed(path).sizes
+    assert cli.main(["verify", "--deep", path]) == 0
+
+
+def test_repair_removes_orphan_slots(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    change_slots(path, engine, put=[(99, pickle.dumps("nobody's"))])
+    before = snapshot_data(path)
+    assert cli.main(["repair", "--dry-run", path]) == 0
+    out = capsys.readouterr().out
+    assert (f"would remove slot 99 of {ENGINES[engine].filename} (") in out
+    assert "no key refers to it" in out
+    assert snapshot_data(path) == before
+    assert cli.main(["repair", path]) == 0
+    assert "would" not in capsys.readouterr().out
+    assert (engine, 99) not in read_packed(path).sizes
+    assert cli.main(["verify", "--deep", path]) == 0
+    assert len(reopened(path)[0]) == 4
+
+
+def test_repair_moves_a_damaged_database_aside(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    db = damage_database(path, engine)
+    with open(db, "rb") as f:
+        damaged = f.read()
+    before = snapshot_data(path)
+    assert cli.main(["repair", "--dry-run", path]) == 1
+    assert snapshot_data(path) == before
+    capsys.readouterr()
+    assert cli.main(["repair", path]) == 1
+    out = capsys.readouterr().out
+    name = ENGINES[engine].filename
+    assert f"move   {name} -> {name}.damaged: it cannot be read (" in out
+    assert f"drop   'x' (index, slot " in out and f"of {name}): {name} cannot be read" \
+        in out
+    assert "1 from the index" in out and "3 dropped" in out
+    with open(db + ".damaged", "rb") as f:
+        assert f.read() == damaged
+    assert cli.main(["verify", "--deep", path]) == 0
+    c = Chest(path=path, available_memory=0)
+    try:
+        assert dict(c) == {"big": BIG}
+        c["new"] = "small"  # the engine works again, in a new database
+        c.flush()
+        assert "new" in c.store.slots
+    finally:
+        c.close()
+    assert cli.main(["verify", "--deep", path]) == 0
+
+
+def test_repair_garbage_index_of_a_packed_chest(tmp_path, engine, capsys):
+    path = crash_packed(tmp_path, engine)
+    with open(os.path.join(path, INDEX_NAME), "wb") as f:
+        f.write(b"garbage")
+    assert cli.main(["repair", path]) == 1  # slots only the index named are left
+    out = capsys.readouterr().out
+    db = ENGINES[engine].filename
+    assert f"keep   packing small values in {db}" in out
+    assert re.search(r"leave  2 slots no key can be told for \(.*\): the index that "
+                     r"may name them cannot be read", out)
+    # The journal's keys are kept; 'kept' and the flushed 'replaced' were in the
+    # index only: their slots stay until the chest is opened for writing.
+    assert reopened(path) == ({"replaced": "the new, longer value",
+                               "v1": list(range(101)), "v2": list(range(102)),
+                               ("t", "u"): "tuple", "big": BIG}, engine)
+
+
+def test_repair_refuses_without_the_engines_package(tmp_path, monkeypatch, capsys):
+    path = make_packed(str(tmp_path / "c"), "sqlite")
+    change_slots(path, "sqlite", put=[(99, b"x")])
+
+    def missing(engine, path):
+        raise ImportError("no such package")
+
+    monkeypatch.setattr(folder, "open_packed", missing)
+    before = snapshot(path)
+    assert cli.main(["repair", path]) == 2
+    assert ("cannot be read by this Python (no such package). Nothing was changed"
+            in capsys.readouterr().err)
+    assert snapshot(path) == before
+
+
+def test_index_with_slots_written_without_a_store(tmp_path):
+    entries = [Entry("x", ("sqlite", 3), 10), Entry("y", "y", 20)]
+    write_index_file(str(tmp_path), entries, packed="sqlite")
+    index = read_index(str(tmp_path))
+    assert (index.version, index.packed) == (2, "sqlite")
+    assert [(e.key, e.name, e.size) for e in index.entries] == \
+        [("x", ("sqlite", 3), 10), ("y", "y", 20)]
