@@ -929,10 +929,46 @@ class Chest(MutableMapping):
                 except Exception as e:
                     self._unwritable[key] = e
                     raise
-            self._unwritable.pop(key, None)
-            del self.inmem[key]
-            self.memory_usage -= self._sizes.pop(key)
-            self.policy.remove(key)
+            self._forget_in_memory(key)
+
+    def _forget_in_memory(self, key: Hashable) -> None:
+        """Drop ``key``'s value from memory; its file or slot holds it (lock held)."""
+        self._unwritable.pop(key, None)
+        del self.inmem[key]
+        self.memory_usage -= self._sizes.pop(key)
+        self.policy.remove(key)
+
+    def _pack_all(self) -> None:
+        """Write the packable values in memory in one commit of the packed
+        engine, and drop them from memory (lock held). The others, and any
+        value this cannot write, are left to :meth:`move_to_disk`."""
+        if self.store.packed is None or self.store.packed in self.store.broken or \
+                self._on_overflow is not _do_nothing:  # (called key by key)
+            return
+        batch = []
+        for key, value in self.inmem.items():
+            if self._sizes[key] > SMALL_VALUE or self._is_clean(key, value):
+                continue
+            try:
+                data = self._dumps(value)
+            except Exception:
+                continue  # move_to_disk raises it, and records it
+            if len(data) < self.packed_limit:
+                batch.append((key, data))
+        if len(batch) < 2:
+            return
+        try:
+            written = self.store.pack_many([data for _, data in batch])
+        except Exception:
+            return  # each is tried alone
+        for (key, data), w in zip(batch, written):
+            try:
+                self.store.commit(key, w)
+            except Exception:
+                self.store.discard(w)
+                continue
+            self._count_write(key, w, self._sizes[key], bytes_token(data))
+            self._forget_in_memory(key)
 
     def get_from_disk(self, key: Hashable) -> None:
         """Load ``key``'s value into memory (no effect if it is there)."""
@@ -1024,6 +1060,7 @@ class Chest(MutableMapping):
             except Exception as e:
                 self._keep_unwritable(key, value, size, e)
                 failures[key] = e
+        self._pack_all()
         for key in list(self.inmem):
             try:
                 self.move_to_disk(key)

@@ -79,6 +79,11 @@ class PackedEngine:
         """Store ``data`` under ``slot`` (a new slot), committed."""
         raise NotImplementedError
 
+    def put_many(self, items: Iterable[Tuple[int, bytes]]) -> None:
+        """Store every ``(slot, data)`` in one commit (a commit costs more
+        than a small put: ~20 us with SQLite here)."""
+        raise NotImplementedError
+
     def get(self, slot: int) -> Optional[bytes]:
         """The bytes of ``slot``; None if there is no such slot."""
         raise NotImplementedError
@@ -168,6 +173,22 @@ class SQLiteEngine(PackedEngine):
             try:
                 db.execute("INSERT OR REPLACE INTO packed (slot, data) VALUES (?, ?)",
                            (slot, data))
+            except sqlite3.Error as e:
+                raise as_os_error(e, self.path) from e
+
+    def put_many(self, items: Iterable[Tuple[int, bytes]]) -> None:
+        rows = list(items)
+        with self._lock:
+            db = self._connection()
+            try:
+                db.execute("BEGIN")
+                try:
+                    db.executemany("INSERT OR REPLACE INTO packed (slot, data) "
+                                   "VALUES (?, ?)", rows)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
             except sqlite3.Error as e:
                 raise as_os_error(e, self.path) from e
 
@@ -316,6 +337,16 @@ class LMDBEngine(PackedEngine):
         try:
             with self._environment().begin(write=True) as txn:
                 txn.put(slot.to_bytes(8, "big"), data)
+        except lmdb.Error as e:
+            raise as_os_error(e, self.path) from e
+
+    def put_many(self, items: Iterable[Tuple[int, bytes]]) -> None:
+        if self.readonly:
+            raise ValueError(f"the packed values of {self.path} are open read-only")
+        try:
+            with self._environment().begin(write=True) as txn:
+                for slot, data in items:
+                    txn.put(slot.to_bytes(8, "big"), data)
         except lmdb.Error as e:
             raise as_os_error(e, self.path) from e
 

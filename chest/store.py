@@ -163,7 +163,6 @@ class Store:
         self._retired_at_index: Set[str] = set()  # retired names it lists
         self._retired_at_index_slots: Set[Slot] = set()  # retired slots it lists
         self._retired_slots: Set[Slot] = set()  # slots the index on disk names
-        self._indexed_slots: Set[Slot] = set()  # every slot the index names
         self._engines: Dict[str, PackedEngine] = {}
         self._scanned: Dict[str, Dict[int, int]] = {}  # while opening
         #: engine -> why it could not be read when the store opened.
@@ -458,7 +457,7 @@ class Store:
             os.replace(written.tmp, written.filename)
             old_slot = self.slots.pop(key, None)
             if old_slot is not None:
-                self._retire_slot(old_slot)
+                self._retire_slot(key, old_slot)
         else:
             if key in self.files:
                 self._retire_copy(key)
@@ -525,7 +524,7 @@ class Store:
     def _retire_copy(self, key: Hashable) -> None:
         place = self.slots.pop(key, None)
         if place is not None:
-            self._retire_slot(place)
+            self._retire_slot(key, place)
         else:
             self._retire_path(self.full_path(self.names[key]))
 
@@ -598,6 +597,19 @@ class Store:
         self.engine(self.packed).put(place[1], data)
         return Packed(place, len(data), time.perf_counter() - start)
 
+    def pack_many(self, datas: List[bytes]) -> List[Packed]:
+        """As :meth:`pack_temp` for many values, in one commit of the engine."""
+        assert self.packed is not None, "no packed engine"
+        start = time.perf_counter()
+        with self._slot_lock:
+            first = self._next_slot
+            self._next_slot += len(datas)
+        numbers = range(first, first + len(datas))
+        self.engine(self.packed).put_many(zip(numbers, datas))
+        seconds = (time.perf_counter() - start) / max(len(datas), 1)
+        return [Packed((self.packed, n), len(data), seconds)
+                for n, data in zip(numbers, datas)]
+
     def read_packed(self, key: Hashable, place: Slot) -> Tuple[bytes, float]:
         """The bytes of ``key``'s packed value in ``place``: ``(data, seconds)``.
         Safe to call without the chest's lock."""
@@ -615,11 +627,11 @@ class Store:
             raise ValueFileError(key, filename, why)
         return data, time.perf_counter() - start
 
-    def _retire_slot(self, place: Slot) -> None:
+    def _retire_slot(self, key: Hashable, place: Slot) -> None:
         """An older copy in a slot: kept until the next index write if the
         index on disk names it (a crash must find the flushed value), else
         removed now."""
-        if place in self._indexed_slots:
+        if self.indexed.get(key) == place:
             self._retired_slots.add(place)
         else:
             self.engine(place[0]).delete([place[1]])
@@ -734,7 +746,6 @@ class Store:
         self._indexed_sizes = {key: size for key, _, size in entries}
         self._indexed_paths = {self.full_path(p) for p in self.indexed.values()
                                if not isinstance(p, tuple)}
-        self._indexed_slots = {p for p in self.indexed.values() if isinstance(p, tuple)}
 
     def _remove_empty_folders(self) -> None:
         """Remove the folders of tuple keys that are all gone, deepest first,
@@ -884,7 +895,6 @@ class Store:
         self.files.clear()
         self.slots.clear()
         self._retired_slots.clear()
-        self._indexed_slots.clear()
         self.indexed.clear()
         self._indexed_paths = set()
         self._taken.clear()

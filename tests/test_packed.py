@@ -41,6 +41,17 @@ def test_put_get_delete_slots(tmp_path, name):
         e.get(1)
 
 
+def test_put_many_in_one_commit(tmp_path, name):
+    e = open_engine(name, str(tmp_path))
+    try:
+        e.put_many([(slot, b"%d" % slot) for slot in range(1, 1001)])
+        e.put_many([])
+        assert e.last_slot() == 1000 and e.get(500) == b"500"
+        assert len(list(e.slots())) == 1000
+    finally:
+        e.close()
+
+
 def test_committed_values_survive_reopening_and_kill_9(tmp_path, name):
     script = f"""
 import os, signal, sys
