@@ -5,8 +5,9 @@ A chest with a path keeps one file per key in its folder, or, with
 ``.packed.lmdb``), and lists where each key's value is in the ``.keys``
 index (keys written since the last flush are listed in the ``.journal``).
 ``info``, ``ls`` and ``verify`` only read the folder: they take no lock and
-change nothing, so they are safe while a writer has the chest open. ``repair`` takes the writer's lock and rewrites ``.keys`` from
-what can be trusted. This module parses and prints; the work is done in
+change nothing, so they are safe while a writer has the chest open.
+``repair`` takes the writer's lock and rewrites ``.keys`` from what can be
+trusted. This module parses and prints; the work is done in
 :mod:`chest.folder` (reading the folder), :mod:`chest.verify` and
 :mod:`chest.repair`.
 

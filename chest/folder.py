@@ -38,14 +38,14 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
-                    Mapping, NamedTuple, Optional, Sequence, Tuple)
+                    Mapping, NamedTuple, Optional, Sequence, Set, Tuple)
 
 from . import lock as _lock
 from .errors import FolderError, IndexFileError, describe
 from .journal import JOURNAL_NAME, RECORD, read_journal
 from .files import OLD_PREFIX, TMP_PREFIX
 from .index import (ENGINE_NAMES, HEADER, INDEX_MAGIC, INDEX_NAME, Slot, holds_a_chest,
-                    is_valid_place)
+                    is_valid_place, parse_index)
 from .names import IDENTIFIER, key_to_filename
 from .packed import ENGINES, PackedEngine, as_os_error, engine_files, open_engine
 from .store import Store
@@ -93,6 +93,11 @@ class IndexInfo:
     entries: List[Entry] = field(default_factory=list)
     #: The engine new small values go to (format 2), None if files only.
     packed: Optional[str] = None
+    #: The number the writer gives its next packed slot (format 2; 0 if the
+    #: index does not say): slots from there on were written after the index.
+    next_slot: int = 0
+    #: Slots the writer removes right after writing the index.
+    retired_slots: Set[Slot] = field(default_factory=set)
 
     @property
     def readable(self) -> bool:
@@ -189,23 +194,36 @@ def read_index(path: str) -> IndexInfo:
     info.legacy = not data.startswith(INDEX_MAGIC)
     if not info.legacy and len(data) >= len(INDEX_MAGIC) + HEADER.size:
         info.version = HEADER.unpack_from(data, len(INDEX_MAGIC))[0]
-    # chest 0.2 wrote .keys with the user's dump: pickle, or json for a
-    # json chest (a list of [key, file name] pairs).
-    dump, load, mode = (json.dump, json.load, "t") if info.legacy and \
-        data.lstrip()[:1] == b"[" else (pickle.dump, pickle.load, "b")
     try:
-        # Read-only: no lock, no journal replay, no clean-up; nothing changes.
-        store = Store(path, dump, load, mode=mode, readonly=True)
+        if info.legacy:
+            info.entries = _read_legacy_index(path, data)
+            return info
+        # As Store reads it: a key listed twice has its last place and size.
+        content = parse_index(filename, data[len(INDEX_MAGIC):])
+        places = {key: place for key, place, _ in content.entries}
+        sizes = {key: size for key, _, size in content.entries}
     except IndexFileError as e:
         info.error = str(e)
         return info
     except Exception as e:  # a well-formed file with malformed entries
         info.error = f"cannot read the chest index {filename}: {type(e).__name__}: {e}"
         return info
-    info.entries = [Entry(key, name, store.files[key])
-                    for key, name in store.indexed.items()]
-    info.packed = store.packed
+    info.entries = [Entry(key, place, sizes[key]) for key, place in places.items()]
+    info.packed = content.packed
+    info.next_slot = content.next_slot
+    info.retired_slots = set(content.retired_slots)
     return info
+
+
+def _read_legacy_index(path: str, data: bytes) -> List[Entry]:
+    """The entries of a chest 0.2 ``.keys``, as a read-only Store reads them
+    (no lock, no journal replay, no clean-up: nothing changes)."""
+    # chest 0.2 wrote .keys with the user's dump: pickle, or json for a
+    # json chest (a list of [key, file name] pairs).
+    dump, load, mode = (json.dump, json.load, "t") if \
+        data.lstrip()[:1] == b"[" else (pickle.dump, pickle.load, "b")
+    store = Store(path, dump, load, mode=mode, readonly=True)
+    return [Entry(key, name, store.files[key]) for key, name in store.indexed.items()]
 
 
 def read_journal_file(path: str) -> JournalInfo:
@@ -386,9 +404,14 @@ class _SettledSQLite(PackedEngine):
         rows = self._query("SELECT data FROM packed WHERE slot = ?", (slot,))
         return bytes(rows[0][0]) if rows else None
 
-    def slots(self) -> Iterator[Tuple[int, int]]:
+    def slots(self, start: int = 0) -> Iterator[Tuple[int, int]]:
         return iter([(int(slot), int(size)) for slot, size in self._query(
-            "SELECT slot, length(data) FROM packed ORDER BY slot")])
+            "SELECT slot, length(data) FROM packed WHERE slot >= ? ORDER BY slot",
+            (start,))])
+
+    def last_slot(self) -> int:
+        rows = self._query("SELECT max(slot) FROM packed")
+        return int(rows[0][0] or 0) if rows else 0
 
     def close(self) -> None:
         with self._lock:
@@ -422,14 +445,24 @@ class _UnlockedLMDB(PackedEngine):
             raise as_os_error(e, self.path) from e
         return None if data is None else bytes(data)
 
-    def slots(self) -> Iterator[Tuple[int, int]]:
+    def slots(self, start: int = 0) -> Iterator[Tuple[int, int]]:
         try:
             with self._env.begin(buffers=True) as txn:
+                cursor = txn.cursor()
                 found = [(int.from_bytes(key, "big"), len(value))
-                         for key, value in txn.cursor()]
+                         for key, value in cursor] \
+                    if cursor.set_range(start.to_bytes(8, "big")) else []
         except lmdb.Error as e:
             raise as_os_error(e, self.path) from e
         return iter(found)
+
+    def last_slot(self) -> int:
+        try:
+            with self._env.begin() as txn:
+                cursor = txn.cursor()
+                return int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+        except lmdb.Error as e:
+            raise as_os_error(e, self.path) from e
 
     def close(self) -> None:
         if self._env is not None:
@@ -474,9 +507,10 @@ class PackedReader:
     >>> path = os.path.join(folder, "c")
     >>> with Chest(path=path, available_memory=0, packed="sqlite") as c:
     ...     c["x"] = [1, 2, 3]
+    >>> [x] = read_index(path).entries
     >>> with PackedReader(path) as packed:
-    ...     packed.info.sizes, packed.check(("sqlite", 1)).ok
-    ({('sqlite', 1): 22}, True)
+    ...     packed.info.sizes == {x.name: 22}, packed.check(x.name).ok
+    (True, True)
     >>> shutil.rmtree(folder)
     """
 
@@ -637,8 +671,9 @@ def journal_changes(index: Sequence[Entry],
             continue
         if not _is_checkable(name):
             changes.append(f"journal: key {key!r} was written to "
-                           f"{describe_place(name)}, which is neither a file name nor a slot of a known "
-                           f"engine (an unsafe record, ignored)")
+                           f"{describe_place(name)}, which is neither a file name "
+                           f"nor a slot of a known engine (an unsafe record, "
+                           f"ignored)")
             continue
         size = size_of(name)
         where = describe_place(name)

@@ -28,12 +28,11 @@ Examples
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, Optional,
-                    Sequence, Set, Tuple)
+from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, Optional, Set,
+                    Tuple)
 
 from . import lock as _lock
 from .errors import ChestLockedError, FolderError
@@ -49,7 +48,6 @@ from .index import ENGINE_NAMES, INDEX_NAME, Slot, is_slot, is_valid_place
 from .index import write_index_file as _write_index_file
 from .names import safe_name
 from .packed import engine_files, open_engine
-from .store import Store
 
 __all__ = ["Plan", "plan_repair", "repair", "write_index_file"]
 
@@ -82,6 +80,10 @@ class Plan:
     #: The engine new small values go to (kept from the index, or, if it cannot
     #: be read, the one whose database is in the folder).
     packed: Optional[str] = None
+    #: The number of the next packed slot: past every slot there is or was
+    #: (slots are never reused: a reader on an older index must not find
+    #: another key's value in one).
+    next_slot: int = 0
     dropped: int = 0  # keys lost: their files are missing, unsafe or do not load
     deleted: int = 0  # keys the journal says were deleted
     unchanged: int = 0  # entries of the index kept as they are
@@ -264,6 +266,10 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
             # index: opening the chest for writing would remove it too.
             plan.removals.append(old)
     _plan_slot_removals(plan, packed, index, journal, kept, say)
+    journaled = [name[1] for _, name, _ in journal.records
+                 if is_valid_place(name) and is_slot(name)]
+    plan.next_slot = max([index.next_slot, *(n + 1 for _, n in slots),
+                          *(n + 1 for n in journaled)])
     if plan.unchanged:
         say(f"keep   {plan.unchanged} keys of the index as they are (their files "
             f"or slots exist and load)")
@@ -355,6 +361,9 @@ def _plan_slot_removals(plan: Plan, packed: PackedReader, index: IndexInfo,
             plan.slot_removals.append(place)
             say(f"remove {where}: a value of key {owner[place]!r} the chest no longer "
                 f"has")
+        elif place in index.retired_slots:
+            plan.slot_removals.append(place)
+            say(f"remove {where}: a value the last flush retired")
         elif index.error is not None:
             unknown.append(place)
         else:
@@ -365,8 +374,7 @@ def _plan_slot_removals(plan: Plan, packed: PackedReader, index: IndexInfo,
         shown = ", ".join(place_text(p) for p in unknown[:5])
         say(f"leave  {len(unknown)} slots no key can be told for ({shown}"
             f"{', ...' if len(unknown) > 5 else ''}): the index that may name them "
-            f"cannot be read (its copy is kept); the next repair, or opening the "
-            f"chest for writing, removes them")
+            f"cannot be read (its copy is kept); the next repair removes them")
         plan.left += len(unknown)
 
 
@@ -382,12 +390,15 @@ def _damaged_engine_name(path: str, engine: str) -> str:
 
 
 def write_index_file(path: str, entries: Iterable[Entry], durable: bool = True,
-                     packed: Optional[str] = None) -> None:
+                     packed: Optional[str] = None, next_slot: int = 0,
+                     retired_slots: Iterable[Slot] = ()) -> None:
     """Atomically write ``.keys`` listing ``entries``, as Store.write_index does.
 
-    For a folder whose ``.keys`` cannot be read (so no
-    :class:`~chest.store.Store` can be opened on it): the bytes are the
-    store's format, magic, header (version, length, crc32), pickled entries.
+    The bytes are the store's format (:func:`chest.index.write_index_file`):
+    magic, header (version, length, crc32), pickled entries, and for packed
+    values the engine, the next slot number and the slots removed next. A
+    read-only :class:`~chest.store.Store` would write its own next slot
+    number, not the chest's.
 
     Parameters
     ----------
@@ -399,27 +410,14 @@ def write_index_file(path: str, entries: Iterable[Entry], durable: bool = True,
         ``fsync`` the file and the folder.
     packed : str, optional
         The engine new small values go to (``"sqlite"``, ``"lmdb"``).
+    next_slot : int
+        The number of the writer's next packed slot.
+    retired_slots : iterable of (engine, slot)
+        Slots that are removed right after the index is written (if that
+        does not happen, the writer removes them when it opens the chest).
     """
     _write_index_file(path, [(e.key, e.name, e.size) for e in entries], durable,
-                      packed=packed)
-
-
-def _write_with_store(path: str, entries: Sequence[Entry]) -> None:
-    """Write ``.keys`` through Store.write_index (the index must be readable):
-    its format, and the engine it names for new small values, are kept."""
-    store = Store(path, pickle.dump, pickle.load, readonly=True, durable=True)
-    try:
-        for e in entries:
-            if is_slot(e.name):
-                store.names.pop(e.key, None)
-                store.slots[e.key] = e.name
-            else:
-                store.slots.pop(e.key, None)
-                store.names[e.key] = e.name
-            store.files[e.key] = e.size
-        store.write_index([e.key for e in entries])
-    finally:
-        store.close()
+                      packed=packed, next_slot=next_slot, retired_slots=retired_slots)
 
 
 def _backup_name(path: str) -> str:
@@ -519,10 +517,10 @@ def _apply(path: str, plan: Plan, index: IndexInfo, journal: JournalInfo,
             shutil.copy2(os.path.join(path, INDEX_NAME), os.path.join(path, backup))
         for source, name in plan.restores:
             os.replace(full_path(path, source), full_path(path, name))
-        if index.error is None and not index.legacy:
-            _write_with_store(path, plan.entries)
-        else:
-            write_index_file(path, plan.entries, packed=plan.packed)
+        # The slots about to go are listed: if this dies before they are
+        # removed, the writer removes them when it opens the chest.
+        write_index_file(path, plan.entries, packed=plan.packed,
+                         next_slot=plan.next_slot, retired_slots=plan.slot_removals)
         # Only now: a crash before the index is written must find the journal.
         if journal.exists:
             os.remove(os.path.join(path, JOURNAL_NAME))

@@ -196,14 +196,16 @@ def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
         if place in referred:
             problems.append(f"leftover: {where} (an older value of key "
                             f"{last_key.get(place)!r}, kept until a flush that did not "
-                            f"happen; opening the chest for writing, or repair, "
-                            f"removes it)")
+                            f"happen; repair removes it)")
+        elif place in index.retired_slots:
+            problems.append(f"leftover: {where} (a value the last flush retired, "
+                            f"which its writer did not get to remove; repair, or "
+                            f"opening the chest for writing, removes it)")
         else:
-            why = ("the unreadable index may; repair leaves it" if index.error else
-                   "a value written but never recorded, or named by a lost index; "
+            why = ("the unreadable index may name it; repair leaves it" if index.error
+                   else "written but never recorded, or named by a lost index; "
                    "repair removes it")
-            problems.append(f"orphan: {where} is a slot no key refers to ({why}; "
-                            f"opening the chest for writing removes it)")
+            problems.append(f"orphan: {where} is a slot no key refers to ({why})")
     present_files = [e for e in checked if isinstance(e.name, str) and e.name in files]
     present_slots = [e for e in checked if is_slot(e.name) and e.name in slots]
     return Report(problems, len(entries), len(present_files),

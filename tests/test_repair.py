@@ -319,3 +319,46 @@ def test_index_with_slots_written_without_a_store(tmp_path):
     assert (index.version, index.packed) == (2, "sqlite")
     assert [(e.key, e.name, e.size) for e in index.entries] == \
         [("x", ("sqlite", 3), 10), ("y", "y", 20)]
+
+
+def test_repair_keeps_slot_numbers_growing(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    before = read_index(path)
+    assert before.next_slot > max(n for _, n in read_packed(path).sizes)
+    change_slots(path, engine, put=[(before.next_slot + 50, pickle.dumps("orphan"))])
+    assert cli.main(["repair", path]) == 0
+    capsys.readouterr()
+    after = read_index(path)
+    # Past the orphan it removed: no slot number is given twice.
+    assert after.next_slot == before.next_slot + 51
+    assert after.packed == engine and after.retired_slots == {
+        (engine, before.next_slot + 50)}  # removed right after the index was written
+    assert (engine, before.next_slot + 50) not in read_packed(path).sizes
+    c = Chest(path=path, available_memory=0)
+    try:
+        c["new"] = "small"
+        c.flush()
+        assert c.store.slots["new"][1] >= after.next_slot
+    finally:
+        c.close()
+
+
+def test_verify_and_repair_a_slot_the_index_retired(tmp_path, engine, capsys):
+    # A writer that died right after writing its index, before removing the
+    # slots the index lists as retired.
+    path = make_packed(str(tmp_path / "c"), engine)
+    index = read_index(path)
+    change_slots(path, engine, put=[(index.next_slot, pickle.dumps("old"))])
+    write_index_file(path, index.entries, packed=engine,
+                     next_slot=index.next_slot + 1,
+                     retired_slots=[(engine, index.next_slot)])
+    assert cli.main(["verify", path]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"leftover: slot {index.next_slot} of "
+                          f"{ENGINES[engine].filename} (")
+    assert "a value the last flush retired" in out
+    assert cli.main(["repair", path]) == 0
+    out = capsys.readouterr().out
+    assert f"remove slot {index.next_slot} of" in out
+    assert "a value the last flush retired" in out
+    assert cli.main(["verify", "--deep", path]) == 0
