@@ -339,8 +339,7 @@ class Chest(MutableMapping):
         # True when a change must first check readonly, take the lock again
         # or adopt a dask worker's budget (see _writable).
         self._guarded = readonly or self._budget_of_worker is not None
-        for key in self.store.files:
-            self._keys[key] = next(self._versions)
+        self._keys = dict(zip(self.store.files, self._versions))  # (in C)
         if not self._explicitly_given_path:
             self._finalizer = weakref.finalize(
                 self, _remove_folder, self.store.path, self._owner_pid)

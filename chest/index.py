@@ -1,14 +1,15 @@
 """The ``.keys`` index: the chest's own file format, and chest 0.2's.
 
 A header (``chest-index`` magic line, then version, payload length and the
-crc32 of the payload), then a pickled ``{"entries": [(key, place, size),
-...], "retired": [name, ...], "packed": engine}``: every key in the chest's
-order with where its value is, the retired files the writer removes right
-after writing the index, and the packed engine new small values go to. A
-place is a file name relative to the folder ('/'-separated), or, for a
-packed value, ``(engine, slot)`` (format version 2; a chest without packed
-values still writes version 1). Written to a temporary name and renamed
-into place.
+crc32 of the payload), then a pickled dict: every key in the chest's order
+with where its value is and its size, the retired files the writer removes
+right after writing the index, and (version 2) the packed engine new small
+values go to, the next slot number and the retired slots. A place is a file
+name relative to the folder ('/'-separated), or, for a packed value,
+``(engine, slot)``. Version 1, written by a chest without packed values,
+keeps ``"entries": [(key, name, size), ...]``; version 2 three columns,
+``"keys"``, ``"places"``, ``"sizes"`` (faster to load). Written to a
+temporary name and renamed into place.
 
 Examples
 --------
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import os
+from operator import itemgetter
 import pickle
 import struct
 import zlib
@@ -60,6 +62,17 @@ def is_slot(place: Any) -> bool:
     return type(place) is tuple
 
 
+def _valid_slots(places: List[Any]) -> bool:
+    """Are all ``places`` valid slots? Checked by passes in C."""
+    if not places:
+        return True
+    if set(map(type, places)) != {tuple} or set(map(len, places)) != {2}:
+        return False
+    numbers = list(map(itemgetter(1), places))
+    return set(map(itemgetter(0), places)) <= set(ENGINE_NAMES) and \
+        set(map(type, numbers)) == {int} and min(numbers) >= 0
+
+
 def is_valid_place(place: Any) -> bool:
     """A safe file name, or ``(engine, slot)`` of a known engine."""
     if type(place) is tuple:
@@ -69,9 +82,11 @@ def is_valid_place(place: Any) -> bool:
 
 
 class IndexContent(NamedTuple):
-    """What an index holds."""
+    """What an index holds: its keys in order, their places and sizes."""
 
-    entries: List[Tuple[Hashable, Place, int]]
+    keys: List[Hashable]
+    places: List[Place]
+    sizes: List[int]
     retired: Set[str]
     packed: Optional[str]
     version: int
@@ -80,22 +95,42 @@ class IndexContent(NamedTuple):
     #: Slots the writer removes right after writing the index.
     retired_slots: Set[Slot] = set()
 
+    @property
+    def entries(self) -> List[Tuple[Hashable, Place, int]]:
+        """``(key, place, size)`` of every key, in order."""
+        return list(zip(self.keys, self.places, self.sizes))
 
-def write_index_file(folder: str, entries: List[Tuple[Hashable, Place, int]],
+
+def write_index_file(folder: str, entries: Iterable[Tuple[Hashable, Place, int]] = (),
                      durable: bool = False, retired: Iterable[str] = (),
                      file_mode: int = FILE_MODE, packed: Optional[str] = None,
-                     next_slot: int = 0, retired_slots: Iterable[Slot] = ()) -> None:
+                     next_slot: int = 0, retired_slots: Iterable[Slot] = (),
+                     columns: Optional[Tuple[List[Hashable], List[Place], List[int]]] = None
+                     ) -> None:
     """Atomically write the ``.keys`` of ``folder`` listing ``entries``
-    (key, place, size), in the chest's order, the ``retired`` files
-    (relative names) and slots that the writer removes next, the engine of
-    new packed values and the number of the next slot."""
-    content: dict = {"entries": entries, "retired": list(retired)}
-    version = 1
+    (key, place, size), in the chest's order, or the same as three
+    ``columns`` (keys, places, sizes), the ``retired`` files (relative
+    names) and slots that the writer removes next, the engine of new packed
+    values and the number of the next slot.
+
+    Version 2 (packed values, or a packed engine named) keeps the three
+    columns: a million keys load in ~0.3 s, their dicts are made in C.
+    """
+    if columns is None:
+        entries = list(entries)
+        columns = ([e[0] for e in entries], [e[1] for e in entries],
+                   [e[2] for e in entries])
+    keys, places, sizes = columns
+    content: dict
     if packed is not None or next_slot > 1 or \
-            any(type(place) is tuple for _, place, _ in entries):
-        content.update(packed=packed, next_slot=next_slot,
-                       retired_slots=list(retired_slots))
+            any(type(place) is tuple for place in places):
+        content = {"keys": keys, "places": places, "sizes": sizes,
+                   "retired": list(retired), "packed": packed,
+                   "next_slot": next_slot, "retired_slots": list(retired_slots)}
         version = 2
+    else:
+        content = {"entries": list(zip(keys, places, sizes)), "retired": list(retired)}
+        version = 1
     payload = _dumps_index(content)
     header = INDEX_MAGIC + HEADER.pack(version, len(payload), zlib.crc32(payload))
     tmp = temp_name(folder, "keys")
@@ -148,27 +183,32 @@ def parse_index(filename: str, data: bytes) -> IndexContent:
         raise IndexFileError(filename, "checksum mismatch: the file is corrupted")
     try:
         content = pickle.loads(payload)
-        entries = [(key, place, int(size)) for key, place, size in content["entries"]]
+        if "keys" in content:
+            keys, places, sizes = content["keys"], content["places"], content["sizes"]
+            if not len(keys) == len(places) == len(sizes) or \
+                    not set(map(type, sizes)) <= {int}:
+                raise ValueError("columns of different lengths, or sizes not ints")
+        else:
+            entries = content["entries"]
+            keys = [key for key, _, _ in entries]
+            places = [place for _, place, _ in entries]
+            sizes = [int(size) for _, _, size in entries]
         retired = {name for name in content.get("retired", ()) if isinstance(name, str)}
         packed = content.get("packed")
         next_slot = int(content.get("next_slot", 0))
         retired_slots = {tuple(p) for p in content.get("retired_slots", ())}
     except Exception as e:
         raise IndexFileError(filename, f"{type(e).__name__}: {e}") from e
-    engines = ENGINE_NAMES
-    for key, place, _ in entries:
-        if type(place) is tuple:  # (inline: a call each costs 0.2 s a million)
-            if len(place) == 2 and place[0] in engines and type(place[1]) is int \
-                    and place[1] >= 0:
-                continue
-        elif type(place) is str and safe_name(place) == place:
-            continue
-        raise IndexFileError(filename, f"unsafe file name {place!r} of key {key!r}")
+    if not _valid_slots(places):  # (checked in C first: a million in ~0.1 s)
+        for key, place in zip(keys, places):
+            if not is_valid_place(place):
+                raise IndexFileError(filename,
+                                     f"unsafe file name {place!r} of key {key!r}")
     if not all(is_valid_place(p) for p in retired_slots):
         raise IndexFileError(filename, "malformed retired slots")
     if packed is not None and packed not in ENGINE_NAMES:
         raise IndexFileError(filename, f"unknown packed engine {packed!r}")
-    return IndexContent(entries, retired, packed, version, next_slot,
+    return IndexContent(keys, places, sizes, retired, packed, version, next_slot,
                         retired_slots)
 
 

@@ -1378,3 +1378,27 @@ def test_slots_are_never_reused_across_sessions(tmp_path, engine):
     finally:
         reader.close()
         w.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+def test_a_crash_leaves_no_slot_behind(tmp_path, engine):
+    # A key flushed in a slot, then set again (a new slot) or deleted, then
+    # kill -9: reopening removes the slot the index still named.
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    live = Chest(path=str(tmp_path / "live"), available_memory=0, packed=engine)
+    try:
+        live["set again"], live["deleted"], live["kept"] = 1, 2, 3
+        live.flush()
+        live["set again"] = "new"
+        del live["deleted"]
+        crashed = crash_copy(live, tmp_path)
+    finally:
+        live.close()
+    c = Chest(path=crashed)
+    try:
+        assert dict(c) == {"set again": "new", "kept": 3}
+        engine_slots = {n for n, _ in c.store.engine(engine).slots()}
+        assert engine_slots == {place[1] for place in c.store.slots.values()}
+    finally:
+        c.close()
