@@ -31,7 +31,7 @@ from .budget import (DEFAULT_BUDGET, budget_is_binary, format_budget, format_byt
 from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError, ReadOnlyError,
                      UnwritableValuesError, ValueFileError, describe)
 from .fingerprint import bytes_token, fingerprint, unchanged
-from .journal import JOURNAL_NAME
+from .journal import IN_JOURNAL, JOURNAL_NAME
 from .folder import check_folder
 from .lock import WriterLock
 from .policy import Policy, make_policy
@@ -63,6 +63,9 @@ PACKED_LIMIT = 32 * 1024
 #: small put (SQLite ~20 us, here up to 90 us on a busy disk). Until then
 #: they stay in memory, in flight, as values being written do.
 PACK_BATCH = 256 * 1024
+#: With write_through, the index is written (and the journal emptied) once
+#: the journal holds this many bytes of values: reopening replays it all.
+JOURNAL_FOLD = 32 * 2**20
 
 _DEFAULT_KEY_TO_FILENAME = key_to_filename  # the constructor's parameter hides it
 _MISSING = object()
@@ -169,6 +172,14 @@ class Chest(MutableMapping):
         Larger values stay one file each. Without it, a chest reopens as it
         was made; ``None`` writes new values to files (packed ones stay
         readable).
+    write_through : bool
+        Every change (``c[k] = v``, ``del``, ``pop``, ``update``, ``clear``,
+        ...) is in the operating system's hands before the call returns (on
+        the disk, with ``durable``): a ``kill -9`` right after loses nothing
+        it did. A small value takes one append to the journal, a large one
+        its file. A value that cannot be written raises from the call that
+        set it, and the key keeps its earlier value. Needs a ``path`` and the
+        default ``open``.
     packed_limit : int or str
         Bytes below which a value is packed (default 32 KiB).
     file_mode : int
@@ -214,6 +225,7 @@ class Chest(MutableMapping):
         file_mode: int = FILE_MODE,
         packed: Union[str, None, Any] = KEEP,
         packed_limit: Union[int, str] = PACKED_LIMIT,
+        write_through: bool = False,
     ) -> None:
         if isinstance(data, (str, os.PathLike)) and worker_local_directory is None:
             # dask.distributed calls ``Worker(data=Chest)`` as Chest(directory).
@@ -241,6 +253,10 @@ class Chest(MutableMapping):
         self.file_mode = file_mode
         #: Values whose pickle is shorter than this are packed (if ``packed``).
         self.packed_limit = parse_budget(packed_limit, "packed_limit")
+        if write_through and (path is None or open is not builtins.open):
+            raise ValueError("write_through=True needs a path (a temporary chest is "
+                             "not kept) and the default open")
+        self.write_through = write_through
         if self.packed_limit > SMALL_VALUE:
             raise ValueError(f"packed_limit must be at most {SMALL_VALUE} bytes (64 KiB), "
                              f"not {packed_limit!r}")
@@ -328,7 +344,7 @@ class Chest(MutableMapping):
                 unbuffered=self._default_format,
                 durable=durable, journal=self._explicitly_given_path,
                 readonly=readonly, max_disk=max_disk, file_mode=self.file_mode,
-                packed=packed,
+                packed=packed, packed_limit=self.packed_limit,
             )
         except BaseException:
             if self._writer_lock is not None:
@@ -396,6 +412,8 @@ class Chest(MutableMapping):
         if self._guarded:
             hash(key)  # a bad key changes nothing, not even the lock
             self._writable("set a key")
+        if self.write_through:
+            return self._set_through(key, value)
         size = nbytes(value)
         with self.lock:
             old_size = self._sizes.get(key)
@@ -429,6 +447,35 @@ class Chest(MutableMapping):
             self._changed = True
             self._closed = False
             over = self.memory_usage > self._available_memory
+        if over:
+            self.shrink()
+
+    def _set_through(self, key: Hashable, value: Any) -> None:
+        """``c[key] = value`` with ``write_through``: a small value is kept in
+        the journal, a large one written to its file or slot, before this
+        returns; then it is kept in memory, clean. If it cannot be written,
+        this raises and the key keeps its stored value."""
+        size = nbytes(value)
+        data = self._dumps(value) if size <= SMALL_VALUE else None  # may raise
+        with self.lock:
+            self._drop_value(key, file=False)  # stored: nothing is lost
+            if data is not None:
+                self.store.write_through(key, data)  # may raise: nothing changed
+                self._file_tokens[key] = bytes_token(data)
+                self.stats.bytes_written += len(data)
+            else:
+                if size > self._available_memory:
+                    self._on_overflow(key)
+                self._write(key, value, size)
+            if size <= self._available_memory:
+                self._keep_in_memory(key, value, size, clean=True)
+            self._keys[key] = next(self._versions)
+            self._changed = True
+            self._closed = False
+            over = self.memory_usage > self._available_memory
+            fold = self.store.unindexed_bytes > JOURNAL_FOLD
+        if fold:
+            self.write_keys()  # the journal must not grow without bound
         if over:
             self.shrink()
 
@@ -571,12 +618,15 @@ class Chest(MutableMapping):
         return written, fingerprinted[0] if fingerprinted else None
 
     def _read_file(self, key: Hashable, filename: str,
-                   place: Optional[Slot] = None) -> Tuple[Any, int, float, Any]:
+                   place: Optional[Tuple[Any, ...]] = None) -> Tuple[Any, int, float, Any]:
         """Load ``key``'s value from ``filename`` or, if packed, its slot
         ``place``: ``(value, bytes read, seconds, token or None)``. Needs no
         lock."""
         if place is not None:
-            data, seconds = self.store.read_packed(key, place)
+            if place[0] == IN_JOURNAL:
+                data, seconds = self.store.read_journaled(key, place[1:])
+            else:
+                data, seconds = self.store.read_packed(key, place)
             try:
                 value = self._loads(data)
             except MemoryError:
@@ -897,7 +947,9 @@ class Chest(MutableMapping):
                                          "the chest holds no data for it")
                 if read:
                     self._on_miss(key)
-                place = self.store.slots.get(key)
+                place: Any = self.store.slots.get(key)
+                if place is None and key in self.store.journaled:
+                    place = (IN_JOURNAL, *self.store.journaled[key])
                 filename = "" if place is not None else self.store.filename(key)
                 incoming = self.store.files[key]
             room_maker = self._make_room_beside_read(incoming)
@@ -905,10 +957,13 @@ class Chest(MutableMapping):
                 value, size_on_disk, seconds, token = self._read_file(key, filename, place)
             except ValueFileError:
                 with self.lock:
+                    now: Any = self.store.slots.get(key)
+                    if now is None and key in self.store.journaled:
+                        now = (IN_JOURNAL, *self.store.journaled[key])
                     if self._keys.get(key, _MISSING) == version and \
-                            key in self.store.files:
+                            key in self.store.files and now == place:
                         raise
-                continue  # the key changed while we read: look again
+                continue  # the key (or where it is) changed while we read: again
             finally:
                 if room_maker is not None:
                     room_maker.join()
@@ -975,7 +1030,8 @@ class Chest(MutableMapping):
         """The path of ``key``'s file (or of the one it would get). A packed
         value has no file of its own: see ``packed``."""
         with self.lock:
-            if key in self._keys and key not in self.store.slots:
+            if key in self._keys and key not in self.store.slots and \
+                    key not in self.store.journaled:
                 return self.store.prepare(key)
             return self.store.filename(key)
 
@@ -1061,9 +1117,11 @@ class Chest(MutableMapping):
             if missing:
                 raise KeyError(missing[0])
             keys = [k for k in keys if k not in self.inmem and k in self.store.files]
-            for key in [k for k in keys if k in self.store.slots]:
-                self.get_from_disk(key)  # packed: no file to open
-            keys = [k for k in keys if k not in self.store.slots]
+            for key in [k for k in keys if k in self.store.slots or
+                        k in self.store.journaled]:
+                self.get_from_disk(key)  # packed or in the journal: no file to open
+            keys = [k for k in keys if k not in self.store.slots and
+                    k not in self.store.journaled]
             for i in range(0, len(keys), MAX_OPEN_FILES):
                 batch = keys[i:i + MAX_OPEN_FILES]
                 names = [self.store.filename(k) for k in batch]
@@ -1215,7 +1273,7 @@ class Chest(MutableMapping):
                 elif key in other._in_flight:
                     entries.append((key, other._in_flight[key], None))
                 elif same_format and key in other.store.files and \
-                        key not in other.store.slots:
+                        key not in other.store.slots and key not in other.store.journaled:
                     entries.append((key, None, other.store.filename(key)))
                 else:
                     entries.append((key, _MISSING, None))

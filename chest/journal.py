@@ -1,26 +1,38 @@
-"""The journal: keys whose files were written or deleted since the last index.
+"""The journal: what changed since the last index, one append per change.
 
 ``.keys`` is rewritten only by ``flush()``. Between two flushes, eviction
-writes value files that the index does not know yet; the journal records
-each one (and each deletion) with one small append, so a chest reopened
-after a crash finds them. Each record is ``length, crc32, pickle((key, name,
-size))``; replay stops at the first torn or damaged record, which can only
-be the last one written.
+writes value files (or packed slots) that the index does not know yet; the
+journal records each one (and each deletion) with one small append, so a
+chest reopened after a crash finds them. A chest with ``write_through=True``
+also keeps small values in the journal itself: the record of a change
+carries the new value, so that one ``write`` puts the change in the
+operating system's hands. Each record is ``length, crc32, pickle((key,
+place, size))`` and, for a value kept in the journal, the value's bytes;
+replay stops at the first torn or damaged record, which can only be the last
+one written.
 
 Examples
 --------
 >>> import os, tempfile
 >>> j = Journal(os.path.join(tempfile.mkdtemp(), ".journal"))
 >>> j.append(("x", 1), "_x/1", 10)
+-1
 >>> j.append(("x", 1), None, 0)
->>> read_journal(j.filename)
+-1
+>>> offset = j.append("y", None, 5, data=b"hello")
+>>> j.read(offset, 5)
+b'hello'
+>>> read_journal(j.filename)[:2]
 [(('x', 1), '_x/1', 10), (('x', 1), None, 0)]
+>>> read_journal(j.filename)[2] == ("y", (IN_JOURNAL, offset, 5), 5)
+True
 >>> j.clear()
 >>> read_journal(j.filename)
 []
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import struct
@@ -29,9 +41,13 @@ from typing import Any, Hashable, List, Optional, Tuple
 
 import cloudpickle
 
-__all__ = ["Journal", "read_journal", "JOURNAL_NAME", "RECORD"]
+__all__ = ["Journal", "read_journal", "JOURNAL_NAME", "RECORD", "IN_JOURNAL"]
 
 JOURNAL_NAME = ".journal"
+#: A record that keeps the value itself says so in its place:
+#: ``(IN_JOURNAL, length)`` on disk; :func:`read_journal` gives
+#: ``(IN_JOURNAL, offset in the file, length)``.
+IN_JOURNAL = "journal"
 RECORD = struct.Struct("<II")  # payload length, crc32 of payload
 
 #: (key, where its value now is: a file name or ``(engine, slot)``; None if
@@ -49,36 +65,69 @@ class Journal:
         self.file_mode = file_mode
         self._fd: Optional[int] = None
 
-    def append(self, key: Hashable, name: Any, size: int) -> None:
-        """Record that ``key``'s file is ``name`` (None: the key was deleted)."""
+    def append(self, key: Hashable, name: Any, size: int,
+               data: Optional[bytes] = None) -> int:
+        """Record that ``key``'s file is ``name`` (None: the key was deleted),
+        or, with ``data``, that its value is ``data``, kept in the record
+        itself (``name`` is then ignored). The offset of ``data`` in the
+        journal's file (-1 without data): :meth:`read` reads it back."""
+        meta = (key, name, size) if data is None else (key, (IN_JOURNAL, len(data)), size)
         try:
-            payload = pickle.dumps((key, name, size), protocol=5)
+            payload = pickle.dumps(meta, protocol=5)
         except Exception:
-            payload = cloudpickle.dumps((key, name, size), protocol=5)
-        if self._fd is None:
-            self._fd = os.open(self.filename, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                               self.file_mode)
-            if self.file_mode != 0o600:
-                os.fchmod(self._fd, self.file_mode)
-        view = memoryview(RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
+            payload = cloudpickle.dumps(meta, protocol=5)
+        if data is not None:
+            payload += data  # pickle.loads reads up to its STOP, not further
+        fd = self._fd if self._fd is not None else self._open()
+        record = RECORD.pack(len(payload), zlib.crc32(payload)) + payload
+        view = memoryview(record)
         written = 0
         try:
             while view:
-                count = os.write(self._fd, view)
+                count = os.write(fd, view)
                 written += count
                 view = view[count:]
             if self.durable:
-                os.fsync(self._fd)
+                os.fsync(fd)
         except BaseException:
             # Cut the torn record off: replay stops at the first bad record,
             # and the records appended later must still be read. Another
             # chest on the folder (in this process) may append too: cut
             # from the end, only what this call wrote.
             try:
-                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
             except OSError:
                 pass
             raise
+        if data is None:
+            return -1
+        # An appending descriptor is left at the end of what it wrote.
+        return os.lseek(fd, 0, os.SEEK_CUR) - len(data)
+
+    def _open(self) -> int:
+        self._fd = os.open(self.filename, os.O_RDWR | os.O_APPEND | os.O_CREAT,
+                           self.file_mode)
+        if self.file_mode != 0o600:
+            os.fchmod(self._fd, self.file_mode)
+        return self._fd
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes of a value kept in the journal at ``offset``."""
+        fd = self._fd if self._fd is not None else self._open()
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise OSError(errno.EIO, f"the journal ends before the value "
+                                     f"({len(data)} of {length} bytes)", self.filename)
+        return data
+
+    @property
+    def size(self) -> int:
+        """Bytes in the journal's file now."""
+        try:
+            return os.fstat(self._fd).st_size if self._fd is not None \
+                else os.path.getsize(self.filename)
+        except FileNotFoundError:
+            return 0
 
     def clear(self) -> None:
         """Remove the journal (the index on disk now holds everything)."""
@@ -113,6 +162,10 @@ def read_journal(filename: str) -> List[Record]:
             key, name, size = pickle.loads(payload)
         except Exception:
             break
+        if type(name) is tuple and len(name) == 2 and name[0] == IN_JOURNAL:
+            # The value itself ends the record: where it is in the file.
+            start = offset + RECORD.size + length - name[1]
+            name = (IN_JOURNAL, start, name[1])
         records.append((key, name, size))
         offset += RECORD.size + length
     return records

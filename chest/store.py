@@ -39,7 +39,7 @@ from .files import (FILE_MODE, OLD_PREFIX, TEMP_EXTRA, TMP_PREFIX, Written,
                     size_of_open_file, sync_dir, temp_name)
 from .index import (INDEX_MAGIC, INDEX_NAME, Place, Slot, as_key, holds_a_chest,
                     is_slot, is_valid_place, parse_index, write_index_file)
-from .journal import JOURNAL_NAME, Journal, read_journal
+from .journal import IN_JOURNAL, JOURNAL_NAME, Journal, read_journal
 from .packed import ENGINES, PackedEngine, open_engine
 from .names import MAX_PATH, fold, hashed_name, key_to_filename, safe_name
 
@@ -119,6 +119,7 @@ class Store:
         max_disk: Optional[int] = None,
         file_mode: int = FILE_MODE,
         packed: Union[str, None, _Keep] = KEEP,
+        packed_limit: int = 32 * 1024,
     ) -> None:
         if mode not in ("b", "t"):
             raise ValueError(f"mode must be 'b' (binary) or 't' (text), not {mode!r}")
@@ -143,6 +144,8 @@ class Store:
         self._prefix = os.path.join(self.path, "")  # ends with a separator
         #: Files written or deleted since the index was written.
         self.unindexed_writes = False
+        #: Bytes of values kept in the journal since the index was written.
+        self.unindexed_bytes = 0
         #: key -> name relative to ``path`` ('/'-separated), for keys given one.
         self.names: Dict[Hashable, str] = {}
         #: key -> size in bytes of its stored copy, for keys whose file or
@@ -151,6 +154,11 @@ class Store:
         #: key -> ``(engine, slot)``, for keys whose stored copy is packed
         #: (they have no name in ``names``).
         self.slots: Dict[Hashable, Slot] = {}
+        #: key -> ``(offset, length)`` of its value in the journal, for keys
+        #: written through (:meth:`write_through`) since the index was written.
+        self.journaled: Dict[Hashable, Tuple[int, int]] = {}
+        #: Values of fewer bytes are packed when the journal is folded.
+        self.packed_limit = packed_limit
         #: key -> place, as in the index on disk.
         self.indexed: Dict[Hashable, Place] = {}
         self._indexed_sizes: Dict[Hashable, int] = {}
@@ -457,6 +465,7 @@ class Store:
             self.journal.append(key, place, written.size)
         if isinstance(written, Written):
             os.replace(written.tmp, written.filename)
+            self.journaled.pop(key, None)
             old_slot = self.slots.pop(key, None)
             if old_slot is not None:
                 self._retire_slot(key, old_slot)
@@ -524,6 +533,8 @@ class Store:
             self.disk_usage -= self.files.pop(key)
 
     def _retire_copy(self, key: Hashable) -> None:
+        if self.journaled.pop(key, None) is not None:
+            return  # the journal keeps it until the next index write
         place = self.slots.pop(key, None)
         if place is not None:
             self._retire_slot(key, place)
@@ -564,10 +575,62 @@ class Store:
         """Drop ``key``: retire its stored copy, keep its name reserved until
         the next index write (a crash must not pair the old index with a new
         file)."""
-        if (key in self.names or key in self.slots) and self.journal is not None:
+        if (key in self.names or key in self.slots or key in self.journaled) and \
+                self.journal is not None:
             self.journal.append(key, None, 0)  # first: if it fails, no change
         self.retire(key)
         self._release_name(key)
+
+    # -- values kept in the journal (write-through) ----------------------------
+    def write_through(self, key: Hashable, data: bytes) -> None:
+        """Make ``data`` (what ``dump`` wrote) ``key``'s stored copy with one
+        append to the journal: in the operating system's hands (on the disk,
+        with ``durable``) when this returns. The next :meth:`write_index`
+        moves it to a file or a slot. If it raises, nothing has changed.
+        """
+        if self.journal is None:
+            raise ValueError(f"the chest at {self.path} keeps no journal")
+        old_size = self.files.get(key, 0)
+        if self.max_disk is not None and \
+                self.disk_usage - old_size + len(data) > self.max_disk:
+            raise DiskBudgetError(self.path, key,
+                                  self.disk_usage - old_size + len(data), self.max_disk)
+        offset = self.journal.append(key, None, len(data), data)
+        if key in self.files:
+            self._retire_copy(key)
+            self._release_name(key)
+        self.journaled[key] = (offset, len(data))
+        self.unindexed_bytes += len(data)
+        self.files[key] = len(data)
+        self.disk_usage += len(data) - old_size
+        self.unindexed_writes = True
+
+    def read_journaled(self, key: Hashable, place: Tuple[int, int]) -> Tuple[bytes, float]:
+        """The bytes of a value kept in the journal at ``place`` (offset,
+        length): ``(data, seconds)``."""
+        start = time.perf_counter()
+        try:
+            assert self.journal is not None
+            data = self.journal.read(*place)
+        except Exception as e:
+            raise ValueFileError(key, os.path.join(self.path, JOURNAL_NAME),
+                                 describe(e)) from e
+        return data, time.perf_counter() - start
+
+    def _fold_journal(self) -> None:
+        """Move the values kept in the journal to slots (small ones, if
+        packed) or files, each recorded, so the index can name them."""
+        if not self.journaled or self.journal is None:
+            return
+        items = [(key, self.journal.read(*place)) for key, place in self.journaled.items()]
+        packing = self.packed is not None and self.packed not in self.broken
+        small = [(k, d) for k, d in items if packing and len(d) < self.packed_limit]
+        if small:
+            for (key, _), written in zip(small, self.pack_many([d for _, d in small])):
+                self.commit(key, written)
+        for key, data in items:
+            if key in self.journaled:  # not packed above
+                self.commit(key, self.write_bytes_temp(self.prepare(key), data))
 
     # -- packed values ---------------------------------------------------------
     def engine(self, name: str) -> PackedEngine:
@@ -712,6 +775,7 @@ class Store:
         retired file is kept: its new value could not be written, and the
         flushed one must survive.
         """
+        self._fold_journal()  # first: the index names files and slots only
         kept: Set[Any] = set()
         files, slots, names = self.files, self.slots, self.names
         keys = list(keys)
@@ -759,6 +823,7 @@ class Store:
         if self.journal is not None:
             self.journal.clear()
         self.unindexed_writes = False
+        self.unindexed_bytes = 0
 
     def _remember_index(self, keys: List[Hashable], places: List[Place],
                         sizes: List[int]) -> None:
@@ -862,7 +927,8 @@ class Store:
         written, as the journal recorded them; the records."""
         records = read_journal(os.path.join(self.path, JOURNAL_NAME))
         for key, place, _ in records:
-            if place is not None and not is_valid_place(place):
+            if place is not None and not is_valid_place(place) and not (
+                    type(place) is tuple and place[0] == IN_JOURNAL):
                 continue  # not a place this store writes: ignore the record
             old = self.names.get(key)
             if place is None:
@@ -870,15 +936,24 @@ class Store:
                     del self.names[key]
                     self._unclaim(old)
                 self.slots.pop(key, None)
+                self.journaled.pop(key, None)
                 self.disk_usage -= self.files.pop(key, 0)
                 continue
-            if isinstance(place, tuple):
+            if isinstance(place, tuple) and len(place) == 3 and place[0] == IN_JOURNAL:
+                if old is not None:
+                    del self.names[key]
+                    self._unclaim(old)
+                self.slots.pop(key, None)
+                self.journaled[key] = (place[1], place[2])
+                size = place[2]
+            elif isinstance(place, tuple):
                 size = self._slot_size(place)
                 if size is None:
                     continue  # written, then retired and removed: never flushed
                 if old is not None:
                     del self.names[key]
                     self._unclaim(old)
+                self.journaled.pop(key, None)
                 self.slots[key] = place
             else:
                 try:
@@ -888,6 +963,7 @@ class Store:
                 if old is not None and old != place:
                     self._unclaim(old)
                 self.slots.pop(key, None)
+                self.journaled.pop(key, None)
                 self._claim(key, place)
             self.disk_usage += size - self.files.get(key, 0)
             self.files[key] = size
@@ -941,6 +1017,7 @@ class Store:
         self.names.clear()
         self.files.clear()
         self.slots.clear()
+        self.journaled.clear()
         self._retired_slots.clear()
         self.indexed.clear()
         self._indexed_paths = set()

@@ -34,6 +34,8 @@ from chest.core import key_to_filename, nbytes
     {"packed": "lmdb", "available_memory": 200},
     {"packed": "sqlite", "dump": json.dump, "load": json.load, "mode": "t",
      "available_memory": 0},
+    {"write_through": True, "available_memory": 100},
+    {"write_through": True, "packed": "lmdb", "durable": True},
 ])
 def test_mapping_contract(make_chest, config):
     check_mapping(lambda: make_chest(**config), ["one", [1, 2, 3], 3])
@@ -1098,3 +1100,66 @@ def test_a_users_functions_are_called_by_the_users_thread(make_chest, monkeypatc
             assert c[i][0] == i
         c.close()
     assert threads == {threading.current_thread()}
+
+
+# -- write-through ----------
+def test_write_through_keeps_small_values_in_the_journal(make_chest, chest_path):
+    c = make_chest(write_through=True, available_memory=300)
+    c["a"] = {"n": 1}
+    assert files_in(chest_path) == [".journal"]  # one append, nothing else
+    for i in range(10):
+        c[i] = "v" * 50  # over the budget: evicted, clean, nothing written
+    assert c.stats.spills == 0 and c["a"] == {"n": 1}  # read back from the journal
+    assert "a" in c.store.journaled
+    c.flush()  # folded into files, the index written, the journal emptied
+    assert ".journal" not in files_in(chest_path) and "a" in files_in(chest_path)
+    c.close()
+    again = make_chest()
+    assert again["a"] == {"n": 1} and again[9] == "v" * 50
+
+
+def test_write_through_a_value_that_cannot_be_written_raises_and_keeps_the_old(
+        make_chest):
+    c = make_chest(write_through=True)
+    c["k"] = "old"
+    with pytest.raises(TypeError):
+        c["k"] = Unpicklable()
+    assert c["k"] == "old" and "k" not in c._unwritable
+    from chest import BoundToMemoryError
+    with pytest.raises(BoundToMemoryError):
+        c["k"] = Handle("held")
+    assert c["k"] == "old"
+    c.close()
+    assert make_chest("chest")["k"] == "old"
+
+
+def test_write_through_needs_a_path_and_folds_a_long_journal(make_chest, monkeypatch):
+    with pytest.raises(ValueError, match="write_through"):
+        Chest(write_through=True)
+    monkeypatch.setattr(chest.core, "JOURNAL_FOLD", 1000)
+    c = make_chest(write_through=True)
+    for i in range(200):
+        c["counter"] = i * 1000  # ~15 bytes a value: folded every ~70 sets
+        assert c.store.unindexed_bytes <= 1000 + 40
+    assert c["counter"] == 199000 and os.path.exists(c.store.index_path)
+
+
+def test_write_through_from_many_threads_keeps_every_change(make_chest, chest_path):
+    c = make_chest(write_through=True, available_memory=2000)
+
+    def work(t):
+        for i in range(200):
+            c[(t, i % 20)] = (t, i)
+            if i % 7 == 0:
+                c.pop((t, (i + 3) % 20), None)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = dict(c.items())
+    assert len(expected) > 40
+    shutil.copytree(chest_path, chest_path + "-killed")  # as kill -9 would leave it
+    reopened = make_chest("chest-killed")
+    assert dict(reopened.items()) == expected

@@ -1402,3 +1402,202 @@ def test_a_crash_leaves_no_slot_behind(tmp_path, engine):
         assert engine_slots == {place[1] for place in c.store.slots.values()}
     finally:
         c.close()
+
+
+# -- write-through: every change on disk when its call returns -----------------
+
+THROUGH_OPS = '''
+import random
+
+import numpy as np
+
+POOL = ["a", "b", ("t", 1), 7, "counter", "big", "c", ("t", 2)]
+
+
+def value(n, big=False):
+    if big:
+        return np.full(10_000, n, dtype=np.int64)  # 80 kB: a file of its own
+    return (n, {"op": n}, "x" * (n % 50))[n % 3]
+
+
+def operations(seed, count):
+    rng = random.Random(seed)
+    for n in range(count):
+        x = rng.random()
+        key = rng.choice(POOL)
+        if x < 0.45:
+            yield ("set", key, n, key == "big")
+        elif x < 0.6:
+            yield ("del", key, n, False)
+        elif x < 0.7:
+            yield ("pop", key, n, False)
+        elif x < 0.75:
+            yield ("popitem", None, n, False)
+        elif x < 0.85:
+            yield ("setdefault", key, n, False)
+        elif x < 0.97:
+            yield ("update", tuple(rng.sample(POOL, 3)), n, False)
+        else:
+            yield ("clear", None, n, False)
+
+
+def apply(c, op):
+    kind, key, n, big = op
+    if kind == "set":
+        c[key] = value(n, big)
+    elif kind == "del":
+        if key in c:
+            del c[key]
+    elif kind == "pop":
+        c.pop(key, None)
+    elif kind == "popitem":
+        if len(c):
+            c.popitem()
+    elif kind == "setdefault":
+        c.setdefault(key, value(n))
+    elif kind == "update":
+        c.update({k: value(n + i) for i, k in enumerate(key)})
+    else:
+        c.clear()
+'''
+_through: dict = {}
+exec(THROUGH_OPS, _through)
+
+THROUGH_CHILD = THROUGH_OPS + '''
+import sys
+from chest import Chest
+
+path, seed, packed, budget = sys.argv[1:]
+c = Chest(path=path, write_through=True, available_memory=int(budget),
+          packed=None if packed == "files" else packed)
+print("ready", flush=True)
+for n, op in enumerate(operations(seed, 10**9)):
+    apply(c, op)
+    print(n, flush=True)  # only once the call has returned
+'''
+
+
+def same_value(a, b):
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and \
+            bool(np.array_equal(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_write_through_loses_no_change_at_kill_9(tmp_path, engine):
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    rng = random.Random(engine)
+    for attempt in range(6):
+        path = str(tmp_path / f"chest{attempt}")
+        seed = f"{engine}-{attempt}"
+        budget = rng.choice([0, 2000, 10**6])
+        with popen(THROUGH_CHILD, path, seed, engine, budget) as child:
+            assert child.stdout.readline() == "ready\n", child.stderr.read()
+            time.sleep(rng.uniform(0.05, 0.5))
+            child.kill()
+            out = child.stdout.read()
+        done = [int(line) for line in out.split() if line.isdigit()]
+        last = done[-1] if done else -1
+        ops = list(_through["operations"](seed, last + 2))
+        before, after = {}, {}
+        for op in ops[:last + 1]:
+            _through["apply"](before, op)
+        after = dict(before)
+        _through["apply"](after, ops[last + 1])  # under way at the kill
+        c = Chest(path=path)
+        try:
+            found = dict(c.items())
+        finally:
+            c.close()
+        for key in set(before) | set(after) | set(found):
+            allowed = [d[key] for d in (before, after) if key in d]
+            if key in found:
+                assert any(same_value(found[key], v) for v in allowed), \
+                    (seed, last, key, found[key], allowed)
+            else:
+                assert key not in before or key not in after, (seed, last, key)
+        assert last > 20, out[-200:]  # the kill came after many changes
+
+
+THROUGH_FULL_DISK_CHILD = '''
+import errno, resource, signal, sys
+import numpy as np
+from chest import Chest
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death
+c = Chest(path=sys.argv[1], write_through=True, available_memory=10**6,
+          packed=None if sys.argv[2] == "files" else sys.argv[2])
+c["kept"] = "before"
+c["big"] = np.zeros(20_000)
+resource.setrlimit(resource.RLIMIT_FSIZE,
+                   (60_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+failed = 0
+for i in range(400):
+    try:
+        c["kept"] = "x" * 300 + str(i)  # the journal grows past the limit
+    except OSError as e:
+        failed += 1
+        assert e.errno == errno.EFBIG, e
+        break
+try:
+    c["big"] = np.ones(20_000)  # 160 kB: its file cannot be written
+except OSError:
+    failed += 1
+assert (c["big"] == 0).all(), "a failed set changed the value"
+print(failed, i, flush=True)
+'''
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_write_through_on_a_full_disk_raises_and_changes_nothing(tmp_path, engine):
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    path = str(tmp_path / "chest")
+    result = run(THROUGH_FULL_DISK_CHILD, path, engine)
+    assert result.returncode == 0, result.stderr
+    failed, last_tried = map(int, result.stdout.split())
+    assert failed == 2
+    c = Chest(path=path)
+    try:
+        # The last set that returned is there; the one that raised is not.
+        assert c["kept"] == ("x" * 300 + str(last_tried - 1) if last_tried else "before")
+        assert (c["big"] == 0).all()
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_a_journal_cut_at_every_byte_of_its_last_record(tmp_path, engine):
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    live = Chest(path=str(tmp_path / "live"), write_through=True,
+                 packed=None if engine == "files" else engine)
+    try:
+        live["a"], live["b"] = 1, {"two": 2}
+        live.flush()
+        live["c"] = "three"
+        live["a"] = "one, again"  # the last record
+        source = crash_copy(live, tmp_path, "source")
+    finally:
+        live.close()
+    journal = os.path.join(source, JOURNAL_NAME)
+    size = os.path.getsize(journal)
+    last = len(pickle.dumps(("a", ("journal", 10), 10), protocol=5)) + 10 + 8
+    for cut in range(size - last - 4, size + 1):
+        target = str(tmp_path / f"cut{cut}")
+        shutil.copytree(source, target)
+        os.truncate(os.path.join(target, JOURNAL_NAME), cut)
+        c = Chest(path=target)
+        try:
+            found = dict(c.items())
+        finally:
+            c.close()
+        assert found["b"] == {"two": 2}
+        assert found["a"] in (1, "one, again") and set(found) <= {"a", "b", "c"}
+        if cut == size:
+            assert found == {"a": "one, again", "b": {"two": 2}, "c": "three"}
+        if found["a"] == "one, again":
+            assert found["c"] == "three"  # nothing after a missing record
+        shutil.rmtree(target)
