@@ -458,17 +458,30 @@ class Chest(MutableMapping):
         size = nbytes(value)
         data = self._dumps(value) if size <= SMALL_VALUE else None  # may raise
         with self.lock:
-            self._drop_value(key, file=False)  # stored: nothing is lost
             if data is not None:
                 self.store.write_through(key, data)  # may raise: nothing changed
-                self._file_tokens[key] = bytes_token(data)
                 self.stats.bytes_written += len(data)
+                old_size = self._sizes.get(key)
+                if old_size is not None and size <= self._available_memory:
+                    # Replaced in memory (a counter): the policy records a use.
+                    self.inmem[key] = value
+                    self._sizes[key] = size
+                    self.memory_usage += size - old_size
+                    if self._unwritable:
+                        self._unwritable.pop(key, None)
+                    self.policy.add(key, size, True)
+                else:
+                    self._drop_value(key, file=False)  # stored: nothing is lost
+                    if size <= self._available_memory:
+                        self._keep_in_memory(key, value, size, clean=True)
+                self._file_tokens[key] = bytes_token(data)
             else:
+                self._drop_value(key, file=False)  # stored: nothing is lost
                 if size > self._available_memory:
                     self._on_overflow(key)
                 self._write(key, value, size)
-            if size <= self._available_memory:
-                self._keep_in_memory(key, value, size, clean=True)
+                if size <= self._available_memory:
+                    self._keep_in_memory(key, value, size, clean=True)
             self._keys[key] = next(self._versions)
             self._changed = True
             self._closed = False

@@ -76,17 +76,22 @@ class Journal:
             payload = pickle.dumps(meta, protocol=5)
         except Exception:
             payload = cloudpickle.dumps(meta, protocol=5)
-        if data is not None:
-            payload += data  # pickle.loads reads up to its STOP, not further
+        # The value follows the pickle (pickle.loads reads up to its STOP,
+        # not further); one writev, no copy of the value.
+        data = data if data is not None else b""
+        header = RECORD.pack(len(payload) + len(data),
+                             zlib.crc32(data, zlib.crc32(payload)))
         fd = self._fd if self._fd is not None else self._open()
-        record = RECORD.pack(len(payload), zlib.crc32(payload)) + payload
-        view = memoryview(record)
+        total = len(header) + len(payload) + len(data)
         written = 0
         try:
-            while view:
-                count = os.write(fd, view)
-                written += count
-                view = view[count:]
+            written = os.writev(fd, [header, payload, data] if data else [header, payload])
+            if written < total:  # a short write: what is left, piece by piece
+                view = memoryview(header + payload + data)[written:]
+                while view:
+                    count = os.write(fd, view)
+                    written += count
+                    view = view[count:]
             if self.durable:
                 os.fsync(fd)
         except BaseException:
@@ -99,7 +104,7 @@ class Journal:
             except OSError:
                 pass
             raise
-        if data is None:
+        if not data:
             return -1
         # An appending descriptor is left at the end of what it wrote.
         return os.lseek(fd, 0, os.SEEK_CUR) - len(data)

@@ -204,11 +204,16 @@ class QueuePolicy(Policy):
         raise NotImplementedError
 
     def add(self, key: Hashable, size: int, clean: bool = False) -> None:
-        if key in self._group_of:
+        group = self.group(size, clean)
+        old = self._group_of.get(key)
+        if old == group:
+            # Set again in the same group (a counter): a use, as a hit is.
+            self._last_use[key] = next(self._ticks)
+            return
+        if old is not None:
             self.remove(key)
         tick = next(self._ticks)
         self._last_use[key] = tick
-        group = self.group(size, clean)
         self._group_of[key] = group
         self._queues[group][key] = tick
 

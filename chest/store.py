@@ -588,21 +588,23 @@ class Store:
         with ``durable``) when this returns. The next :meth:`write_index`
         moves it to a file or a slot. If it raises, nothing has changed.
         """
-        if self.journal is None:
+        journal = self.journal
+        if journal is None:
             raise ValueError(f"the chest at {self.path} keeps no journal")
+        size = len(data)
         old_size = self.files.get(key, 0)
         if self.max_disk is not None and \
-                self.disk_usage - old_size + len(data) > self.max_disk:
+                self.disk_usage - old_size + size > self.max_disk:
             raise DiskBudgetError(self.path, key,
-                                  self.disk_usage - old_size + len(data), self.max_disk)
-        offset = self.journal.append(key, None, len(data), data)
-        if key in self.files:
+                                  self.disk_usage - old_size + size, self.max_disk)
+        offset = journal.append(key, None, size, data)
+        if key not in self.journaled and key in self.files:  # a file or a slot
             self._retire_copy(key)
             self._release_name(key)
-        self.journaled[key] = (offset, len(data))
-        self.unindexed_bytes += len(data)
-        self.files[key] = len(data)
-        self.disk_usage += len(data) - old_size
+        self.journaled[key] = (offset, size)
+        self.unindexed_bytes += size
+        self.files[key] = size
+        self.disk_usage += size - old_size
         self.unindexed_writes = True
 
     def read_journaled(self, key: Hashable, place: Tuple[int, int]) -> Tuple[bytes, float]:

@@ -101,7 +101,7 @@ def test_a_failed_append_cuts_only_its_own_record(tmp_path, monkeypatch):
     a.append("a1", "a1", 1)
     b.append("b1", "b1", 1)
     b.append("b2", "b2", 1)
-    write = os.write
+    write, writev = os.write, os.writev
     full = []
 
     def disk_full_after_3_bytes(fd, data):
@@ -112,11 +112,18 @@ def test_a_failed_append_cuts_only_its_own_record(tmp_path, monkeypatch):
         full.append(fd)
         return write(fd, bytes(data[:3]))  # a short write, then no space
 
+    def writev_disk_full_after_3_bytes(fd, buffers):
+        if fd != a._fd:
+            return writev(fd, buffers)
+        return disk_full_after_3_bytes(fd, b"".join(buffers))
+
     monkeypatch.setattr(os, "write", disk_full_after_3_bytes)
+    monkeypatch.setattr(os, "writev", writev_disk_full_after_3_bytes)
     try:
         with pytest.raises(OSError):
             a.append("a2", "a2", 1)
         monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "writev", writev)
         b.append("b3", "b3", 1)
         assert [key for key, _, _ in read_journal(path)] == ["a1", "b1", "b2", "b3"]
     finally:
