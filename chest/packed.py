@@ -254,13 +254,16 @@ class _Environments:
         # real path -> [environment, opened read-only, users]
         self._open: Dict[str, list] = {}
 
-    def acquire(self, path: str, readonly: bool, durable: bool, file_mode: int) -> Any:
+    def acquire(self, path: str, readonly: bool, durable: bool, file_mode: int) -> list:
+        """The shared ``[environment, opened read-only, users]`` of ``path``:
+        its environment is the one open now (reopened for writing if a
+        writer came after a reader)."""
         real = os.path.realpath(path)
         with self._lock:
             held = self._open.get(real)
             if held is not None and (readonly or not held[1]):
                 held[2] += 1
-                return held[0]
+                return held
             if held is not None:  # a reader has it: open it for writing
                 held[0].close()
             try:
@@ -274,16 +277,8 @@ class _Environments:
                 held[0], held[1] = env, False
                 held[2] += 1
             else:
-                self._open[real] = [env, readonly, 1]
-            return env
-
-    def current(self, path: str) -> Any:
-        """The environment now open for ``path`` (it may have been reopened
-        for writing since a reader acquired it)."""
-        held = self._open.get(os.path.realpath(path))
-        if held is None:
-            raise ValueError(f"the packed values of {path} are closed")
-        return held[0]
+                held = self._open[real] = [env, readonly, 1]
+            return held
 
     def release(self, path: str) -> None:
         real = os.path.realpath(path)
@@ -323,13 +318,14 @@ class LMDBEngine(PackedEngine):
                               "pip install 'chest[lmdb]'")
         self.path = os.path.join(folder, self.filename)
         self.readonly = readonly
-        _ENVIRONMENTS.acquire(self.path, readonly, durable, file_mode)
+        # (Looked up once: os.path.realpath costs more than a read.)
+        self._held = _ENVIRONMENTS.acquire(self.path, readonly, durable, file_mode)
         self._closed = False
 
     def _environment(self) -> Any:
         if self._closed:
             raise ValueError(f"the packed values of {self.path} are closed")
-        return _ENVIRONMENTS.current(self.path)
+        return self._held[0]
 
     def put(self, slot: int, data: bytes) -> None:
         if self.readonly:

@@ -646,7 +646,7 @@ class Store:
 
     def packed_path(self, name: str) -> str:
         """The file of packed engine ``name`` in the folder."""
-        return os.path.join(self.path, ENGINES[name].filename)
+        return self._prefix + ENGINES[name].filename
 
     def pack_temp(self, data: bytes) -> Packed:
         """Write ``data`` to a new slot of the packed engine, committed but
