@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import copy
 import errno
 import io
 import itertools
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import MutableMapping
+from collections.abc import ItemsView, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
                     NamedTuple, Optional, Tuple, Union)
@@ -34,7 +35,7 @@ from .fingerprint import bytes_token, fingerprint, unchanged
 from .journal import IN_JOURNAL, JOURNAL_NAME
 from .folder import check_folder
 from .lock import WriterLock
-from .policy import Policy, make_policy
+from .policy import POLICIES, Policy, make_policy
 from .sizeof import nbytes
 from .stats import Stats
 from .files import FILE_MODE, Written, make_folder, others_can_write
@@ -537,6 +538,91 @@ class Chest(MutableMapping):
     def __ior__(self, other: Any) -> "Chest":
         self.update(other)
         return self
+
+    def __or__(self, other: Any) -> "Chest":
+        """``c | other``: a new temporary chest with this chest's items, then
+        ``other``'s (as ``dict | dict``)."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        new = self.copy()
+        new.update(other)
+        return new
+
+    def __ror__(self, other: Any) -> "Chest":
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        new = self.copy(empty=True)
+        new.update(other)
+        new.update(self)
+        return new
+
+    def copy(self, path: Optional[Union[str, os.PathLike]] = None,
+             empty: bool = False) -> "Chest":
+        """A new chest with the same items, budget and format: temporary
+        unless given a ``path``. Value files are hard-linked (copied across
+        file systems): the two are independent afterwards, as a chest never
+        changes a file in place. ``empty``: the same settings, no items."""
+        new = type(self)(
+            path=path, available_memory=self._available_memory, dump=self.dump,
+            load=self.load, key_to_filename=self._key_to_filename, open=self.open,
+            open_many=self.open_many, mode=self.mode,
+            policy=self.policy.name if self.policy.name in POLICIES
+            else type(self.policy)(),
+            durable=self.store.durable, file_mode=self.file_mode,
+            packed=self.store.packed, packed_limit=self.packed_limit,
+            write_through=self.write_through and path is not None)
+        if not empty:
+            for key in list(self._keys):
+                source = self._file_of(key)
+                if source is not None:
+                    try:
+                        new._link(key, source)
+                        continue
+                    except FileNotFoundError:
+                        pass  # changed meanwhile
+                new[key] = self._fresh_copy(key)
+        return new
+
+    __copy__ = copy
+
+    def _file_of(self, key: Hashable) -> Optional[str]:
+        """The file that holds ``key``'s current value (for a link), if it is
+        not in memory, not packed and not in the journal."""
+        with self.lock:
+            if key in self.inmem or key in self._in_flight or \
+                    key not in self.store.files or key in self.store.slots or \
+                    key in self.store.journaled:
+                return None
+            return self.store.filename(key)
+
+    def _fresh_copy(self, key: Hashable) -> Any:
+        """``key``'s value as an object of its own (shared with nothing):
+        read again from disk, or a deep copy of the one in memory."""
+        with self.lock:
+            value = self.inmem.get(key, self._in_flight.get(key, _MISSING))
+            place: Any = self.store.slots.get(key)
+            if place is None and key in self.store.journaled:
+                place = (IN_JOURNAL, *self.store.journaled[key])
+            filename = "" if place is not None or key not in self.store.files \
+                else self.store.filename(key)
+        if value is _MISSING:
+            return self._read_file(key, filename, place)[0]
+        return copy.deepcopy(value)
+
+    @classmethod
+    def fromkeys(cls, keys: Iterable[Hashable], value: Any = None,
+                 path: Optional[Union[str, os.PathLike]] = None, **kwargs: Any) -> "Chest":
+        """A new chest (temporary unless given a ``path``) with ``keys``, each
+        set to ``value``; ``kwargs`` as for :class:`Chest`."""
+        new = cls(path=path, **kwargs)
+        for key in keys:
+            new[key] = value
+        return new
+
+    def items(self) -> "_ItemsView":
+        """The ``(key, value)`` pairs; ``x in c.items()`` is False (not an
+        error) for an ``x`` that is not a pair, as for a dict."""
+        return _ItemsView(self)
 
     def __repr__(self) -> str:
         on_disk = len(self._keys) - len(self.inmem)
@@ -1411,6 +1497,13 @@ class Chest(MutableMapping):
             # modules used here may already be gone (the atexit hook below
             # closed every chest with a path before that).
             pass
+
+
+class _ItemsView(ItemsView):
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
+        return super().__contains__(item)
 
 
 class _OnDiskKeys:

@@ -1163,3 +1163,48 @@ def test_write_through_from_many_threads_keeps_every_change(make_chest, chest_pa
     shutil.copytree(chest_path, chest_path + "-killed")  # as kill -9 would leave it
     reopened = make_chest("chest-killed")
     assert dict(reopened.items()) == expected
+
+
+# -- copy, fromkeys, |, items ----------
+@pytest.mark.parametrize("packed", [None, "sqlite"])
+def test_copy_is_a_new_independent_chest(make_chest, tmp_path, packed):
+    import copy
+    c = make_chest(available_memory=1000, packed=packed)
+    c["small"], c["big"] = {"n": 1}, np.arange(10_000)
+    c["gone"] = 3
+    c.flush()
+    d = c.copy()
+    assert d.path != c.path and dict(d) .keys() == dict(c).keys()
+    assert d.available_memory == 1000 and d.store.packed == packed
+    d["small"]["n"] = 2
+    d["big"] = np.zeros(3)
+    del d["gone"]
+    d.flush()
+    assert c["small"] == {"n": 1} and (c["big"] == np.arange(10_000)).all()
+    assert c["gone"] == 3
+    kept = c.copy(path=str(tmp_path / "kept"))
+    kept.close()
+    again = make_chest("kept")
+    assert again["small"] == {"n": 1}
+    shallow = copy.copy(c)
+    assert isinstance(shallow, Chest) and dict(shallow.items()).keys() == c.keys()
+    for x in (d, shallow):
+        x.close()
+    assert not os.path.exists(d.path)  # temporary: removed on close
+
+
+def test_fromkeys_or_and_items_contains(make_chest, tmp_path):
+    c = Chest.fromkeys(["a", "b"], 0, path=str(tmp_path / "f"), available_memory=0)
+    assert dict(c) == {"a": 0, "b": 0} and c.available_memory == 0
+    merged = c | {"b": 1, "c": 2}
+    assert isinstance(merged, Chest) and dict(merged) == {"a": 0, "b": 1, "c": 2}
+    assert list(merged) == ["a", "b", "c"] and dict(c) == {"a": 0, "b": 0}
+    left = {"z": 9, "a": 5} | c
+    assert isinstance(left, Chest) and dict(left) == {"z": 9, "a": 0, "b": 0}
+    with pytest.raises(TypeError):
+        c | [("x", 1)]
+    items = c.items()
+    assert ("a", 0) in items and ("a", 1) not in items
+    assert "a" not in items and ("a",) not in items and 5 not in items
+    for x in (c, merged, left):
+        x.close()
