@@ -11,12 +11,14 @@ from .core import Chest, key_to_filename, nbytes
 from .errors import (BoundToMemoryError, ChestError, ChestLockedError, ChestWarning,
                      DiskBudgetError, FolderError, IndexFileError, IndexWriteError,
                      ReadOnlyError, UnwritableValuesError, ValueFileError)
+from .containers import List, Set
 from .serialize import keep_in_memory
 
 __version__ = "1.0.0.dev0"
 
 __all__ = [
-    "Chest", "nbytes", "key_to_filename", "keep_in_memory", "BoundToMemoryError",
+    "Chest", "List", "Set", "nbytes", "key_to_filename", "keep_in_memory",
+    "BoundToMemoryError",
     "ChestError", "ChestLockedError",
     "ChestWarning", "DiskBudgetError", "FolderError", "IndexFileError", "IndexWriteError",
     "ReadOnlyError", "UnwritableValuesError", "ValueFileError", "__version__",

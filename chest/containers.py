@@ -1,0 +1,455 @@
+"""A list and a set that spill to disk and persist, each over one chest.
+
+Both keep their items as a :class:`~chest.Chest`'s values (or keys), so they
+take every keyword of a chest (``available_memory``, ``packed``,
+``write_through``, ``durable``, ``readonly``, ``dump``/``load``/``mode``...)
+and keep its promises: a budget, spilling, the writer's lock, reopening by
+path, crash safety.
+
+:class:`List`
+    A ``MutableSequence``. Each item is the value of a key that says where
+    it is in the list: a tuple of ints, ordered as tuples are. Inserting
+    between two items takes a key between theirs (one level longer when
+    there is no room, so nothing else is renamed), and deleting removes one
+    key: neither rewrites another item. The keys in order are kept in
+    memory (a list of tuples); ``reverse()`` flips one flag, ``sort()``
+    gives every item a new key (it must move them all).
+:class:`Set`
+    A ``MutableSet``: its elements are the chest's keys (each with ``None``
+    for value), so they must be hashable and can be millions (``packed``).
+
+Examples
+--------
+>>> from chest.containers import List, Set
+>>> l = List([1, 2, 3])
+>>> l.insert(1, "between")
+>>> l[0], l[1], l[-1], len(l)
+(1, 'between', 3, 4)
+>>> del l[2]
+>>> list(l)
+[1, 'between', 3]
+>>> l.close()
+>>> s = Set("abc")
+>>> sorted(s | {"d"}), "a" in s
+(['a', 'b', 'c', 'd'], True)
+>>> s.close()
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, MutableSequence, MutableSet
+from collections.abc import Set as AbstractSet
+from typing import Any, Callable, Dict, Hashable, Iterator, List as ListOf, Optional, \
+    Tuple, Union, overload
+
+from .core import Chest
+
+__all__ = ["List", "Set", "between"]
+
+Position = Tuple[int, ...]
+_META = "list"  # the List's own key (positions are tuples): {"reversed": bool}
+_PathLike = Union[str, "os.PathLike[str]"]
+
+
+def between(low: Optional[Position], high: Optional[Position]) -> Position:
+    """A position after ``low`` and before ``high`` (None: no bound), as
+    short as there is room for.
+
+    >>> between(None, None), between((3,), None), between(None, (3,))
+    ((0,), (4,), (2,))
+    >>> between((3,), (5,)), between((3,), (4,)), between((3,), (3, 1))
+    ((4,), (3, 0), (3, 0))
+    >>> (3,) < between((3,), (3, 0)) < (3, 0)
+    True
+    """
+    if low is None:
+        return (0,) if high is None else (high[0] - 1,)
+    if high is None:
+        return (low[0] + 1,)
+    n = 0
+    while n < len(low) and n < len(high) and low[n] == high[n]:
+        n += 1
+    if n == len(low):
+        # low is a prefix of high: one digit more, below high's next one
+        # (longer than low, so after it).
+        return low + (high[n] - 1,)
+    if high[n] - low[n] > 1:
+        return low[:n] + (low[n] + 1,)
+    # Adjacent at digit n: anything longer than low under low[:n+1] fits.
+    return low[:n + 1] + ((low[n + 1] + 1,) if n + 1 < len(low) else (0,))
+
+
+class _Container:
+    """What the list and the set share: their chest, its keywords, closing."""
+
+    def __init__(self, path: Optional[_PathLike], chest_keywords: Dict[str, Any]) -> None:
+        self._keywords = dict(chest_keywords)
+        self.chest = Chest(path=path, **chest_keywords)
+
+    @property
+    def path(self) -> str:
+        """The folder of the container's chest."""
+        return self.chest.path
+
+    def _settings(self, path: Optional[_PathLike]) -> Dict[str, Any]:
+        """The keywords of a new container of the same kind at ``path``."""
+        keywords = dict(self._keywords)
+        keywords.pop("readonly", None)
+        if path is None:
+            keywords.pop("write_through", None)  # a temporary chest keeps nothing
+        return keywords
+
+    def flush(self) -> None:
+        """Write every item to disk (see :meth:`chest.Chest.flush`)."""
+        self.chest.flush()
+
+    def close(self) -> None:
+        """Flush (with a path) or remove the folder (temporary)."""
+        self.chest.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class List(_Container, MutableSequence):
+    """A list whose items spill to disk and persist, as a chest's values.
+
+    Parameters
+    ----------
+    data : iterable, optional
+        Items to append.
+    path : str, optional
+        The folder (temporary without one); reopened from it later.
+    **chest_keywords
+        As for :class:`~chest.Chest` (``available_memory``, ``packed``,
+        ``write_through``, ``readonly``, ``dump``...).
+
+    All of ``list``'s methods, with negative indices, slices (read as a
+    list), slice assignment and deletion, ``+=``, ``*=``, ``==`` with lists.
+    Inserting or deleting anywhere writes one item; ``sort()`` moves every
+    item (as it must); ``reverse()`` writes one flag.
+    """
+
+    def __init__(self, data: Iterable[Any] = (), path: Optional[_PathLike] = None,
+                 **chest_keywords: Any) -> None:
+        super().__init__(path, chest_keywords)
+        positions: ListOf[Any] = [k for k in self.chest if k != _META]
+        bad = [k for k in positions if type(k) is not tuple
+               or not all(type(d) is int for d in k) or not k]
+        if bad:
+            self.chest.close()
+            raise ValueError(f"the chest at {self.chest.path} is not a List's: "
+                             f"it has the key {bad[0]!r}")
+        meta = self.chest.get(_META) if _META in self.chest else None
+        self._reversed = bool(meta and meta.get("reversed"))
+        self._positions: ListOf[Position] = sorted(positions, reverse=self._reversed)
+        self.extend(data)
+
+    # -- positions ---------------------------------------------------------------
+    def _index(self, i: int) -> int:
+        """``i`` as a position in range (IndexError past either end)."""
+        n = len(self._positions)
+        if not isinstance(i, int):
+            raise TypeError(f"list indices must be integers or slices, not "
+                            f"{type(i).__name__}")
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise IndexError("list index out of range")
+        return j
+
+    def _new_position(self, j: int) -> Position:
+        """A position for an item inserted at index ``j``."""
+        before = self._positions[j - 1] if j > 0 else None
+        after = self._positions[j] if j < len(self._positions) else None
+        if self._reversed:  # positions go down: swap the bounds
+            return between(after, before)
+        return between(before, after)
+
+    # -- MutableSequence -----------------------------------------------------------
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> ListOf[Any]: ...
+
+    def __getitem__(self, i: Union[int, slice]) -> Any:
+        if isinstance(i, slice):
+            return [self.chest[p] for p in self._positions[i]]
+        return self.chest[self._positions[self._index(i)]]
+
+    def __setitem__(self, i: Union[int, slice], value: Any) -> None:
+        if not isinstance(i, slice):
+            self.chest[self._positions[self._index(i)]] = value
+            return
+        values = list(value)
+        start, stop, step = i.indices(len(self._positions))
+        if step != 1:
+            chosen = list(range(start, stop, step))
+            if len(chosen) != len(values):
+                raise ValueError(f"attempt to assign sequence of size {len(values)} "
+                                 f"to extended slice of size {len(chosen)}")
+            for j, v in zip(chosen, values):
+                self.chest[self._positions[j]] = v
+            return
+        stop = max(stop, start)
+        del self[start:stop]
+        for offset, v in enumerate(values):
+            self.insert(start + offset, v)
+
+    def __delitem__(self, i: Union[int, slice]) -> None:
+        if isinstance(i, slice):
+            chosen = sorted(range(*i.indices(len(self._positions))), reverse=True)
+            for j in chosen:
+                del self.chest[self._positions[j]]
+                del self._positions[j]
+            return
+        j = self._index(i)
+        del self.chest[self._positions[j]]
+        del self._positions[j]
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def insert(self, index: int, value: Any) -> None:
+        """Insert ``value`` before ``index`` (clamped to the list, as list does)."""
+        n = len(self._positions)
+        j = index + n if index < 0 else index
+        j = min(max(j, 0), n)
+        position = self._new_position(j)
+        self.chest[position] = value
+        self._positions.insert(j, position)
+
+    def append(self, value: Any) -> None:
+        """Add ``value`` at the end: one write."""
+        self.insert(len(self._positions), value)
+
+    def __iter__(self) -> Iterator[Any]:
+        for position in list(self._positions):
+            yield self.chest[position]
+
+    def __reversed__(self) -> Iterator[Any]:
+        for position in reversed(list(self._positions)):
+            yield self.chest[position]
+
+    def reverse(self) -> None:
+        """Reverse the list in place: one write (a flag), no item moves."""
+        self._reversed = not self._reversed
+        self.chest[_META] = {"reversed": self._reversed}
+        self._positions.reverse()
+
+    def sort(self, *, key: Optional[Callable[[Any], Any]] = None,
+             reverse: bool = False) -> None:
+        """Sort in place, stably; every item gets a new position (each is
+        read once and written once). The sort keys are held in memory (the
+        items themselves without ``key``)."""
+        keys = [key(v) if key is not None else v for v in self]
+        order = sorted(range(len(keys)), key=keys.__getitem__, reverse=reverse)
+        del keys
+        old = self._positions
+        top = max((p[0] for p in old), default=0) + 1
+        new: ListOf[Position] = [(top, j) for j in range(len(old))]
+        for j, i in enumerate(order):
+            self.chest[new[j]] = self.chest[old[i]]
+        for position in old:
+            del self.chest[position]
+        self._positions = new
+        if self._reversed:
+            self._reversed = False
+            self.chest[_META] = {"reversed": False}
+
+    def clear(self) -> None:
+        """Remove every item."""
+        self.chest.clear()
+        self._positions = []
+        self._reversed = False
+
+    def __iadd__(self, values: Iterable[Any]) -> "List":
+        self.extend(values)
+        return self
+
+    def __imul__(self, n: int) -> "List":
+        if not isinstance(n, int):
+            return NotImplemented
+        if n <= 0:
+            self.clear()
+            return self
+        count = len(self._positions)
+        for _ in range(n - 1):
+            for i in range(count):
+                self.append(self[i])
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, List)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # type: ignore[assignment]  # (mutable, as list)
+
+    def __repr__(self) -> str:
+        n = len(self._positions)
+        if n <= 20:
+            return f"List({list(self)!r})"
+        head = ", ".join(repr(self[i]) for i in range(5))
+        return f"List([{head}, ...] {n} items at {self.chest.path})"
+
+
+class Set(_Container, MutableSet):
+    """A set whose elements persist as a chest's keys (any hashable value).
+
+    Parameters
+    ----------
+    data : iterable, optional
+        Elements to add.
+    path : str, optional
+        The folder (temporary without one); reopened from it later.
+    **chest_keywords
+        As for :class:`~chest.Chest`; ``packed="sqlite"`` for millions of
+        elements.
+
+    All of ``set``'s methods and operators. ``union``, ``intersection``,
+    ``difference`` and ``symmetric_difference`` take ``path=`` for the new
+    set (temporary without it), which has this set's keywords.
+    """
+
+    def __init__(self, data: Iterable[Hashable] = (), path: Optional[_PathLike] = None,
+                 **chest_keywords: Any) -> None:
+        super().__init__(path, chest_keywords)
+        for x in data:
+            self.add(x)
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.chest
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.chest)
+
+    def __len__(self) -> int:
+        return len(self.chest)
+
+    def add(self, x: Hashable) -> None:
+        """Add ``x`` (one write if it is new)."""
+        if x not in self.chest:
+            self.chest[x] = None
+
+    def discard(self, x: Hashable) -> None:
+        """Remove ``x`` if it is there."""
+        if x in self.chest:
+            del self.chest[x]
+
+    def remove(self, x: Hashable) -> None:
+        """Remove ``x``; KeyError if it is not there."""
+        if x not in self.chest:
+            raise KeyError(x)
+        del self.chest[x]
+
+    def pop(self) -> Any:
+        """Remove and return an element; KeyError if the set is empty."""
+        if not len(self.chest):
+            raise KeyError("pop from an empty set")
+        return self.chest.popitem()[0]
+
+    def clear(self) -> None:
+        """Remove every element."""
+        self.chest.clear()
+
+    def _from_iterable(self, it: Iterable[Hashable]) -> "Set":  # type: ignore[override]
+        return Set(it, **self._settings(None))
+
+    def _new(self, path: Optional[_PathLike]) -> "Set":
+        return Set(path=path, **self._settings(path))
+
+    @staticmethod
+    def _lookup(other: Iterable[Hashable]) -> AbstractSet:
+        """``other`` as something ``in`` is fast on."""
+        return other if isinstance(other, (AbstractSet, set, frozenset)) \
+            else set(other)
+
+    def union(self, *others: Iterable[Hashable], path: Optional[_PathLike] = None) -> "Set":
+        """A new set of the elements of this set and of ``others``."""
+        new = self._new(path)
+        new.update(self, *others)
+        return new
+
+    def intersection(self, *others: Iterable[Hashable],
+                     path: Optional[_PathLike] = None) -> "Set":
+        """A new set of the elements in this set and in every one of ``others``."""
+        lookups = [self._lookup(o) for o in others]
+        new = self._new(path)
+        for x in self:
+            if all(x in o for o in lookups):
+                new.add(x)
+        return new
+
+    def difference(self, *others: Iterable[Hashable],
+                   path: Optional[_PathLike] = None) -> "Set":
+        """A new set of the elements in this set and in none of ``others``."""
+        lookups = [self._lookup(o) for o in others]
+        new = self._new(path)
+        for x in self:
+            if not any(x in o for o in lookups):
+                new.add(x)
+        return new
+
+    def symmetric_difference(self, other: Iterable[Hashable],
+                             path: Optional[_PathLike] = None) -> "Set":
+        """A new set of the elements in exactly one of this set and ``other``."""
+        lookup = self._lookup(other)
+        new = self._new(path)
+        for x in self:
+            if x not in lookup:
+                new.add(x)
+        for x in lookup:
+            if x not in self:
+                new.add(x)
+        return new
+
+    def update(self, *others: Iterable[Hashable]) -> None:
+        """Add the elements of ``others``."""
+        for other in others:
+            for x in other:
+                self.add(x)
+
+    def intersection_update(self, *others: Iterable[Hashable]) -> None:
+        """Keep only the elements also in every one of ``others``."""
+        lookups = [self._lookup(o) for o in others]
+        for x in [x for x in self if not all(x in o for o in lookups)]:
+            self.discard(x)
+
+    def difference_update(self, *others: Iterable[Hashable]) -> None:
+        """Remove the elements of ``others``."""
+        for other in others:
+            for x in other:
+                self.discard(x)
+
+    def symmetric_difference_update(self, other: Iterable[Hashable]) -> None:
+        """Keep the elements in exactly one of this set and ``other``."""
+        for x in set(self._lookup(other)):
+            if x in self:
+                self.discard(x)
+            else:
+                self.add(x)
+
+    def issubset(self, other: Iterable[Hashable]) -> bool:
+        """Is every element also in ``other``?"""
+        lookup = self._lookup(other)
+        return all(x in lookup for x in self)
+
+    def issuperset(self, other: Iterable[Hashable]) -> bool:
+        """Is every element of ``other`` in this set?"""
+        return all(x in self for x in other)
+
+    __hash__ = None  # type: ignore[assignment]  # (mutable, as set)
+
+    def __repr__(self) -> str:
+        n = len(self)
+        if n <= 20:
+            return f"Set({set(self)!r})"
+        return f"Set({n} elements at {self.chest.path})"
