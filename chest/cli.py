@@ -58,7 +58,8 @@ from . import __version__
 from .budget import format_bytes
 from .errors import FolderError
 from .folder import (Entry, IndexInfo, JournalInfo, PackedInfo, engine_filename,
-                     leftover_kind, place_sizes, place_text, read_packed, stat_size,
+                     journal_sizes, leftover_kind, place_sizes, place_text, read_packed,
+                     stat_size,
                      check_folder, effective_entries, journal_changes, lock_state,
                      read_index, read_journal_file, walk_files)
 from .index import is_slot
@@ -150,6 +151,7 @@ def info(path: str, largest: int = 10, as_json: bool = False,
     files = walk_files(path)
     packed = read_packed(path)
     sizes = place_sizes(files, packed.sizes)
+    sizes.update(journal_sizes(journal.records))
     entries = (effective_entries(index.entries, journal.records, sizes.get)
                if index.readable else {})
     indexed = {e.key for e in index.entries}

@@ -42,7 +42,7 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
 
 from . import lock as _lock
 from .errors import FolderError, IndexFileError, describe
-from .journal import JOURNAL_NAME, RECORD, read_journal
+from .journal import IN_JOURNAL, JOURNAL_NAME, RECORD, read_journal
 from .files import OLD_PREFIX, TMP_PREFIX
 from .index import (ENGINE_NAMES, HEADER, INDEX_MAGIC, INDEX_NAME, Slot, holds_a_chest,
                     is_valid_place, parse_index)
@@ -62,6 +62,7 @@ __all__ = [
     "full_path", "retired_name", "stat_size", "is_chest_file", "leftover_kind",
     "place_text", "describe_place", "engine_filename", "PackedInfo", "PackedReader",
     "read_packed", "place_sizes", "check_value_bytes", "open_packed", "damaged_name",
+    "is_journal_place", "journal_sizes", "read_journal_value",
 ]
 
 #: Where ``repair`` keeps a copy of a ``.keys`` it could not read.
@@ -326,6 +327,8 @@ def place_text(place: Any) -> str:
         return place
     if is_valid_place(place):
         return f"{place[0]}:{place[1]}"
+    if is_journal_place(place):
+        return f"journal:{place[1]}"
     return repr(place)
 
 
@@ -339,13 +342,38 @@ def describe_place(place: Any) -> str:
         return f"file {place}"
     if is_valid_place(place):
         return f"slot {place[1]} of {engine_filename(place[0])}"
+    if is_journal_place(place):
+        return f"the journal ({place[2]} bytes at {place[1]}, written through)"
     return f"place {place!r}"
 
 
 def _is_checkable(place: Any) -> bool:
     """A place whose size may be looked up: any file name (unsafe ones are
-    reported by their callers), or a valid slot."""
-    return isinstance(place, str) or is_valid_place(place)
+    reported by their callers), a valid slot, or a value kept in the journal."""
+    return isinstance(place, str) or is_valid_place(place) or is_journal_place(place)
+
+
+def is_journal_place(place: Any) -> bool:
+    """Is ``place`` a value kept in the journal itself (written through):
+    ``(IN_JOURNAL, offset, length)``?"""
+    return type(place) is tuple and len(place) == 3 and place[0] == IN_JOURNAL
+
+
+def journal_sizes(records: Iterable[Tuple[Hashable, Any, int]]) -> Dict[Any, int]:
+    """The sizes of the values the journal's records keep: to add to
+    :func:`place_sizes`."""
+    return {place: place[2] for _, place, _ in records if is_journal_place(place)}
+
+
+def read_journal_value(path: str, place: Any) -> bytes:
+    """The bytes of a value kept in the journal of the chest at ``path``."""
+    with open(os.path.join(path, JOURNAL_NAME), "rb") as f:
+        f.seek(place[1])
+        data = f.read(place[2])
+    if len(data) != place[2]:
+        raise OSError(f"the journal ends before the value ({len(data)} of "
+                      f"{place[2]} bytes)")
+    return data
 
 
 @dataclass
@@ -625,7 +653,8 @@ def effective_entries(index: Iterable[Entry],
         if name is None:
             entries.pop(key, None)
             continue
-        size = size_of(name) if _is_checkable(name) else None
+        size = name[2] if is_journal_place(name) else \
+            size_of(name) if _is_checkable(name) else None
         if size is None:
             continue
         entry = indexed.get(key)
@@ -675,7 +704,7 @@ def journal_changes(index: Sequence[Entry],
                            f"nor a slot of a known engine (an unsafe record, "
                            f"ignored)")
             continue
-        size = size_of(name)
+        size = name[2] if is_journal_place(name) else size_of(name)
         where = describe_place(name)
         if size is None:
             gone = "that file is gone" if isinstance(name, str) else "that slot is gone"

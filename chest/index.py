@@ -58,8 +58,9 @@ Place = Union[str, Slot]
 
 
 def is_slot(place: Any) -> bool:
-    """Is ``place`` a packed slot (not a file name)?"""
-    return type(place) is tuple
+    """Is ``place`` a packed slot ``(engine, slot)`` (not a file name, nor a
+    value kept in the journal)?"""
+    return type(place) is tuple and len(place) == 2
 
 
 def _valid_slots(places: List[Any]) -> bool:

@@ -40,13 +40,14 @@ from .folder import (BACKUP_NAME, Entry, IndexInfo, JournalInfo, Loaded, PackedR
                      damaged_name, describe_place, engine_filename, full_path,
                      place_sizes, place_text, retired_name, is_chest_file, check_folder,
                      check_value_file, effective_entries, key_from_name, read_index,
-                     read_journal_file, walk_files)
-from .journal import JOURNAL_NAME
+                     read_journal_file, walk_files,
+                     is_journal_place, read_journal_value)
+from .journal import JOURNAL_NAME, Journal
 from .progress import Progress
 from .files import OLD_PREFIX, TMP_PREFIX
 from .index import ENGINE_NAMES, INDEX_NAME, Slot, is_slot, is_valid_place
 from .index import write_index_file as _write_index_file
-from .names import safe_name
+from .names import hashed_name, safe_name
 from .packed import engine_files, open_engine
 
 __all__ = ["Plan", "plan_repair", "repair", "write_index_file"]
@@ -189,6 +190,11 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
 
     with Progress(len(entries) + len(candidates), quiet) as progress:
         for e in entries.values():
+            if is_journal_place(e.name):  # (a dry run: not written out yet)
+                progress.advance()
+                say(f"keep   {e.key!r} (journal, its value kept there)")
+                kept[e.key] = e
+                continue
             if is_slot(e.name):
                 _plan_slot(e, plan, packed, kept, used, say, progress)
                 continue
@@ -470,8 +476,18 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
 
     writer_lock = _take_writer_lock(path)
     try:
-        index = read_index(path)
         journal = read_journal_file(path)
+        held = _held_in_journal(journal)
+        if held:
+            # Values written through are in the journal only: into files of
+            # their own first, so the index can name them.
+            for key, place in held.items():
+                say(f"write  {key!r}: its value kept in the journal "
+                    f"({place[2]} bytes) to a file of its own")
+            if not dry_run:
+                _write_out_of_journal(path, held)
+                journal = read_journal_file(path)
+        index = read_index(path)
         files = walk_files(path)
         print(f"{'dry run, nothing is changed: ' if dry_run else ''}repairing {path}",
               file=out)
@@ -508,6 +524,41 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
         return plan
     finally:
         writer_lock.release()
+
+
+def _held_in_journal(journal: JournalInfo) -> Dict[Hashable, Any]:
+    """key -> the journal place of every key whose last record keeps its
+    value in the journal (written through since the index)."""
+    last: Dict[Hashable, Any] = {}
+    for key, place, _ in journal.records:
+        last[key] = place
+    return {key: place for key, place in last.items() if is_journal_place(place)}
+
+
+def _write_out_of_journal(path: str, held: Dict[Hashable, Any]) -> None:
+    """Write each value kept in the journal to a file of its own (a hashed
+    name no file has), and record that in the journal after it."""
+    journal = Journal(os.path.join(path, JOURNAL_NAME))
+    try:
+        for key, place in held.items():
+            data = read_journal_value(path, place)
+            base = hashed_name(key)
+            name = next(n for n in (f"{base}-{i}" if i else base for i in range(10**6))
+                        if not os.path.lexists(full_path(path, n)))
+            tmp = full_path(path, f".tmp.{name}.{os.urandom(6).hex()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, full_path(path, name))
+            journal.append(key, name, len(data))
+    except OSError as e:
+        raise FolderError(f"repair of {path} failed writing the values kept in its "
+                          f"journal to files: {e}") from e
+    finally:
+        journal.close()
 
 
 def _apply(path: str, plan: Plan, index: IndexInfo, journal: JournalInfo,

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Set
 
 from .folder import (Entry, PackedReader, describe_place, engine_filename, full_path,
-                     leftover_kind, retired_name, is_chest_file, check_value_file,
-                     effective_entries, journal_changes, place_sizes, read_index,
-                     read_journal_file, walk_files)
+                     leftover_kind, retired_name, is_chest_file, check_value_bytes,
+                     check_value_file, effective_entries, is_journal_place,
+                     journal_changes, journal_sizes, place_sizes, read_index,
+                     read_journal_file, read_journal_value, walk_files)
 from .index import is_slot, is_valid_place
 from .journal import JOURNAL_NAME
 from .progress import Progress
@@ -86,6 +87,7 @@ def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
           packed: PackedReader, deep: bool, quiet: bool) -> Report:
     slots = packed.info.sizes
     sizes = place_sizes(files, slots)
+    sizes.update(journal_sizes(journal.records))
     problems: List[str] = []
     if index.error is not None:
         problems.append(f"index unreadable: {index.error}")
@@ -104,7 +106,7 @@ def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
     checked: List[Entry] = []
     owners: Dict[Any, Hashable] = {}
     for e in entries.values():
-        if is_slot(e.name):
+        if is_slot(e.name) or is_journal_place(e.name):
             owner_name: Any = e.name  # (valid: the index and the replay make sure)
         elif safe_name(e.name) != e.name:
             problems.append(f"unsafe name: key {e.key!r} has the file name "
@@ -150,8 +152,12 @@ def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
                 problems.append(f"size: key {e.key!r}: {describe_place(e.name)} has "
                                 f"{size} bytes, the index says {e.size}")
             if deep:
-                loaded = packed.check(e.name) if is_slot(e.name) else \
-                    check_value_file(full_path(path, e.name))
+                if is_journal_place(e.name):
+                    loaded = check_value_bytes(read_journal_value(path, e.name))
+                elif is_slot(e.name):
+                    loaded = packed.check(e.name)
+                else:
+                    loaded = check_value_file(full_path(path, e.name))
                 progress.advance()
                 loaded_any = loaded_any or loaded.ok
                 if not loaded.ok:

@@ -6,6 +6,8 @@ import os
 import pickle
 import re
 
+import pytest
+
 from conftest import files_in, snapshot
 from test_folder import (BIG, change_slots, crash_packed, damage_database,  # noqa: F401
                          engine, make_packed, slot_of, snapshot_data)
@@ -362,3 +364,46 @@ def test_verify_and_repair_a_slot_the_index_retired(tmp_path, engine, capsys):
     assert f"remove slot {index.next_slot} of" in out
     assert "a value the last flush retired" in out
     assert cli.main(["verify", "--deep", path]) == 0
+
+
+WRITE_THROUGH_THEN_KILL = '''
+import os, signal, sys
+from chest import Chest
+c = Chest(path=sys.argv[1], write_through=True,
+          packed=None if sys.argv[2] == "files" else sys.argv[2])
+c["flushed"], c["gone"] = "F", 1
+c.flush()
+c["counter"] = 41
+c["counter"] += 1
+c["flushed"] = "F2"
+del c["gone"]
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+@pytest.mark.parametrize("engine", ["files", "sqlite"])
+def test_repair_keeps_the_values_a_crashed_write_through_chest_kept_in_its_journal(
+        tmp_path, capsys, engine):
+    # repair took a value kept in the journal for an unsafe record, dropped
+    # it, brought back the deleted key and removed the journal: 0 dropped.
+    import subprocess
+    import sys
+    path = str(tmp_path / "c")
+    subprocess.run([sys.executable, "-c", WRITE_THROUGH_THEN_KILL, path, engine])
+    assert cli.main(["ls", path]) == 0
+    assert "'counter'" in capsys.readouterr().out
+    cli.main(["verify", path])
+    out = capsys.readouterr().out
+    assert "unsafe" not in out and "written through" in out
+    before = snapshot(path)
+    assert cli.main(["repair", "--dry-run", path]) == 0
+    assert "would keep   'counter' (journal" in capsys.readouterr().out
+    assert snapshot(path) == before
+    assert cli.main(["repair", path]) == 0
+    assert "0 dropped" in capsys.readouterr().out
+    assert cli.main(["verify", "--deep", path]) == 0
+    c = Chest(path=path)
+    try:
+        assert dict(c) == {"flushed": "F2", "counter": 42}
+    finally:
+        c.close()
