@@ -29,8 +29,8 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
 from . import serialize
 from .budget import (DEFAULT_BUDGET, budget_is_binary, format_budget, format_bytes,
                      parse_budget)
-from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError, ReadOnlyError,
-                     UnwritableValuesError, ValueFileError, describe)
+from .errors import (BoundToMemoryError, ChestWarning, FolderError, IndexWriteError,
+                     ReadOnlyError, UnwritableValuesError, ValueFileError, describe)
 from .fingerprint import bytes_token, fingerprint, unchanged
 from .journal import IN_JOURNAL, JOURNAL_NAME
 from .folder import check_folder
@@ -42,6 +42,7 @@ from .files import FILE_MODE, Written, make_folder, others_can_write
 from .index import INDEX_NAME
 from .names import key_to_filename
 from .index import Slot
+from .packed import ENGINES
 from .store import KEEP, Packed, Store
 
 __all__ = ["Chest", "nbytes", "key_to_filename"]
@@ -249,8 +250,12 @@ class Chest(MutableMapping):
             raise ValueError(f"mode must be 'b' (binary) or 't' (text), not {mode!r}")
         if isinstance(file_mode, bool) or not isinstance(file_mode, int) or \
                 file_mode & ~0o666 or not file_mode & 0o600 == 0o600:
+            shown = oct(file_mode) if isinstance(file_mode, int) else repr(file_mode)
             raise ValueError(f"file_mode must be permission bits within 0o666 that let "
-                             f"you read and write (0o600, 0o640, 0o660), not {file_mode!r}")
+                             f"you read and write (0o600, 0o640, 0o660), not {shown}")
+        if packed is not KEEP and packed is not None and packed not in ENGINES:
+            raise ValueError(f"packed must be one of {sorted(ENGINES)} or None, "
+                             f"not {packed!r}")
         self.file_mode = file_mode
         #: Values whose pickle is shorter than this are packed (if ``packed``).
         self.packed_limit = parse_budget(packed_limit, "packed_limit")
@@ -336,7 +341,11 @@ class Chest(MutableMapping):
         self._lock_timeout = lock_timeout
         self._writer_lock: Optional[WriterLock] = None
         if self._explicitly_given_path and not readonly:
-            make_folder(self.path, self.file_mode)
+            try:
+                make_folder(self.path, self.file_mode)
+            except FileExistsError:
+                raise FolderError(f"{self.path} is a file, not a folder: a chest's "
+                                  f"path is a folder it owns") from None
             self._writer_lock = WriterLock(self.path, lock_timeout)
         try:
             self.store = Store(
@@ -367,7 +376,7 @@ class Chest(MutableMapping):
         """Warn, naming the path, if another user could change the folder,
         the index or the journal: values are unpickled when read, so whoever
         can write a chest's files can run code in the process that opens it."""
-        for name in ("", INDEX_NAME, JOURNAL_NAME):
+        for name in ("", INDEX_NAME, JOURNAL_NAME, *(e.filename for e in ENGINES.values())):
             path = os.path.join(self.path, name) if name else self.path
             why = others_can_write(path, self.file_mode)
             if why is not None:
@@ -456,9 +465,25 @@ class Chest(MutableMapping):
         the journal, a large one written to its file or slot, before this
         returns; then it is kept in memory, clean. If it cannot be written,
         this raises and the key keeps its stored value."""
+        try:
+            self._set_through_unnoted(key, value)
+        except Exception as e:
+            if hasattr(e, "add_note"):  # Python 3.11+: say which key, and that
+                e.add_note(f"chest at {self.path}: key {key!r} was not set: its "
+                           f"value cannot be written through; the key keeps "
+                           f"its earlier value")
+            raise
+
+    def _set_through_unnoted(self, key: Hashable, value: Any) -> None:
         size = nbytes(value)
         data = self._dumps(value) if size <= SMALL_VALUE else None  # may raise
         with self.lock:
+            store = self.store
+            if data is not None and store.max_disk is not None and \
+                    store.unindexed_bytes + len(data) > store.max_disk - store.disk_usage:
+                # The journal keeps every version until it is folded: fold it
+                # before it takes the chest over max_disk.
+                self.write_keys()
             if data is not None:
                 self.store.write_through(key, data)  # may raise: nothing changed
                 self.stats.bytes_written += len(data)
@@ -1263,9 +1288,15 @@ class Chest(MutableMapping):
             if failures and self.store.retired_files and \
                     any(_is_disk_full(e) for e in failures.values()):
                 # Files of deleted and overwritten keys are kept until the
-                # index no longer needs them: write it, which frees their
-                # space, and try the values again.
-                self.write_keys(failures)
+                # index no longer needs them. Those of deleted keys go now
+                # (the journal has their deletion), then the index is
+                # written, which frees the others, and the values are tried
+                # again (also if there is no room for the index itself).
+                self.store.free_deleted()
+                try:
+                    self.write_keys(failures)
+                except IndexWriteError:
+                    pass
                 failures = self._write_all()
             if self._changed or self.store.unindexed_writes or \
                     not os.path.exists(self.store.index_path):

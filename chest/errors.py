@@ -179,4 +179,7 @@ class FolderError(ChestError):
 
 
 class ChestWarning(UserWarning):
-    """Something went wrong in the background; no data was lost."""
+    """Something went wrong where raising would not reach you: in the
+    background, at garbage collection, at exit, or in ``close()`` (values
+    that could not be written: the message names them; they were in memory
+    only), or a chest others could change was opened."""

@@ -144,23 +144,46 @@ class SQLiteEngine(PackedEngine):
         self._db: Optional[sqlite3.Connection] = None
         try:
             if readonly:
-                uri = "file:" + self.path + "?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                           check_same_thread=False)
+                self._db = self._open_read_only()
                 return
             if not os.path.exists(self.path):
-                # Made with the chest's permissions (sqlite3 would use the umask).
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, file_mode))
+                # Made with the chest's permissions (sqlite3 would use the umask;
+                # SQLite gives its -wal and -shm files the database's mode).
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, file_mode)
+                try:
+                    os.fchmod(fd, file_mode)  # what the umask took
+                finally:
+                    os.close(fd)
             self._db = sqlite3.connect(self.path, isolation_level=None,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            # The write-ahead log is cut back to 4 MiB after each checkpoint
+            # (it keeps its largest size otherwise).
+            self._db.execute("PRAGMA journal_size_limit=4194304")
             self._db.execute("CREATE TABLE IF NOT EXISTS packed "
                              "(slot INTEGER PRIMARY KEY, data BLOB NOT NULL)")
         except sqlite3.Error as e:
             if self._db is not None:
                 self._db.close()
             raise as_os_error(e, self.path) from e
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        uri = "file:" + self.path + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            # A read-only folder or file system: WAL mode needs to write its
+            # -shm file to read. With no -wal there is no writer to read
+            # beside: read the file as it is.
+            db.close()
+            if os.path.exists(self.path + "-wal"):
+                raise
+            db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None,
+                                 check_same_thread=False)
+        return db
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -273,6 +296,13 @@ class _Environments:
                                 create=not readonly)
             except lmdb.Error as e:
                 raise as_os_error(e, path) from e
+            if not readonly:
+                for name in (path, path + "-lock"):  # what the umask took
+                    try:
+                        if os.stat(name).st_mode & 0o777 != file_mode:
+                            os.chmod(name, file_mode)
+                    except OSError:
+                        pass
             if held is not None:
                 held[0], held[1] = env, False
                 held[2] += 1

@@ -78,6 +78,8 @@ True
 """
 from __future__ import annotations
 
+import collections
+
 import importlib
 import sys
 import threading
@@ -544,6 +546,7 @@ def _scalars_size(items: Any, depth: int = 0) -> Optional[int]:
 @nbytes.register(tuple)
 @nbytes.register(set)
 @nbytes.register(frozenset)
+@nbytes.register(collections.deque)
 def _size_sequence(value: Any) -> int:
     if len(value) <= SAMPLE:
         size = _scalars_size(value)

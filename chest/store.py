@@ -157,6 +157,7 @@ class Store:
         #: key -> ``(offset, length)`` of its value in the journal, for keys
         #: written through (:meth:`write_through`) since the index was written.
         self.journaled: Dict[Hashable, Tuple[int, int]] = {}
+        self._journal_values: Dict[Hashable, bytes] = {}  # a reader's copies
         #: Values of fewer bytes are packed when the journal is folded.
         self.packed_limit = packed_limit
         #: key -> place, as in the index on disk.
@@ -566,6 +567,21 @@ class Store:
             return
         self._retired[old] = filename
 
+    def free_deleted(self) -> int:
+        """Remove the retired files of deleted keys now, not at the next
+        index write: on a full disk, room for the values (and the index)
+        that are waiting. Safe with a journal: it recorded each deletion,
+        so a crash before the index is written drops those keys. How many."""
+        if self.journal is None:
+            return 0
+        deleted = {self.full_path(name) for key, name in self._released.items()
+                   if key not in self.names and key not in self.slots}
+        freed = [old for old, live in self._retired.items() if live in deleted]
+        for old in freed:
+            self.discard(old)
+            del self._retired[old]
+        return len(freed)
+
     @property
     def retired_files(self) -> int:
         """How many retired files wait for the next :meth:`write_index`."""
@@ -611,8 +627,14 @@ class Store:
         """The bytes of a value kept in the journal at ``place`` (offset,
         length): ``(data, seconds)``."""
         start = time.perf_counter()
+        if self.journal is None:  # a reader: what the journal held when it opened
+            data = self._journal_values.get(key)
+            if data is None or len(data) != place[1]:
+                raise ValueFileError(key, os.path.join(self.path, JOURNAL_NAME),
+                                     "not in the journal as this read-only chest "
+                                     "read it; reopen the chest")
+            return data, time.perf_counter() - start
         try:
-            assert self.journal is not None
             data = self.journal.read(*place)
         except Exception as e:
             raise ValueFileError(key, os.path.join(self.path, JOURNAL_NAME),
@@ -927,11 +949,33 @@ class Store:
     def _replay_journal(self) -> List[Tuple[Hashable, Optional[str], int]]:
         """Add the keys written (and drop those deleted) since the index was
         written, as the journal recorded them; the records."""
-        records = read_journal(os.path.join(self.path, JOURNAL_NAME))
+        filename = os.path.join(self.path, JOURNAL_NAME)
+        records = read_journal(filename)
+        if self.readonly and any(type(p) is tuple and p[0] == IN_JOURNAL
+                                 for _, p, _ in records):
+            # A reader keeps the values the journal holds now: the writer
+            # empties the journal (and refills it) as it flushes, so an
+            # offset read later could hold another key's value.
+            try:
+                with builtins.open(filename, "rb") as f:
+                    blob = f.read()
+            except OSError:
+                blob = b""
+            for key, place, _ in records:
+                if type(place) is tuple and place[0] == IN_JOURNAL:
+                    self._journal_values[key] = blob[place[1]:place[1] + place[2]]
+        # Where each key is in the chest's order: a key set after the index
+        # goes where it first appears, also if that record's file is gone
+        # since (overwritten, then written again later).
+        order: Dict[Hashable, None] = dict.fromkeys(self.files) if records else {}
         for key, place, _ in records:
             if place is not None and not is_valid_place(place) and not (
                     type(place) is tuple and place[0] == IN_JOURNAL):
                 continue  # not a place this store writes: ignore the record
+            if place is None:
+                order.pop(key, None)
+            elif key not in order:
+                order[key] = None
             old = self.names.get(key)
             if place is None:
                 if old is not None:
@@ -969,6 +1013,8 @@ class Store:
                 self._claim(key, place)
             self.disk_usage += size - self.files.get(key, 0)
             self.files[key] = size
+        if records and list(self.files) != [k for k in order if k in self.files]:
+            self.files = {k: self.files[k] for k in order if k in self.files}
         return records
 
     def _recover(self, journaled: List[Tuple[Hashable, Optional[str], int]]) -> None:

@@ -1208,3 +1208,56 @@ def test_fromkeys_or_and_items_contains(make_chest, tmp_path):
     assert "a" not in items and ("a",) not in items and 5 not in items
     for x in (c, merged, left):
         x.close()
+
+
+def test_probe_fixes_bad_packed_a_file_path_and_write_through_errors(tmp_path):
+    from chest import FolderError
+    target = tmp_path / "new" / "a" / "b"
+    with pytest.raises(ValueError, match="packed must be one of"):
+        Chest(path=str(target), packed="redis")
+    assert not (tmp_path / "new").exists()  # refused before any folder was made
+    (tmp_path / "file").write_text("a file")
+    with pytest.raises(FolderError, match="is a file, not a folder"):
+        Chest(path=str(tmp_path / "file"))
+    with pytest.raises(ValueError, match="not 0o777"):
+        Chest(file_mode=0o777)
+    c = Chest(path=str(tmp_path / "wt"), write_through=True)
+    try:
+        with pytest.raises(TypeError) as e:
+            c["lock"] = threading.Lock()
+        if sys.version_info >= (3, 11):
+            assert "key 'lock' was not set" in "".join(e.value.__notes__)
+        assert "lock" not in c
+    finally:
+        c.close()
+
+
+def test_a_reader_reads_values_a_writer_keeps_in_its_journal(tmp_path):
+    path = str(tmp_path / "c")
+    w = Chest(path=path, write_through=True, packed="sqlite")
+    try:
+        w["a"], w["b"] = {"x": 1}, "bee"
+        r = Chest(path=path, readonly=True)
+        try:
+            assert r["a"] == {"x": 1} and r["b"] == "bee"
+            w["a"] = "changed"
+            w.flush()  # the journal is emptied, then refilled:
+            w["c"] = "c" * 30
+            assert r["a"] == {"x": 1}  # what it held when the reader opened
+        finally:
+            r.close()
+    finally:
+        w.close()
+
+
+def test_write_through_keeps_max_disk_with_the_journal(tmp_path):
+    c = Chest(path=str(tmp_path / "c"), write_through=True, max_disk="1MB")
+    try:
+        peak = 0
+        for i in range(200):
+            c["v"] = os.urandom(20_000)  # every version stays in the journal
+            peak = max(peak, sum(os.path.getsize(os.path.join(d, f)) for d, _, names
+                                 in os.walk(c.path) for f in names))
+        assert peak <= 10**6 + 30_000
+    finally:
+        c.close()

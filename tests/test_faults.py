@@ -546,6 +546,40 @@ def test_deleting_keys_to_make_room_then_close_saves_the_values(tmp_path, small_
         again.close()
 
 
+@pytest.mark.filterwarnings("ignore:.*no space:chest.ChestWarning")
+def test_deleting_keys_on_a_disk_too_full_for_the_index_saves_the_values(
+        tmp_path, small_disk, monkeypatch):
+    # The disk is full to the last byte: not even the index can be written,
+    # so writing it first freed nothing. Deleted keys' files go first now.
+    import chest.store
+    path = str(tmp_path / "chest")
+    write_index_file = chest.store.write_index_file
+
+    def index_needs_room(folder, *args, **kwargs):
+        if small_disk["capacity"] is not None and \
+                sum(os.path.getsize(os.path.join(d, f)) for d, _, names in
+                    os.walk(folder) for f in names) + 200 > small_disk["capacity"]:
+            raise OSError(errno.ENOSPC, "No space left on device", folder)
+        return write_index_file(folder, *args, **kwargs)
+
+    monkeypatch.setattr(chest.store, "write_index_file", index_needs_room)
+    c = Chest(path=path, available_memory=0)
+    c["old1"], c["old2"] = b"o" * 60_000, b"p" * 60_000
+    c.flush()
+    small_disk["capacity"] = 120_300  # what is there, and no more
+    c.available_memory = 10**6
+    c["new1"], c["new2"] = b"n" * 40_000, b"m" * 40_000
+    with pytest.raises(OSError):
+        c.flush()
+    del c["old1"], c["old2"]
+    c.close()
+    again = Chest(path=path)
+    try:
+        assert dict(again) == {"new1": b"n" * 40_000, "new2": b"m" * 40_000}
+    finally:
+        again.close()
+
+
 def test_flush_to_a_folder_that_cannot_be_written_says_what_is_not_saved(
         tmp_path, monkeypatch):
     import chest.store
@@ -1601,3 +1635,26 @@ def test_a_journal_cut_at_every_byte_of_its_last_record(tmp_path, engine):
         if found["a"] == "one, again":
             assert found["c"] == "three"  # nothing after a missing record
         shutil.rmtree(target)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"packed": "sqlite"}, {"write_through": True}])
+def test_a_crash_keeps_the_order_of_keys_set_again_since_the_index(tmp_path, kwargs):
+    # A key spilled after the index to a slot, set again (its slot removed)
+    # and spilled again (a new slot) after another key: replay put it after
+    # that key.
+    live = Chest(path=str(tmp_path / "live"), available_memory=0, **kwargs)
+    try:
+        live["first"] = 0
+        live.flush()
+        live["a"] = "a1"
+        live["b"] = "b1"
+        live["a"] = "a2, written again after b"
+        assert list(live) == ["first", "a", "b"]
+        crashed = crash_copy(live, tmp_path)
+    finally:
+        live.close()
+    c = Chest(path=crashed)
+    try:
+        assert list(c) == ["first", "a", "b"] and c["a"] == "a2, written again after b"
+    finally:
+        c.close()
