@@ -2,7 +2,7 @@
 
 10,000 times ``store["counter"] += 1``, each increment persisted before the
 next (as each store persists it: chest with ``write_through=True`` appends
-to its journal; persistedstate appends to its file; pysos writes a line;
+to its journal; ``chest.State`` a line to its YAML file; persistedstate appends to its file; pysos writes a line;
 diskcache and sqlitedict (autocommit) commit to SQLite; shelve writes to
 its dbm file), then the store is closed and reopened and must say 10,000.
 Each store runs in a fresh process, in rounds (``--rounds``), interleaved;
@@ -29,12 +29,16 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-STORES = ("chest", "chest:durable", "persistedstate", "pysos", "diskcache",
-          "sqlitedict", "shelve")
+STORES = ("chest", "chest:durable", "chest.State", "persistedstate", "pysos",
+          "diskcache", "sqlitedict", "shelve")
 
 
 def open_store(store: str, path: str) -> Any:
     """A store that persists each change, with get/set by key, and close()."""
+    if store == "chest.State":
+        from chest import State
+
+        return State(path + ".yaml", counter=0)
     if store.startswith("chest"):
         from chest import Chest
 

@@ -13,11 +13,12 @@ from .errors import (BoundToMemoryError, ChestError, ChestLockedError, ChestWarn
                      ReadOnlyError, UnwritableValuesError, ValueFileError)
 from .containers import List, Set
 from .serialize import keep_in_memory
+from .state import State
 
 __version__ = "1.0.0.dev0"
 
 __all__ = [
-    "Chest", "List", "Set", "nbytes", "key_to_filename", "keep_in_memory",
+    "Chest", "List", "Set", "State", "nbytes", "key_to_filename", "keep_in_memory",
     "BoundToMemoryError",
     "ChestError", "ChestLockedError",
     "ChestWarning", "DiskBudgetError", "FolderError", "IndexFileError", "IndexWriteError",
