@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import functools
 import json
 import os
 import pickle
@@ -129,6 +130,7 @@ def _scalar(value: Any) -> Optional[str]:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _key(key: str) -> str:
     return key if _PLAIN_KEY.match(key) and key not in (
         "true", "false", "null", "yes", "no", "on", "off", "y", "n") else json.dumps(key)
@@ -310,15 +312,18 @@ class State(MutableMapping):
 
     def _append(self, text: str) -> None:
         data = text.encode("utf-8")
-        if self._fd is None:
+        fd = self._fd
+        if fd is None:
             self._open_again()
-        assert self._fd is not None
+            fd = self._fd
+            assert fd is not None
         written = 0
         try:
-            while written < len(data):
-                written += os.write(self._fd, data[written:])
+            written = os.write(fd, data)
+            while written < len(data):  # a short write: the rest
+                written += os.write(fd, data[written:])
             if self._durable:
-                os.fsync(self._fd)
+                os.fsync(fd)
         except BaseException:
             try:  # cut what was written of this line off
                 os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
@@ -391,7 +396,7 @@ class State(MutableMapping):
                             f"{key!r}")
         with self._lock:
             old = self._data.get(key, _MISSING)
-            self._data[key] = _plain(value)
+            self._data[key] = value if type(value) in _SCALARS else _plain(value)
             try:
                 self._write_key(key)
             except BaseException:
@@ -420,15 +425,6 @@ class State(MutableMapping):
         return key in self._data
 
     # -- attributes --------------------------------------------------------------------
-    def __getattribute__(self, name: str) -> Any:
-        # A stored name wins over the mapping's methods: s.items is the key
-        # "items" if there is one (State.items(s) is still the method).
-        if name[:1] != "_":
-            data = object.__getattribute__(self, "_data")
-            if name in data:
-                return object.__getattribute__(self, "_view")(name, data[name])
-        return object.__getattribute__(self, name)
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -485,3 +481,27 @@ class State(MutableMapping):
 
 
 _MISSING = object()
+
+
+class _KeyOrMethod:
+    """A mapping method of :class:`State` that a stored name of the same
+    name hides: ``s.items`` is the key "items" if there is one (the method,
+    ``State.items(s)``, else). Only these names pay for the look-up: other
+    attributes are found as usual, stored names by ``__getattr__``."""
+
+    def __init__(self, name: str, method: Any) -> None:
+        self.name = name
+        self.method = method
+
+    def __get__(self, state: Any, owner: Any = None) -> Any:
+        if state is None:
+            return self.method
+        data = state.__dict__.get("_data")
+        if data is not None and self.name in data:
+            return state._view(self.name, data[self.name])
+        return self.method.__get__(state, owner)
+
+
+for _name in ("keys", "items", "values", "get", "pop", "popitem", "clear", "update",
+              "setdefault"):
+    setattr(State, _name, _KeyOrMethod(_name, getattr(State, _name)))
