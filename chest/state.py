@@ -312,11 +312,9 @@ class State(MutableMapping):
 
     def _append(self, text: str) -> None:
         data = text.encode("utf-8")
-        fd = self._fd
-        if fd is None:
+        if self._fd is None:
             self._open_again()
-            fd = self._fd
-            assert fd is not None
+        fd: int = self._fd  # type: ignore[assignment]  # (opened again above)
         written = 0
         try:
             written = os.write(fd, data)
