@@ -324,7 +324,7 @@ class State(MutableMapping):
                 os.fsync(fd)
         except BaseException:
             try:  # cut what was written of this line off
-                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
             except OSError:
                 pass
             raise
