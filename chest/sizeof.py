@@ -149,8 +149,13 @@ class SizeRegistry:
         return func
 
     def __call__(self, value: Any) -> int:
+        func = self._cache.get(type(value))  # (no method call on a hit: ~0.4 us)
+        if func is sys.getsizeof:
+            return func(value)
         try:
-            return int(self.dispatch(type(value))(value))
+            if func is None:
+                func = self.dispatch(type(value))
+            return int(func(value))
         except Exception:
             # A broken __sizeof__ or nbytes must not make the value unstorable.
             return sys.getsizeof(value, 64)

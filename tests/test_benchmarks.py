@@ -36,3 +36,27 @@ def test_small_bound_reads_back_from_each_store(tmp_path):
     assert [line.split()[0] for line in lines] == ["bare", "least", "chest"]
     assert all(float(line.split()[1]) > 0 for line in lines)
     assert os.listdir(tmp_path) == []
+
+
+def test_million_writes_reopens_and_reads_back(tmp_path):
+    out = run_script("million.py", "--count", "3000", "--reads", "500",
+                     "--stores", "chest:sqlite,chest", tmp_path=tmp_path)
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[-2:]}
+    assert set(rows) == {"chest:sqlite", "chest"}
+    assert all(float(row[4]) > 0 for row in rows.values())  # reopen seconds
+    assert os.listdir(tmp_path) == []
+
+
+def test_counter_counts_and_checks_every_store_it_has(tmp_path):
+    out = run_script("counter.py", "--count", "300", "--rounds", "1",
+                     "--stores", "chest,chest.State", tmp_path=tmp_path)
+    assert "chest.State" in out and "write_through costs" in out
+    assert "error" not in out
+    assert os.listdir(tmp_path) == []
+
+
+def test_containers_appends_and_probes(tmp_path):
+    out = run_script("containers.py", "--appends", "200", "--elements", "2000",
+                     "--rounds", "1", tmp_path=tmp_path)
+    assert "chest    " in out and "chest     build" in out and "set       build" in out
+    assert os.listdir(tmp_path) == []
