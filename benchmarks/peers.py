@@ -38,6 +38,12 @@ floor
     system calls), written on every set and read on every get.
 dict
     A plain dict, no disk: the in-memory reference.
+pyfloor
+    ``hot`` only: the least a mapping written in Python costs, a dict behind
+    a Python ``__getitem__``/``__setitem__`` that also ticks an LRU counter
+    (no disk, no budget, no lock). What chest adds on top of it in ``hot``
+    is the price of its bookkeeping: sizing, the lock, versions, the policy,
+    stats.
 
 Workloads
 ---------
@@ -119,7 +125,7 @@ import psutil
 MiB = 2**20
 GB = 1e9
 TRACE = Path(__file__).resolve().parent / "trace_dask_array.json"
-BACKENDS = ("chest", "zict", "spillbuffer", "diskcache", "floor", "dict")
+BACKENDS = ("chest", "zict", "spillbuffer", "diskcache", "floor", "dict", "pyfloor")
 WORKLOADS = ("arrays", "small", "hot", "policy")
 #: Bytes of memory written (and freed) before each run of ``arrays``.
 WARM_UP = 4 << 30
@@ -200,6 +206,37 @@ class Floor(MutableMapping):
         return len(self.files)
 
 
+class PyFloor(MutableMapping):
+    """A dict behind Python methods that tick an LRU counter: the least a
+    spilling mapping written in Python pays for a get and a set in memory."""
+
+    def __init__(self) -> None:
+        self.data: Dict[Hashable, Any] = {}
+        self.ticks: Dict[Hashable, int] = {}
+        self.tick = 0
+
+    def __getitem__(self, key: Hashable) -> Any:
+        value = self.data[key]
+        self.tick += 1
+        self.ticks[key] = self.tick
+        return value
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        self.data[key] = value
+        self.tick += 1
+        self.ticks[key] = self.tick
+
+    def __delitem__(self, key: Hashable) -> None:
+        del self.data[key]
+        del self.ticks[key]
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
 PACKED = ("sqlite", "lmdb")
 
 
@@ -263,6 +300,8 @@ def open_store(backend: str, directory: str, budget: int) -> MutableMapping:
         return Floor(directory)
     if name == "dict":
         return {}
+    if name == "pyfloor":
+        return PyFloor()
     raise ValueError(f"unknown backend {backend!r}")
 
 
@@ -287,7 +326,7 @@ def disk_traffic(store: MutableMapping, directory: str) -> Tuple[Any, Any]:
         return files.bytes_written, files.bytes_read
     if kind == "Floor":
         return store.bytes_written, store.bytes_read
-    if kind == "dict":
+    if kind in ("dict", "PyFloor"):
         return 0, 0
     return None, None
 
@@ -773,6 +812,8 @@ def variants(backend: str, workload: str) -> List[str]:
         return [f"chest:{policy}" for policy in CHEST_POLICIES]
     if backend == "chest" and workload in ("small", "hot"):
         return ["chest"] + [f"chest:{engine}" for engine in PACKED]
+    if backend == "pyfloor" and workload != "hot":
+        return []  # it keeps everything in memory: only hot compares with it
     return [backend]
 
 

@@ -560,10 +560,24 @@ def _size_sequence(value: Any) -> int:
     return _size_items((value,))
 
 
+def _keys_size(mapping: dict) -> Optional[int]:
+    """Bytes of a small dict's keys: as :func:`_scalars_size` counts them,
+    but for keys that are all ASCII str (a record's field names) with one
+    ``join`` in C: ~0.6 us for three keys instead of ~1.5."""
+    if type(next(iter(mapping))) is str and nbytes._by_type.get(str) is _size_str:
+        try:
+            joined = "".join(mapping)
+        except TypeError:  # not all str after all
+            return _scalars_size(mapping)
+        if joined.isascii():
+            return len(mapping) * _ASCII_BASE + len(joined)
+    return _scalars_size(mapping)
+
+
 @nbytes.register(dict)
 def _size_dict(value: dict) -> int:
-    if len(value) <= SAMPLE:
-        keys = _scalars_size(value)
+    if 0 < len(value) <= SAMPLE:
+        keys = _keys_size(value)
         values = _scalars_size(value.values()) if keys is not None else None
         if keys is not None and values is not None:
             return sys.getsizeof(value) + keys + values

@@ -268,3 +268,18 @@ assert nbytes([Handle(), Handle()]) == sys.getsizeof([1, 2]) + 2 * 123_456
     done = subprocess.run([sys.executable, "-c", script], capture_output=True,
                           text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("record", [
+    {"a": 1, "bb": "text", "ccc": [1, 2]},             # ASCII str keys: joined
+    {"a": 1, "\xe9t\xe9": 2},                            # a non-ASCII key
+    {"a": 1, 2: "two", (3, 4): None},                  # str first, then others
+    {1: "a", "b": 2},                                  # not str first
+    {"x" * 5000: 1},                                   # a long key
+])
+def test_small_dicts_keys_are_counted_as_one_by_one(record):
+    one_by_one = sys.getsizeof(record) + sum(
+        nbytes(k) + nbytes(v) if type(v) is not list
+        else nbytes(k) + sys.getsizeof(v) + sum(map(nbytes, v))
+        for k, v in record.items())
+    assert nbytes(record) == one_by_one
