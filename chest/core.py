@@ -11,7 +11,6 @@ import atexit
 import builtins
 import copy
 import errno
-import io
 import itertools
 import logging
 import os
@@ -22,11 +21,11 @@ import threading
 import warnings
 import weakref
 from collections.abc import ItemsView, Mapping, MutableMapping
-from contextlib import contextmanager
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
                     NamedTuple, Optional, Tuple, Union)
 
 from . import serialize
+from .codec import Codec, open_many
 from .budget import (DEFAULT_BUDGET, budget_is_binary, format_budget, format_bytes,
                      parse_budget)
 from .errors import (BoundToMemoryError, ChestWarning, FolderError, IndexWriteError,
@@ -41,7 +40,6 @@ from .stats import Stats
 from .files import FILE_MODE, Written, make_folder, others_can_write
 from .index import INDEX_NAME
 from .names import key_to_filename
-from .index import Slot
 from .packed import ENGINES
 from .store import KEEP, Packed, Store
 
@@ -96,18 +94,6 @@ class SpilledSize(NamedTuple):
 
 def _do_nothing(*args: Any, **kwargs: Any) -> None:
     pass
-
-
-@contextmanager
-def _open_many(filenames: List[str], mode: str = "rb") -> Iterator[List[IO[Any]]]:
-    files: List[IO[Any]] = []
-    try:
-        for filename in filenames:
-            files.append(builtins.open(filename, mode=mode))
-        yield files
-    finally:
-        for f in files:
-            f.close()
 
 
 class Chest(MutableMapping):
@@ -214,7 +200,7 @@ class Chest(MutableMapping):
         on_miss: Callable[[Hashable], Any] = _do_nothing,
         on_overflow: Callable[[Hashable], Any] = _do_nothing,
         open: Callable[..., IO[Any]] = builtins.open,
-        open_many: Callable[..., Any] = _open_many,
+        open_many: Callable[..., Any] = open_many,
         mode: str = "b",
         *,
         policy: Union[str, Policy] = "clean-first",
@@ -246,8 +232,8 @@ class Chest(MutableMapping):
         # Sizes are shown in the units the budget was given in (MiB or MB).
         self._binary_units = budget_is_binary(available_memory)
         max_disk_bytes = None if max_disk is None else parse_budget(max_disk, "max_disk")
-        if mode not in ("b", "t"):
-            raise ValueError(f"mode must be 'b' (binary) or 't' (text), not {mode!r}")
+        #: The value format: dump, load, open and mode (see :mod:`chest.codec`).
+        self.codec = Codec(dump, load, open, open_many, mode)
         if isinstance(file_mode, bool) or not isinstance(file_mode, int) or \
                 file_mode & ~0o666 or not file_mode & 0o600 == 0o600:
             shown = oct(file_mode) if isinstance(file_mode, int) else repr(file_mode)
@@ -272,11 +258,6 @@ class Chest(MutableMapping):
                 check_folder(self.path)  # a typo must not open an empty chest
         else:
             self.path = tempfile.mkdtemp(".chest", dir=worker_local_directory)
-        self.dump = dump
-        self.load = load
-        self.mode = mode
-        self.open = open
-        self.open_many = open_many
         self._key_to_filename = key_to_filename
         self._on_miss = on_miss
         self._on_overflow = on_overflow
@@ -329,14 +310,11 @@ class Chest(MutableMapping):
         self._closed = False  # closed, and not changed since
 
         self.readonly = readonly
-        # The default pickle format with plain files: the fast paths apply.
-        self._default_format = (open is builtins.open and dump is serialize.dump
-                                and load is serialize.load and mode == "b")
         # Evicting calls none of the user's functions: it may run on a thread
         # of the chest's own (see _make_room_beside_read).
-        self._own_functions_only = (self._default_format and on_overflow is _do_nothing
+        self._own_functions_only = (self.codec.default and on_overflow is _do_nothing
                                     and key_to_filename is _DEFAULT_KEY_TO_FILENAME)
-        if mmap and not self._default_format:
+        if mmap and not self.codec.default:
             raise ValueError("mmap=True needs the default dump, load, open and mode")
         self._lock_timeout = lock_timeout
         self._writer_lock: Optional[WriterLock] = None
@@ -351,7 +329,7 @@ class Chest(MutableMapping):
             self.store = Store(
                 self.path, dump, serialize.load_mapped if mmap else load,
                 key_to_filename, open, mode,
-                unbuffered=self._default_format,
+                unbuffered=self.codec.default,
                 durable=durable, journal=self._explicitly_given_path,
                 readonly=readonly, max_disk=max_disk, file_mode=self.file_mode,
                 packed=packed, packed_limit=self.packed_limit,
@@ -385,6 +363,32 @@ class Chest(MutableMapping):
                     f"opening a chest trusts its files as code, as pickle.load does",
                     ChestWarning, stacklevel=4)
                 return
+
+    # -- the format (chest 0.2's attributes) ----------------------------------------
+    @property
+    def dump(self) -> Callable[[Any, IO[Any]], None]:
+        """``dump(value, file)``: how values are written."""
+        return self.codec.dump
+
+    @property
+    def load(self) -> Callable[[IO[Any]], Any]:
+        """``load(file)``: how values are read."""
+        return self.codec.load
+
+    @property
+    def open(self) -> Callable[..., IO[Any]]:
+        """``open(filename, mode=...)``: how value files are opened."""
+        return self.codec.open
+
+    @property
+    def open_many(self) -> Callable[..., Any]:
+        """Opens many value files at once, for :meth:`prefetch`."""
+        return self.codec.open_many
+
+    @property
+    def mode(self) -> str:
+        """``'b'`` (binary files) or ``'t'`` (text files)."""
+        return self.codec.mode
 
     # -- the budget ------------------------------------------------------------
     @property
@@ -476,7 +480,7 @@ class Chest(MutableMapping):
 
     def _set_through_unnoted(self, key: Hashable, value: Any) -> None:
         size = nbytes(value)
-        data = self._dumps(value) if size <= SMALL_VALUE else None  # may raise
+        data = self.codec.dumps(value) if size <= SMALL_VALUE else None  # may raise
         with self.lock:
             store = self.store
             if data is not None and store.max_disk is not None and \
@@ -711,19 +715,19 @@ class Chest(MutableMapping):
         the packed engine if its bytes are fewer than ``packed_limit``; also
         its token (see :mod:`chest.fingerprint`). Needs no lock."""
         if self._packs(size):
-            data = self._dumps(value)
+            data = self.codec.dumps(value)
             token = bytes_token(data)
             if len(data) < self.packed_limit:
                 return self.store.pack_temp(data), token
             if filename is None:
                 with self.lock:
                     filename = self.store.prepare(key)
-            if self._default_format:
+            if self.codec.default:
                 return self.store.write_bytes_temp(filename, data), token
         elif filename is None:
             with self.lock:
                 filename = self.store.prepare(key)
-        if self._default_format and size <= SMALL_VALUE:
+        if self.codec.default and size <= SMALL_VALUE:
             data = serialize.dumps(value)
             return self.store.write_bytes_temp(filename, data), bytes_token(data)
         if size < LARGE_VALUE:
@@ -752,7 +756,7 @@ class Chest(MutableMapping):
             else:
                 data, seconds = self.store.read_packed(key, place)
             try:
-                value = self._loads(data)
+                value = self.codec.loads(data)
             except MemoryError:
                 raise
             except Exception as e:
@@ -760,7 +764,7 @@ class Chest(MutableMapping):
                                      f"slot {place[1]}: {describe(e)}") from e
             token = fingerprint(value)
             return value, len(data), seconds, bytes_token(data) if token is None else token
-        if self._default_format and self.store.files.get(key, 0) <= SMALL_VALUE:
+        if self.codec.default and self.store.files.get(key, 0) <= SMALL_VALUE:
             data, seconds = self.store.read_bytes(key, filename)
             try:
                 value = serialize.loads(data)
@@ -771,39 +775,9 @@ class Chest(MutableMapping):
             return value, len(data), seconds, bytes_token(data)
         value, size_on_disk, seconds = self.store.read(key, filename)
         token = None
-        if not self._default_format and size_on_disk <= SMALL_VALUE:
-            token = self._format_token(value)
+        if not self.codec.default and size_on_disk <= SMALL_VALUE:
+            token = self.codec.token(value)
         return value, size_on_disk, seconds, token
-
-    def _format_token(self, value: Any) -> Any:
-        """For a value read with a user's ``dump``/``load`` (json, say): its
-        fingerprint, else the hash of what ``dump`` writes of it now, so
-        that evicting it unchanged writes nothing. None if ``dump`` cannot
-        write to memory. Needs no lock."""
-        token = fingerprint(value)
-        if token is None:
-            try:
-                token = bytes_token(self._dumps(value))
-            except Exception:
-                return None
-        return token
-
-    def _loads(self, data: bytes) -> Any:
-        """What ``load`` reads from ``data`` (what ``dump`` wrote)."""
-        if self._default_format:
-            return serialize.loads(data)
-        return self.load(io.StringIO(data.decode("utf-8", "surrogatepass"))
-                         if self.mode == "t" else io.BytesIO(data))
-
-    def _dumps(self, value: Any) -> bytes:
-        """What ``dump`` writes of ``value``, as bytes."""
-        if self._default_format:
-            return serialize.dumps(value)
-        buffer: Union[io.StringIO, io.BytesIO] = \
-            io.StringIO() if self.mode == "t" else io.BytesIO()
-        self.dump(value, buffer)
-        data = buffer.getvalue()
-        return data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
 
     def _store_oversized(self, key: Hashable, value: Any, size: int) -> None:
         """Store a value larger than the whole budget straight on disk (lock held)."""
@@ -848,7 +822,7 @@ class Chest(MutableMapping):
         """Does ``key``'s file hold ``value`` as it is now?"""
         token = self._file_tokens.get(key)
         return token is not None and key in self.store.files and \
-            unchanged(token, value, self._dumps)
+            unchanged(token, value, self.codec.dumps)
 
     def shrink(self) -> None:
         """Move values to disk until ``memory_usage <= available_memory``.
@@ -924,7 +898,7 @@ class Chest(MutableMapping):
         """
         if filename is None and min(PACK_BATCH, self._available_memory // 8) > 0:
             try:
-                data = self._dumps(value)
+                data = self.codec.dumps(value)
             except Exception as e:
                 return self._not_spilled(key, value, size, version, e)
             if len(data) < self.packed_limit:
@@ -972,6 +946,11 @@ class Chest(MutableMapping):
                 return
             batch = self._take_packing()
         self._commit_packing(batch)
+
+    def _unqueue(self, key: Hashable) -> None:
+        """Take ``key``'s pickle out of the packing queue (lock held)."""
+        self._packing = [entry for entry in self._packing if entry[0] != key]
+        self._packing_bytes = sum(len(entry[4]) for entry in self._packing)
 
     def _take_packing(self) -> List[Tuple[Hashable, Any, int, int, bytes]]:
         """The queued values, leaving the queue empty (lock held)."""
@@ -1061,8 +1040,17 @@ class Chest(MutableMapping):
                     self.stats.hits += 1
                     return self.inmem[key]
                 if key in self._in_flight:
+                    # Back in memory: the caller may change it in place, and
+                    # the write under way (or the pickle waiting to be
+                    # packed) holds it as it was. Its commit finds the key
+                    # no longer in flight and backs off.
                     self.stats.hits += 1
-                    return self._in_flight[key]
+                    value = self._in_flight.pop(key)
+                    if self._packing:
+                        self._unqueue(key)
+                    self._keep_in_memory(key, value, nbytes(value))
+                    over = self.memory_usage > self._available_memory
+                    break
                 version = self._keys.get(key, _MISSING)
                 if version is _MISSING:
                     raise KeyError(key)
@@ -1106,9 +1094,10 @@ class Chest(MutableMapping):
                 self._keep_loaded(key, value, size, token)
                 self._closed = False  # it may be changed in place: flush on close
                 over = self.memory_usage > self._available_memory
-            if over:
-                self._shrink(keep=key)
-            return value
+            break
+        if over:
+            self._shrink(keep=key)
+        return value
 
     # -- dask.distributed's spilling interface -----------------------------------
     @property
@@ -1200,7 +1189,7 @@ class Chest(MutableMapping):
             if self._sizes[key] > SMALL_VALUE or self._is_clean(key, value):
                 continue
             try:
-                data = self._dumps(value)
+                data = self.codec.dumps(value)
             except Exception:
                 continue  # move_to_disk raises it, and records it
             if len(data) < self.packed_limit:
@@ -1232,7 +1221,7 @@ class Chest(MutableMapping):
             keys = list(keys)
         else:
             keys = [keys]
-        if self.open_many is _open_many:
+        if self.open_many is open_many:
             for key in keys:
                 self.get_from_disk(key)
             return
@@ -1258,9 +1247,9 @@ class Chest(MutableMapping):
                                 raise
                             except Exception as e:
                                 raise ValueFileError(key, name, describe(e)) from e
-                            token = None if self._default_format or \
+                            token = None if self.codec.default or \
                                 self.store.files[key] > SMALL_VALUE else \
-                                self._format_token(value)
+                                self.codec.token(value)
                             self._keep_loaded(key, value, nbytes(value), token)
                             self.stats.reloads += 1
                 except OSError as e:
@@ -1392,8 +1381,7 @@ class Chest(MutableMapping):
                 self[key] = value
 
     def _update_from_chest(self, other: "Chest", overwrite: bool) -> None:
-        same_format = (other.dump is self.dump and other.load is self.load
-                       and other.mode == self.mode and other.open is self.open)
+        same_format = self.codec.reads_files_of(other.codec)
         with other.lock:
             # (key, value) or (key, file to link), in the other chest's order.
             entries: List[Tuple[Hashable, Any, Optional[str]]] = []

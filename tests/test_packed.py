@@ -127,3 +127,27 @@ def test_files_are_made_with_the_chests_mode(tmp_path, name, mode):
 def test_an_unknown_engine_is_refused(tmp_path):
     with pytest.raises(ValueError, match="packed must be one of"):
         open_engine("zip", str(tmp_path))
+
+
+def test_a_value_read_while_it_waits_to_be_packed_keeps_changes_in_place(tmp_path, name):
+    # Evicted small values wait in a queue to be packed in one commit; one
+    # read meanwhile comes back to memory, so that a change made in place
+    # is kept as it is for a value in memory (the queued pickle is dropped).
+    np = pytest.importorskip("numpy")
+    from chest import Chest
+
+    from chest import nbytes
+
+    a, b = np.zeros(10), np.zeros(400)
+    budget = nbytes(a) + nbytes(b) - 1
+    with Chest(path=tmp_path / "c", available_memory=budget, packed=name) as c:
+        c["a"] = a
+        c["b"] = b  # evicts "a": queued, not yet packed
+        assert "a" not in c.inmem and "a" in c._in_flight
+        x = c["a"]
+        assert c.inmem["a"] is x and "a" not in c._in_flight
+        assert all(key != "a" for key, *_ in c._packing)
+        x[0] = 7
+        assert c["a"][0] == 7
+    with Chest(path=tmp_path / "c", readonly=True) as again:
+        assert again["a"][0] == 7

@@ -172,13 +172,13 @@ def stored_value(c: Chest, key):
     file with ``load``, or its packed slot's bytes with ``pickle.loads`` (or
     ``load`` of the text)."""
     if key in c.store.journaled:
-        return c._loads(c.store.read_journaled(key, c.store.journaled[key])[0])
+        return c.codec.loads(c.store.read_journaled(key, c.store.journaled[key])[0])
     place = c.store.slots.get(key)
     if place is None:
         with open(c.key_to_filename(key), "r" + c.mode) as f:
             return c.load(f)
     data = c.store.engine(place[0]).get(place[1])
-    return c._loads(data)
+    return c.codec.loads(data)
 
 
 def stored_size(c: Chest, key) -> int:
