@@ -7,19 +7,15 @@ the default serialisation in :mod:`chest.serialize`.
 """
 from __future__ import annotations
 
-import atexit
 import builtins
 import copy
 import errno
 import itertools
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import warnings
-import weakref
 from collections.abc import ItemsView, Mapping, MutableMapping
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
                     NamedTuple, Optional, Tuple, Union)
@@ -28,16 +24,15 @@ from . import serialize
 from .codec import Codec, open_many
 from .budget import (DEFAULT_BUDGET, budget_is_binary, format_budget, format_bytes,
                      parse_budget)
-from .errors import (BoundToMemoryError, ChestWarning, FolderError, IndexWriteError,
+from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError,
                      ReadOnlyError, UnwritableValuesError, ValueFileError, describe)
 from .fingerprint import bytes_token, fingerprint, unchanged
 from .journal import IN_JOURNAL, JOURNAL_NAME
-from .folder import check_folder
-from .lock import WriterLock
 from .policy import POLICIES, Policy, make_policy
+from .session import Session
 from .sizeof import nbytes
 from .stats import Stats
-from .files import FILE_MODE, Written, make_folder, others_can_write
+from .files import FILE_MODE, Written
 from .index import INDEX_NAME
 from .names import key_to_filename
 from .packed import ENGINES
@@ -223,9 +218,6 @@ class Chest(MutableMapping):
         self._budget_of_worker = os.fspath(worker_local_directory) \
             if worker_local_directory is not None and available_memory is None else None
         self.lock = threading.RLock()
-        # A forked child must neither flush nor remove its parent's chest.
-        self._owner_pid = os.getpid()
-        self._explicitly_given_path = path is not None
         # Arguments first: a bad one must leave nothing behind.
         self._available_memory = parse_budget(
             DEFAULT_BUDGET if available_memory is None else available_memory)
@@ -252,12 +244,11 @@ class Chest(MutableMapping):
         if self.packed_limit > SMALL_VALUE:
             raise ValueError(f"packed_limit must be at most {SMALL_VALUE} bytes (64 KiB), "
                              f"not {packed_limit!r}")
-        if path is not None:
-            self.path = os.fspath(path)
-            if readonly:
-                check_folder(self.path)  # a typo must not open an empty chest
-        else:
-            self.path = tempfile.mkdtemp(".chest", dir=worker_local_directory)
+        #: The folder, the writer's lock, and how the chest ends (see
+        #: :mod:`chest.session`).
+        self.session = Session(path, readonly=readonly, lock_timeout=lock_timeout,
+                               file_mode=file_mode, parent=worker_local_directory)
+        self.path = self.session.path
         self._key_to_filename = key_to_filename
         self._on_miss = on_miss
         self._on_overflow = on_overflow
@@ -266,8 +257,7 @@ class Chest(MutableMapping):
             self._set_up(dump, load, key_to_filename, open, mode, on_overflow, durable,
                          readonly, lock_timeout, max_disk_bytes, mmap, packed)
         except BaseException:
-            if not self._explicitly_given_path:
-                shutil.rmtree(self.path, ignore_errors=True)
+            self.session.end()  # nothing is left behind
             raise
         if data:
             self.update(data)
@@ -316,53 +306,26 @@ class Chest(MutableMapping):
                                     and key_to_filename is _DEFAULT_KEY_TO_FILENAME)
         if mmap and not self.codec.default:
             raise ValueError("mmap=True needs the default dump, load, open and mode")
-        self._lock_timeout = lock_timeout
-        self._writer_lock: Optional[WriterLock] = None
-        if self._explicitly_given_path and not readonly:
-            try:
-                make_folder(self.path, self.file_mode)
-            except FileExistsError:
-                raise FolderError(f"{self.path} is a file, not a folder: a chest's "
-                                  f"path is a folder it owns") from None
-            self._writer_lock = WriterLock(self.path, lock_timeout)
+        self.session.lock()
         try:
             self.store = Store(
                 self.path, dump, serialize.load_mapped if mmap else load,
                 key_to_filename, open, mode,
                 unbuffered=self.codec.default,
-                durable=durable, journal=self._explicitly_given_path,
+                durable=durable, journal=not self.session.temporary,
                 readonly=readonly, max_disk=max_disk, file_mode=self.file_mode,
                 packed=packed, packed_limit=self.packed_limit,
             )
         except BaseException:
-            if self._writer_lock is not None:
-                self._writer_lock.release()
+            self.session.unlock()
             raise
-        if self._explicitly_given_path:
-            self._warn_if_others_can_write()
+        self.session.warn_if_others_can_write(
+            (INDEX_NAME, JOURNAL_NAME, *(e.filename for e in ENGINES.values())))
         # True when a change must first check readonly, take the lock again
         # or adopt a dask worker's budget (see _writable).
         self._guarded = readonly or self._budget_of_worker is not None
         self._keys = dict(zip(self.store.files, self._versions))  # (in C)
-        if not self._explicitly_given_path:
-            self._finalizer = weakref.finalize(
-                self, _remove_folder, self.store.path, self._owner_pid)
-        elif not readonly:
-            _OPEN_CHESTS[id(self)] = self
-
-    def _warn_if_others_can_write(self) -> None:
-        """Warn, naming the path, if another user could change the folder,
-        the index or the journal: values are unpickled when read, so whoever
-        can write a chest's files can run code in the process that opens it."""
-        for name in ("", INDEX_NAME, JOURNAL_NAME, *(e.filename for e in ENGINES.values())):
-            path = os.path.join(self.path, name) if name else self.path
-            why = others_can_write(path, self.file_mode)
-            if why is not None:
-                warnings.warn(
-                    f"chest at {self.path}: another user could change {path} ({why}); "
-                    f"opening a chest trusts its files as code, as pickle.load does",
-                    ChestWarning, stacklevel=4)
-                return
+        self.session.watch(self)
 
     # -- the format (chest 0.2's attributes) ----------------------------------------
     @property
@@ -1433,7 +1396,7 @@ class Chest(MutableMapping):
         warning. A closed chest can still be used; closing it again (or
         garbage collection) writes what changed since.
         """
-        if os.getpid() != self._owner_pid:
+        if not self.session.in_owner:
             return
         if self._closed:
             # Nothing changed since, but reading may have opened files again.
@@ -1441,11 +1404,10 @@ class Chest(MutableMapping):
                 self.store.close()
             return
         self._closed = True
-        if not self._explicitly_given_path:
+        self.session.unwatch(self)
+        if self.session.temporary:
             self.drop()
-            self._finalizer.detach()
             return
-        _OPEN_CHESTS.pop(id(self), None)
         with self.lock:
             try:
                 if os.path.isdir(self.store.path) and not self.readonly and (
@@ -1467,10 +1429,9 @@ class Chest(MutableMapping):
             raise ReadOnlyError(self.path, action)
         if self._budget_of_worker is not None:
             self._adopt_worker_budget()
-        if self._writer_lock is None and self._explicitly_given_path:
-            make_folder(self.path, self.file_mode)
-            self._writer_lock = WriterLock(self.path, self._lock_timeout)
-            _OPEN_CHESTS[id(self)] = self
+        if not self.session.locked and not self.session.temporary:
+            self.session.lock()
+            self.session.watch(self)
             self._closed = False  # open again: close() must release the lock
         self._guarded = False
 
@@ -1497,9 +1458,8 @@ class Chest(MutableMapping):
             logger.info("chest at %s: no budget from the worker: %r", self.path, e)
 
     def _release_writer_lock(self) -> None:
-        if self._writer_lock is not None:
-            self._writer_lock.release()
-            self._writer_lock = None
+        if self.session.locked:
+            self.session.unlock()
             self._guarded = True
 
     def __enter__(self) -> "Chest":
@@ -1544,26 +1504,3 @@ class _OnDiskKeys:
     def __contains__(self, key: object) -> bool:
         c = self._chest
         return key in c._keys and key not in c.inmem
-
-
-def _remove_folder(path: str, owner_pid: int) -> None:
-    if os.getpid() == owner_pid:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-# Chests with a path, flushed at exit while the interpreter is still whole.
-_OPEN_CHESTS: "weakref.WeakValueDictionary[int, Chest]" = weakref.WeakValueDictionary()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_OPEN_CHESTS.clear)
-
-
-@atexit.register
-def _close_open_chests() -> None:
-    for chest in list(_OPEN_CHESTS.values()):
-        try:
-            chest.close()
-        except Exception as e:  # pragma: no cover - best effort at exit
-            warnings.warn(f"could not close the chest at {chest.path}: {e!r}",
-                          ChestWarning)

@@ -1,0 +1,73 @@
+"""chest.codec: a chest's value format."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from chest import serialize
+from chest.codec import Codec, open_many
+
+
+def test_the_default_format_takes_the_fast_paths():
+    codec = Codec()
+    assert codec.default
+    value = {"a": [1, 2.5, "x"], "b": None}
+    assert codec.dumps(value) == serialize.dumps(value)
+    assert codec.loads(codec.dumps(value)) == value
+
+
+@pytest.mark.parametrize("mode", ["t", "b"])
+def test_a_users_format_goes_through_an_in_memory_file(mode):
+    if mode == "t":
+        codec = Codec(json.dump, json.load, mode="t")
+    else:
+        codec = Codec(pickle.dump, pickle.load)
+    assert not codec.default
+    value = {"text": "caf\xe9 \U0001F600", "n": [1, 2]}
+    data = codec.dumps(value)
+    assert isinstance(data, bytes)
+    assert codec.loads(data) == value
+    if mode == "t":
+        assert json.loads(data.decode("utf-8")) == value
+
+
+def test_tokens_tell_a_value_unchanged():
+    codec = Codec(json.dump, json.load, mode="t")
+    value = {"a": [1, 2]}
+    token = codec.token(value)
+    assert token is not None and token == codec.token({"a": [1, 2]})
+    assert token != codec.token({"a": [1, 3]})
+
+    def refuse(value, f):
+        raise TypeError("not today")
+
+    assert Codec(refuse, json.load, mode="t").token({"a": [1]}) is None
+
+
+def test_files_are_shared_only_between_the_same_formats():
+    a, b = Codec(), Codec()
+    text = Codec(json.dump, json.load, mode="t")
+    assert a.reads_files_of(b) and b.reads_files_of(a)
+    assert not a.reads_files_of(text) and not text.reads_files_of(a)
+
+
+def test_a_bad_mode_is_named():
+    with pytest.raises(ValueError, match="'x'"):
+        Codec(mode="x")
+
+
+def test_open_many_closes_every_file_it_opened(tmp_path):
+    names = [str(tmp_path / f"{i}") for i in range(3)]
+    for i, name in enumerate(names):
+        with open(name, "w") as f:
+            f.write(str(i))
+    with open_many(names, "r") as files:
+        assert [f.read() for f in files] == ["0", "1", "2"]
+    assert all(f.closed for f in files)
+    opened = []
+    with pytest.raises(FileNotFoundError):
+        with open_many(names[:2] + [str(tmp_path / "missing")]) as files:
+            opened = files  # pragma: no cover - not reached
+    assert opened == []
