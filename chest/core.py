@@ -1,9 +1,17 @@
 """``Chest``: a dictionary that spills to disk.
 
-The memory tier (``inmem``, the byte budget, the eviction policy, the lock)
-lives here; file names, value files and the index live in :mod:`chest.store`,
-value sizes in :mod:`chest.sizeof`, eviction order in :mod:`chest.policy`,
-the default serialisation in :mod:`chest.serialize`.
+Here: the memory tier (``inmem``, the byte budget, sizes, the lock), the
+eviction loop (writes outside the lock, packing in batches, values that
+cannot be written), loading back, write-through, and the public API
+(dict's, chest 0.2's, dask's). Composed from:
+
+- :mod:`chest.codec`: the value format (``dump``/``load``, ``open``, mode);
+- :mod:`chest.session`: the folder, the writer's lock, and how a chest ends;
+- :mod:`chest.store`: where values live on disk (files, packed engines, the
+  index and the journal);
+- :mod:`chest.policy`: which value leaves memory first;
+- :mod:`chest.sizeof`: how many bytes a value takes in memory;
+- :mod:`chest.worker`: what a dask.distributed worker asks beyond a mapping.
 """
 from __future__ import annotations
 
@@ -13,12 +21,11 @@ import errno
 import itertools
 import logging
 import os
-import sys
 import threading
 import warnings
 from collections.abc import ItemsView, Mapping, MutableMapping
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
-                    NamedTuple, Optional, Tuple, Union)
+                    Optional, Tuple, Union)
 
 from . import serialize
 from .codec import Codec, open_many
@@ -32,6 +39,7 @@ from .policy import POLICIES, Policy, make_policy
 from .session import Session
 from .sizeof import nbytes
 from .stats import Stats
+from .worker import OnDiskKeys, SpilledSize, disk_metrics, worker_budget
 from .files import FILE_MODE, Written
 from .index import INDEX_NAME
 from .names import key_to_filename
@@ -78,13 +86,6 @@ def _warn_if_disk_full(path: str, key: Hashable, error: BaseException) -> None:
         warnings.warn(
             f"chest at {path}: no space to write key {key!r} ({error}); it stays "
             f"in memory, over the budget", ChestWarning, stacklevel=4)
-
-
-class SpilledSize(NamedTuple):
-    """Bytes of the values held on disk only: as in memory, and on disk."""
-
-    memory: int
-    disk: int
 
 
 def _do_nothing(*args: Any, **kwargs: Any) -> None:
@@ -1069,9 +1070,9 @@ class Chest(MutableMapping):
         return self.inmem
 
     @property
-    def slow(self) -> "_OnDiskKeys":
+    def slow(self) -> OnDiskKeys:
         """The keys whose values are on disk only (sized and iterable)."""
-        return _OnDiskKeys(self)
+        return OnDiskKeys(self._keys, self.inmem, self.lock)
 
     @property
     def spilled_total(self) -> SpilledSize:
@@ -1091,15 +1092,7 @@ class Chest(MutableMapping):
     @property
     def cumulative_metrics(self) -> Dict[Tuple[str, str], float]:
         """Disk traffic in dask.distributed's metric format."""
-        s = self.stats
-        return {
-            ("disk-write", "count"): s.spills,
-            ("disk-write", "bytes"): s.bytes_written,
-            ("disk-write", "seconds"): s.write_seconds,
-            ("disk-read", "count"): s.reloads,
-            ("disk-read", "bytes"): s.bytes_read,
-            ("disk-read", "seconds"): s.read_seconds,
-        }
+        return disk_metrics(self.stats)
 
     # -- the original chest's methods ---------------------------------------------
     def key_to_filename(self, key: Hashable) -> str:
@@ -1441,21 +1434,9 @@ class Chest(MutableMapping):
         times ``distributed.worker.memory.target`` (or ``.spill``). Keeps
         the default if there is no such worker, or it has no limit."""
         folder, self._budget_of_worker = self._budget_of_worker, None
-        distributed = sys.modules.get("distributed")
-        if distributed is None or folder is None:
-            return
-        try:
-            for worker in list(distributed.Worker._instances):
-                if os.path.abspath(worker.local_directory) != os.path.abspath(folder):
-                    continue
-                manager = worker.memory_manager
-                fraction = manager.memory_target_fraction or \
-                    manager.memory_spill_fraction
-                if manager.memory_limit and fraction:
-                    self._available_memory = int(manager.memory_limit * fraction)
-                return
-        except Exception as e:  # another distributed: keep the default
-            logger.info("chest at %s: no budget from the worker: %r", self.path, e)
+        budget = None if folder is None else worker_budget(folder)
+        if budget is not None:
+            self._available_memory = budget
 
     def _release_writer_lock(self) -> None:
         if self.session.locked:
@@ -1483,24 +1464,3 @@ class _ItemsView(ItemsView):
         if not isinstance(item, tuple) or len(item) != 2:
             return False
         return super().__contains__(item)
-
-
-class _OnDiskKeys:
-    """The keys of a chest whose values are not in memory: on disk, or on
-    their way there."""
-
-    def __init__(self, chest: Chest) -> None:
-        self._chest = chest
-
-    def __len__(self) -> int:
-        c = self._chest
-        return len(c._keys) - len(c.inmem)
-
-    def __iter__(self) -> Iterator[Hashable]:
-        c = self._chest
-        with c.lock:
-            return iter([k for k in c._keys if k not in c.inmem])
-
-    def __contains__(self, key: object) -> bool:
-        c = self._chest
-        return key in c._keys and key not in c.inmem
