@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import mmap
 import pickle
+import re
 import weakref
 from typing import IO, Any, Dict, Optional, Set, Union
 
@@ -148,10 +149,28 @@ def dump(value: Any, file: IO[bytes]) -> None:
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
+# Protocol 5 names a class only with STACK_GLOBAL (or an EXT code of
+# copyreg's registry): a pickle without these bytes holds builtins only.
+_NAMES_A_CLASS = re.compile(b"[\x82\x83\x84\x93]")
+
+
 def dumps(value: Any) -> bytes:
     """What :func:`dump` would write, as bytes."""
-    if type(value) in _PLAIN:
+    t = type(value)
+    if t in _PLAIN:
         return pickle.dumps(value, protocol=PROTOCOL)
+    if t is dict or t is list or t is tuple:
+        # A record of builtins (the common small value) needs no check for
+        # objects bound to memory: pickled by C alone, then its bytes are
+        # searched for a class (1.2 us for a small dict, against 3.3 with
+        # the checking pickler). Those bytes may also be a str's or an
+        # int's: then the value is pickled again, with the check.
+        try:
+            data = pickle.dumps(value, protocol=PROTOCOL)
+        except Exception:
+            data = None
+        if data is not None and _NAMES_A_CLASS.search(data) is None:
+            return data
     f = io.BytesIO()
     try:
         _Pickler(f, PROTOCOL).dump(value)

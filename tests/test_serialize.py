@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import collections
 import pickle
 
 import numpy as np
@@ -160,3 +161,20 @@ def test_keep_in_memory_names_a_type_by_class_or_name():
     keep_in_memory("somelib.Named")
     with pytest.raises(BoundToMemoryError):
         dumps({"a": Named()})
+
+
+@pytest.mark.parametrize("value", [
+    {"a": 1, "b": "text", "c": [1, 2.5, None]},        # builtins only: the fast path
+    [147, 130, "\u0393\u0394", b"\x93\x82", (1, 2)],  # a class's bytes in the data
+    ({"nested": {"deep": [True, 3j]}},),
+    [collections.OrderedDict(a=1), {1, 2}],            # classes: the checked path
+])
+def test_records_pickle_as_pickle_does(value):
+    assert dumps(value) == pickle.dumps(value, protocol=5)
+    assert pickle.loads(dumps(value)) == value
+
+
+def test_a_finalizer_deep_in_a_record_is_still_refused():
+    from chest.errors import BoundToMemoryError
+    with pytest.raises(BoundToMemoryError):
+        dumps({"a": 1, "b": [2, {"c": (3, WithFinalizer())}]})
