@@ -129,3 +129,15 @@ def test_a_failed_append_cuts_only_its_own_record(tmp_path, monkeypatch):
     finally:
         a.close()
         b.close()
+
+
+def test_equal_keys_of_other_types_are_recorded_as_they_are(tmp_path):
+    # Records of values are remembered by key for str and int keys; keys
+    # equal to those but of another type must not take their record.
+    j = Journal(str(tmp_path / ".journal"))
+    for key in (1, True, 1.0, (1,), (True,), "1"):
+        j.append(key, None, 4, data=b"abcd")
+    keys = [record[0] for record in read_journal(j.filename)]
+    assert [type(k) for k in keys] == [int, bool, float, tuple, tuple, str]
+    assert [type(k[0]) for k in keys[3:5]] == [int, bool]
+    j.close()
