@@ -434,53 +434,51 @@ class Chest(MutableMapping):
         returns; then it is kept in memory, clean. If it cannot be written,
         this raises and the key keeps its stored value."""
         try:
-            self._set_through_unnoted(key, value)
+            size = nbytes(value)
+            data = self.codec.dumps(value) if size <= SMALL_VALUE else None
+            with self.lock:
+                store = self.store
+                if data is not None:
+                    if store.max_disk is not None and store.unindexed_bytes + \
+                            len(data) > store.max_disk - store.disk_usage:
+                        # The journal keeps every version until it is folded:
+                        # fold it before it takes the chest over max_disk.
+                        self.write_keys()
+                    store.write_through(key, data)  # may raise: nothing changed
+                    self.stats.bytes_written += len(data)
+                    old_size = self._sizes.get(key)
+                    if old_size is not None and size <= self._available_memory:
+                        # Replaced in memory (a counter): the policy records a use.
+                        self.inmem[key] = value
+                        self._sizes[key] = size
+                        self.memory_usage += size - old_size
+                        if self._unwritable:
+                            self._unwritable.pop(key, None)
+                        self.policy.add(key, size, True)
+                    else:
+                        self._drop_value(key, file=False)  # stored: nothing is lost
+                        if size <= self._available_memory:
+                            self._keep_in_memory(key, value, size, clean=True)
+                    self._file_tokens[key] = bytes_token(data)
+                else:
+                    self._drop_value(key, file=False)  # stored: nothing is lost
+                    if size > self._available_memory:
+                        self._on_overflow(key)
+                    self._write(key, value, size)
+                    if size <= self._available_memory:
+                        self._keep_in_memory(key, value, size, clean=True)
+                self._keys[key] = next(self._versions)
+                self._changed = True
+                self._closed = False
+                over = self.memory_usage > self._available_memory
+                fold = store.unindexed_bytes > JOURNAL_FOLD
         except Exception as e:
             if hasattr(e, "add_note"):  # Python 3.11+: say which key, and that
                 e.add_note(f"chest at {self.path}: key {key!r} was not set: its "
                            f"value cannot be written through; the key keeps "
                            f"its earlier value")
             raise
-
-    def _set_through_unnoted(self, key: Hashable, value: Any) -> None:
-        size = nbytes(value)
-        data = self.codec.dumps(value) if size <= SMALL_VALUE else None  # may raise
-        with self.lock:
-            store = self.store
-            if data is not None and store.max_disk is not None and \
-                    store.unindexed_bytes + len(data) > store.max_disk - store.disk_usage:
-                # The journal keeps every version until it is folded: fold it
-                # before it takes the chest over max_disk.
-                self.write_keys()
-            if data is not None:
-                self.store.write_through(key, data)  # may raise: nothing changed
-                self.stats.bytes_written += len(data)
-                old_size = self._sizes.get(key)
-                if old_size is not None and size <= self._available_memory:
-                    # Replaced in memory (a counter): the policy records a use.
-                    self.inmem[key] = value
-                    self._sizes[key] = size
-                    self.memory_usage += size - old_size
-                    if self._unwritable:
-                        self._unwritable.pop(key, None)
-                    self.policy.add(key, size, True)
-                else:
-                    self._drop_value(key, file=False)  # stored: nothing is lost
-                    if size <= self._available_memory:
-                        self._keep_in_memory(key, value, size, clean=True)
-                self._file_tokens[key] = bytes_token(data)
-            else:
-                self._drop_value(key, file=False)  # stored: nothing is lost
-                if size > self._available_memory:
-                    self._on_overflow(key)
-                self._write(key, value, size)
-                if size <= self._available_memory:
-                    self._keep_in_memory(key, value, size, clean=True)
-            self._keys[key] = next(self._versions)
-            self._changed = True
-            self._closed = False
-            over = self.memory_usage > self._available_memory
-            fold = self.store.unindexed_bytes > JOURNAL_FOLD
+        # Set: what follows may raise, but not undo it.
         if fold:
             self.write_keys()  # the journal must not grow without bound
         if over:
