@@ -25,7 +25,7 @@ from typing import Dict, List, Tuple
 
 from .errors import ChestLockedError
 
-__all__ = ["WriterLock", "lock_holder"]
+__all__ = ["WriterLock", "lock_holder", "held_here"]
 
 _held: Dict[Tuple[int, int], List[int]] = {}  # (device, inode) -> [fd, users]
 _held_lock = threading.Lock()
@@ -77,6 +77,14 @@ class WriterLock:
             if held[1] == 0:
                 del _held[self._id]
                 os.close(held[0])  # closing the descriptor drops the flock
+
+
+def held_here(folder: str) -> bool:
+    """Does this process hold the writer's lock of ``folder`` (a chest open
+    for writing on it)?"""
+    info = os.stat(folder)
+    with _held_lock:
+        return (info.st_dev, info.st_ino) in _held
 
 
 def _forget_inherited_locks() -> None:

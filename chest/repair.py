@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, Optional, Set,
                     Tuple)
 
-from . import lock as _lock
+from .lock import WriterLock, held_here
 from .errors import ChestLockedError, FolderError
 from .folder import (BACKUP_NAME, Entry, IndexInfo, JournalInfo, Loaded, PackedReader,
                      damaged_name, describe_place, engine_filename, full_path,
@@ -53,14 +53,12 @@ from .packed import engine_files, open_engine
 __all__ = ["Plan", "plan_repair", "repair", "write_index_file"]
 
 
-def _take_writer_lock(path: str) -> _lock.WriterLock:
-    info = os.stat(path)
-    with _lock._held_lock:
-        if (info.st_dev, info.st_ino) in _lock._held:
-            raise FolderError(f"cannot repair {path}: this process has the chest open "
-                              f"for writing; close it first")
+def _take_writer_lock(path: str) -> WriterLock:
+    if held_here(path):
+        raise FolderError(f"cannot repair {path}: this process has the chest open "
+                          f"for writing; close it first")
     try:
-        return _lock.WriterLock(path, timeout=0)
+        return WriterLock(path, timeout=0)
     except ChestLockedError as e:
         raise FolderError(f"cannot repair {path}: it is open for writing by "
                           f"{e.holder}; close the chest there first (repair needs "
