@@ -290,7 +290,8 @@ class Chest(MutableMapping):
         self._in_flight: Dict[Hashable, Any] = {}
         # Evicted values (in flight) whose pickles wait to be packed together:
         # (key, value, size, version, pickle), and the bytes of the pickles.
-        self._packing: List[Tuple[Hashable, Any, int, int, bytes]] = []
+        # (key -> its entry: a read takes it out in O(1))
+        self._packing: Dict[Hashable, Tuple[Hashable, Any, int, int, bytes]] = {}
         self._packing_bytes = 0
         # Keys in memory whose last write failed -> the error; eviction skips
         # them until they are set again or flushed.
@@ -644,6 +645,8 @@ class Chest(MutableMapping):
             self.policy.remove(key)
         if self._in_flight:
             self._in_flight.pop(key, None)
+            if self._packing:
+                self._unqueue(key)  # its queued pickle is of the old value
         if self._unwritable:
             self._unwritable.pop(key, None)
         self._file_tokens.pop(key, None)
@@ -902,7 +905,10 @@ class Chest(MutableMapping):
         with self.lock:
             if self._keys.get(key) != version or self._in_flight.get(key) is not value:
                 return  # set, deleted or flushed meanwhile
-            self._packing.append((key, value, size, version, data))
+            stale = self._packing.pop(key, None)  # set and evicted again
+            if stale is not None:
+                self._packing_bytes -= len(stale[4])
+            self._packing[key] = (key, value, size, version, data)
             self._packing_bytes += len(data)
             if self._packing_bytes < min(PACK_BATCH, self._available_memory // 8):
                 return
@@ -911,12 +917,13 @@ class Chest(MutableMapping):
 
     def _unqueue(self, key: Hashable) -> None:
         """Take ``key``'s pickle out of the packing queue (lock held)."""
-        self._packing = [entry for entry in self._packing if entry[0] != key]
-        self._packing_bytes = sum(len(entry[4]) for entry in self._packing)
+        entry = self._packing.pop(key, None)
+        if entry is not None:
+            self._packing_bytes -= len(entry[4])
 
     def _take_packing(self) -> List[Tuple[Hashable, Any, int, int, bytes]]:
         """The queued values, leaving the queue empty (lock held)."""
-        batch, self._packing, self._packing_bytes = self._packing, [], 0
+        batch, self._packing, self._packing_bytes = list(self._packing.values()), {}, 0
         return batch
 
     def _commit_packing(self, batch: List[Tuple[Hashable, Any, int, int, bytes]]) -> None:

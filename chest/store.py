@@ -182,6 +182,7 @@ class Store:
         # beside a writer must never find another key's value in a slot).
         self._next_slot = 1
         self._slot_lock = threading.Lock()
+        self._engine_lock = threading.Lock()  # (opening a packed engine)
         self._slot_mark = 0  # the next slot when the index on disk was written
         self.packed: Optional[str] = None  # set below, once the index is read
         if not readonly:
@@ -661,9 +662,14 @@ class Store:
         """The packed engine ``name`` of this folder, opened on first use."""
         engine = self._engines.get(name)
         if engine is None:
-            engine = open_engine(name, self.path, readonly=self.readonly,
-                                 durable=self.durable, file_mode=self.file_mode)
-            self._engines[name] = engine
+            # Threads writing or reading outside the chest's lock may get
+            # here together: one opens it (a second would leak its files).
+            with self._engine_lock:
+                engine = self._engines.get(name)
+                if engine is None:
+                    engine = open_engine(name, self.path, readonly=self.readonly,
+                                         durable=self.durable, file_mode=self.file_mode)
+                    self._engines[name] = engine
         return engine
 
     def packed_path(self, name: str) -> str:

@@ -231,3 +231,29 @@ def test_read_whole_reads_to_the_end_whatever_the_hint(tmp_path, size, hint):
     data = os.urandom(size)
     path.write_bytes(data)
     assert read_whole(str(path), hint) == data
+
+
+@pytest.mark.parametrize("name", ["sqlite", "lmdb"])
+def test_threads_opening_the_packed_engine_together_share_one(tmp_path, name):
+    # Values are packed and read outside the chest's lock: threads that
+    # first use the engine at once must not each open one (all but one
+    # would be left open, their files with them).
+    if name == "lmdb":
+        pytest.importorskip("lmdb")
+    import threading
+
+    store = Store(str(tmp_path), pickle.dump, pickle.load, packed=name)
+    start = threading.Barrier(8)
+    got = []
+
+    def first_use() -> None:
+        start.wait()
+        got.append(store.engine(name))
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 8 and all(engine is got[0] for engine in got)
+    store.close()

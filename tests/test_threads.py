@@ -80,7 +80,7 @@ def run_threads(work) -> list:
 def check_accounting(c: Chest) -> None:
     # In flight once every thread is done: only small values queued to be
     # packed together (fewer bytes than a batch).
-    assert set(c._in_flight) == {key for key, *_ in c._packing}
+    assert set(c._in_flight) == set(c._packing)
     assert c._packing_bytes < chest.core.PACK_BATCH
     assert c.memory_usage == sum(nbytes(v) for v in c.inmem.values())
     assert c.memory_usage <= c.available_memory
