@@ -232,6 +232,12 @@ _FROMBUFFER = {("numpy._core.numeric", "_frombuffer"),
                ("numpy.core.numeric", "_frombuffer")}
 #: Most bytes of opcodes (not array data) parsed in Python before giving up.
 _MAX_PARSED = 1 << 20
+#: Values whose first buffer is smaller are read by pickle.load. Measured
+#: here: below 32 MiB, malloc reuses freed memory and pickle.load is up to
+#: 2x faster (it parses in C; a pandas frame of 4 MB, 1.2 against 2.1 ms);
+#: from 32 MiB on, each bytearray is fresh memory, filled 2.3x slower than
+#: numpy's (32 MiB: 32 against 14 ms).
+_FAST_FROM = 32 * 2**20
 
 
 def _load_into_numpy_memory(file: IO[bytes], mapped: bool) -> Any:
@@ -260,7 +266,8 @@ def _load_into_numpy_memory(file: IO[bytes], mapped: bool) -> Any:
         body = _read_exact(file, size)
         following = file.read(9)
         is_buffer = len(following) == 9 and following[0] == _BYTEARRAY8
-        if first and not is_buffer:
+        if first and not (is_buffer and (
+                mapped or int.from_bytes(following[1:], "little") >= _FAST_FROM)):
             raise _NoFastPath  # no large buffer up front: plain pickle.load
         first = False
         if not stack.feed(body):
