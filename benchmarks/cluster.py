@@ -11,7 +11,7 @@ Usage
 -----
 Run from the repository, with dask, distributed, pandas and pyarrow installed::
 
-    python benchmarks/cluster.py                    # 2 rounds of everything, ~25 min
+    python benchmarks/cluster.py                    # 2 rounds of everything, ~30 min
     python benchmarks/cluster.py --quick            # tiny sizes, ~1 min
     python benchmarks/cluster.py --only persist --rounds 3
     python benchmarks/cluster.py --backends spillbuffer,chest,chest:150MB
@@ -22,7 +22,7 @@ Cluster
 -------
 ``LocalCluster(n_workers=2, threads_per_worker=2, memory_limit="400MB",
 processes=True, dashboard_address=None)`` (``--workers``, ``--threads``,
-``--memory-limit``), dask's memory thresholds unchanged (spill to disk past
+``--memory-limit``; 1 GB for rechunk), dask's memory thresholds unchanged (spill to disk past
 the target, 60% of the limit; pause at 80% of the limit in process memory;
 restart at 95%) unless ``--target`` sets another target fraction, for both
 backends alike (``--quick`` sets 0.05, so that its tiny data spills).
@@ -46,22 +46,35 @@ persist
     32 MB chunks), ``xp = (x + 1).persist()``, wait, then
     ``(xp + xp.T).mean()``; right if within 1e-3 of 3.0.
 rechunk
-    The same N x N random array in column slabs of (N, C*C/N) (32 MB each),
-    persisted; its row and column sums computed; then rechunked to row slabs
-    of (C*C/N, N), every output chunk taking a piece of every input chunk,
-    and summed again. Right if both sums agree to 1e-9 (relative). dask
-    chooses between a task and a P2P rechunk (shown in the title).
+    The same N x N random array in column slabs of (N, S) (S=100: 16 MB
+    each), persisted; its row and column sums computed; then rechunked to
+    row slabs of (S, N), every output chunk taking a piece of every input
+    chunk, and summed again. Right if both sums agree to 1e-9 (relative).
+    A task rechunk (``--rechunk-method``), whose pieces all go through
+    ``data=``, on workers of 1 GB (``--rechunk-memory-limit``). With 400 MB
+    workers neither backend ever finished: every run ended in
+    ``KilledWorker`` within a minute, for the task and the P2P rechunk
+    alike, from 0.8 GB (N=10000) to 3.2 GB, in slabs of 8 to 32 MB. A task
+    rechunk's pieces are views that keep their whole input chunk alive while
+    counting as the piece's bytes; the P2P rechunk failed even on 1 GB
+    workers (restarts until the timeout).
 shuffle
     ``dd.from_map`` of P partitions of R rows of (key int64 in [0, K), a
-    float64, b int64, c float64) (P=80, R=1,000,000, K=1,000,000: 2.6 GB),
-    persisted; its row count, ``b.sum()`` and ``key.nunique()`` computed;
+    float64, b int64, c float64) (P=160, R=125,000, K=1,000,000: 0.64 GB in
+    4 MB partitions), persisted; its row count, ``b.sum()`` and
+    ``key.nunique()`` computed;
     then ``shuffle("key", shuffle_method="p2p")`` and, per partition, its
     length, ``b.sum()`` and number of distinct keys. Right if the rows and
     the checksum are unchanged and the distinct keys of the partitions add
-    up to the frame's (no key is in two partitions).
+    up to the frame's (no key is in two partitions). The frame is smaller
+    than the arrays: a worker with pandas and pyarrow loaded takes ~156 MB
+    before any data (its pause threshold is 305 MiB), and at 2.56 GB (80 x
+    1,000,000 rows) and 1.28 GB (160 x 250,000 or 320 x 125,000) neither
+    backend finished within the timeout (240-300 s) on the 2-core VM:
+    workers restarted until ``KilledWorker``, or paused until the timeout.
 
-The P2P rechunk and shuffle keep the pieces in transit in a disk buffer of
-their own (in the worker's folder), not in ``data=``; their inputs and
+The P2P shuffle (and a P2P rechunk) keeps the pieces in transit in a disk
+buffer of its own (in the worker's folder), not in ``data=``; its inputs and
 outputs go through the backend.
 
 Reading the output
@@ -90,7 +103,9 @@ Each run prints a line as it ends. Then, per workload, a row per backend:
   every worker removed its store), summed over the runs.
 - ``warn / err``: lines at WARNING and at ERROR (or tracebacks) in the
   run's log (the scheduler's and the workers'), summed over the runs;
-  ``chest``: those of them that mention chest.
+  ``chest``: those of them that mention chest. A worker whose event loop
+  is stuck for a minute prints every thread's stack to the log
+  (``faulthandler``; shown as "Thread 0x..." lines, kept with ``--logs``).
 
 The ratio line divides chest's wall times by SpillBuffer's (best by best,
 median by median): below 1, chest was faster. The distinct warnings and
@@ -125,6 +140,9 @@ WORKLOADS = ("persist", "rechunk", "shuffle")
 BACKENDS = ("spillbuffer", "chest")
 WARM_UP = 4 << 30  # bytes written and freed before each full-size run
 TOPIC = "cluster-bench-metrics"
+#: Seconds a worker's event loop may be stuck before its threads' stacks are
+#: printed to the run's log.
+STUCK = 60
 #: Seconds a run may take beyond --timeout (starting and closing the
 #: cluster) before its process group is killed.
 GRACE = 180
@@ -157,7 +175,9 @@ def _plugins() -> Tuple[Any, Any]:
     from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
     class Report(WorkerPlugin):
-        """Sends the store's counters to the scheduler every 0.5 s."""
+        """Sends the store's counters to the scheduler every 0.5 s, and
+        prints every thread's stack to the log if the worker's event loop
+        is stuck for ``STUCK`` seconds (it re-arms a faulthandler timer)."""
 
         name = "cluster-bench-report"
 
@@ -169,12 +189,18 @@ def _plugins() -> Tuple[Any, Any]:
             self.callback.start()
 
         def send(self) -> None:
+            import faulthandler
+
+            faulthandler.dump_traceback_later(STUCK, exit=False)
             try:
                 self.worker.log_event(TOPIC, store_metrics(self.worker))
             except Exception:  # a closing worker
                 pass
 
         def teardown(self, worker: Any) -> None:
+            import faulthandler
+
+            faulthandler.cancel_dump_traceback_later()
             self.callback.stop()
 
     class Watch(SchedulerPlugin):
@@ -232,8 +258,7 @@ class Deadline:
 def sizes(args: Any) -> Result:
     """The workloads' sizes: ``args`` is the parsed command line (or the
     run's configuration, with the same names)."""
-    n, c = args.n, args.chunk
-    slab = max(1, c * c // n)
+    n, c, slab = args.n, args.chunk, args.slab
     rows = args.rows
     return {
         "persist": f"random(({n:,}, {n:,}), chunks={c:,}) + 1 persisted "
@@ -241,7 +266,8 @@ def sizes(args: Any) -> Result:
                    f"(xp + xp.T).mean()",
         "rechunk": f"random(({n:,}, {n:,})) in ({n:,}, {slab:,}) slabs persisted "
                    f"({n * n * 8 / GB:.2f} GB, {n * slab * 8 / 1e6:.0f} MB chunks), "
-                   f"rechunked to ({slab:,}, {n:,}), summed both ways",
+                   f"rechunked to ({slab:,}, {n:,}) ({args.rechunk_method or 'auto'}), "
+                   f"summed both ways; workers of {args.rechunk_memory_limit}",
         "shuffle": f"{args.partitions} partitions of {rows:,} rows x 4 columns "
                    f"({args.partitions * rows * 32 / GB:.2f} GB) persisted, "
                    f"p2p shuffle on {args.keys:,} keys, per-partition counts",
@@ -265,8 +291,7 @@ def run_rechunk(client: Any, cfg: Result, deadline: Deadline) -> Result:
     import distributed
     import numpy as np
 
-    n, c = cfg["n"], cfg["chunk"]
-    slab = max(1, c * c // n)
+    n, slab = cfg["n"], cfg["slab"]
     x = da.random.default_rng(1).random((n, n), chunks=(n, slab))
     xp = x.persist()
     distributed.wait(xp, timeout=deadline.left())
@@ -274,7 +299,7 @@ def run_rechunk(client: Any, cfg: Result, deadline: Deadline) -> Result:
         [xp.sum(axis=1), xp.sum(axis=0)], sync=False)
     rows_before = rows_before.result(timeout=deadline.left())
     cols_before = cols_before.result(timeout=deadline.left())
-    y = xp.rechunk((slab, n))
+    y = xp.rechunk((slab, n), method=cfg["rechunk_method"] or None)
     method = "p2p" if "p2p" in y.name else "tasks"
     rows_after, cols_after = client.compute([y.sum(axis=1), y.sum(axis=0)])
     rows_after = rows_after.result(timeout=deadline.left())
@@ -472,7 +497,8 @@ def machine(root: str, args: argparse.Namespace) -> List[str]:
         f"python {platform.python_version()}, " + ", ".join(versions),
         f"--dir {root}: {fs} ({device} on {mount})",
         f"LocalCluster(n_workers={args.workers}, threads_per_worker={args.threads}, "
-        f"memory_limit={args.memory_limit!r}, processes=True) ({target}); "
+        f"memory_limit={args.memory_limit!r}, processes=True) ({target}; "
+        f"rechunk: memory_limit={args.rechunk_memory_limit!r}); "
         f"{args.rounds} round(s), timeout {args.timeout:g} s",
     ]
 
@@ -594,8 +620,11 @@ def normalise(message: str) -> str:
 def config(args: argparse.Namespace, workload: str, backend: str) -> Result:
     return {"workload": workload, "backend": backend, "quick": args.quick,
             "workers": args.workers, "threads": args.threads,
-            "memory_limit": args.memory_limit, "target": args.target,
+            "memory_limit": (args.rechunk_memory_limit if workload == "rechunk"
+                             else args.memory_limit),
+            "target": args.target,
             "timeout": args.timeout, "n": args.n, "chunk": args.chunk,
+            "slab": args.slab, "rechunk_method": args.rechunk_method,
             "partitions": args.partitions, "rows": args.rows, "keys": args.keys}
 
 
@@ -686,6 +715,9 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="threads per worker")
     parser.add_argument("--memory-limit", default="400MB", help="per worker")
+    parser.add_argument("--rechunk-memory-limit", default=None,
+                        help="per worker, for rechunk only (default 1GB; quick: "
+                             "--memory-limit)")
     parser.add_argument("--target", type=float, default=None,
                         help="distributed.worker.memory.target for both backends "
                              "(default: dask's, 0.6)")
@@ -693,10 +725,17 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="arrays are N x N (default 20000; quick 3200)")
     parser.add_argument("--chunk", type=int, default=None,
                         help="array chunks are C x C (default 2000; quick 400)")
+    parser.add_argument("--slab", type=int, default=None,
+                        help="rechunk: (N, S) column slabs to (S, N) row slabs "
+                             "(default 100; quick 50)")
+    parser.add_argument("--rechunk-method", default="tasks",
+                        choices=("tasks", "p2p", "auto"),
+                        help="rechunk: dask's method; auto lets dask choose "
+                             "(default: tasks, whose pieces go through data=)")
     parser.add_argument("--partitions", type=int, default=None,
-                        help="shuffle: partitions (default 80; quick 16)")
+                        help="shuffle: partitions (default 160; quick 16)")
     parser.add_argument("--rows", type=int, default=None,
-                        help="shuffle: rows per partition (default 1,000,000; "
+                        help="shuffle: rows per partition (default 125,000; "
                              "quick 50,000)")
     parser.add_argument("--keys", type=int, default=None,
                         help="shuffle: distinct keys drawn from (default 1,000,000; "
@@ -712,13 +751,17 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.child:
         return args
-    defaults = ({"n": 3200, "chunk": 400, "partitions": 16, "rows": 50_000,
+    if args.rechunk_method == "auto":
+        args.rechunk_method = None
+    defaults = ({"n": 3200, "chunk": 400, "slab": 50, "partitions": 16, "rows": 50_000,
                  "keys": 20_000, "timeout": 60.0, "target": 0.05} if args.quick else
-                {"n": 20_000, "chunk": 2000, "partitions": 80, "rows": 1_000_000,
+                {"n": 20_000, "chunk": 2000, "slab": 100, "partitions": 160, "rows": 125_000,
                  "keys": 1_000_000, "timeout": 300.0, "target": None})
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.rechunk_memory_limit is None:
+        args.rechunk_memory_limit = args.memory_limit if args.quick else "1GB"
     args.only = args.only.split(",")
     args.backends = args.backends.split(",")
     unknown = set(args.only) - set(WORKLOADS)

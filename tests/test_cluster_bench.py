@@ -1,0 +1,35 @@
+"""benchmarks/cluster.py runs each workload on a LocalCluster with each
+backend, checks the answers and leaves nothing behind."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("distributed")
+pytest.importorskip("pandas")
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "benchmarks", "cluster.py")
+
+
+def test_quick_run_is_right_for_every_workload_and_backend(tmp_path):
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--quick", "--rounds", "1", "--partitions", "8",
+         "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for workload in ("persist", "rechunk", "shuffle"):
+        assert f"== {workload}:" in out
+        for backend in ("spillbuffer", "chest"):
+            assert f"{workload:8} {backend:12}" in out  # its run's line
+    rows = [line.split() for line in out.splitlines()
+            if re.match(r"(spillbuffer|chest) +\d+/\d+ ", line)]
+    assert len(rows) == 6 and all(row[1] == "1/1" for row in rows), out
+    assert out.count(": right") == 6 and "FAILED" not in out, out
+    assert "chest / spillbuffer time" in out
+    assert os.listdir(tmp_path) == []  # every run's folder removed
