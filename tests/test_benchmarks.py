@@ -19,13 +19,13 @@ def run_script(name: str, *args: str, tmp_path) -> str:
 
 
 def test_peers_quick_run_prints_every_workload(tmp_path):
-    out = run_script("peers.py", "--quick", "--backends", "chest,floor,dict",
-                     tmp_path=tmp_path)
+    out = run_script("peers.py", "--quick", "--repeat", "1", "--backends",
+                     "chest,floor,dict,pyfloor", tmp_path=tmp_path)
     for workload in ("== arrays", "== small", "== hot", "== policy"):
         assert workload in out
-    for row in ("chest ", "chest:clean-first", "floor ", "dict "):
+    for row in ("chest ", "chest:clean-first", "floor ", "dict ", "pyfloor "):
         assert row in out
-    assert "chest / floor" in out
+    assert "chest / floor" in out and "chest / pyfloor" in out
     assert os.listdir(tmp_path) == []  # every store's folder removed
 
 

@@ -19,17 +19,18 @@ SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 def test_quick_run_is_right_for_every_workload_and_backend(tmp_path):
     result = subprocess.run(
         [sys.executable, SCRIPT, "--quick", "--rounds", "1", "--partitions", "8",
-         "--dir", str(tmp_path)],
+         "--only", "persist,shuffle", "--dir", str(tmp_path)],
         capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for workload in ("persist", "rechunk", "shuffle"):
+    # (rechunk is left out: each workload starts two clusters, ~8 s each)
+    for workload in ("persist", "shuffle"):
         assert f"== {workload}:" in out
         for backend in ("spillbuffer", "chest"):
             assert f"{workload:8} {backend:12}" in out  # its run's line
     rows = [line.split() for line in out.splitlines()
             if re.match(r"(spillbuffer|chest) +\d+/\d+ ", line)]
-    assert len(rows) == 6 and all(row[1] == "1/1" for row in rows), out
-    assert out.count(": right") == 6 and "FAILED" not in out, out
+    assert len(rows) == 4 and all(row[1] == "1/1" for row in rows), out
+    assert out.count(": right") == 4 and "FAILED" not in out, out
     assert "chest / spillbuffer time" in out
     assert os.listdir(tmp_path) == []  # every run's folder removed
