@@ -96,3 +96,23 @@ def crashed(tmp_path):
     finally:
         live.close()
     return copy
+
+
+def kill_when_busy(args, delay):
+    """Run ``python -c *args`` until it prints ``ready``, SIGKILL it ``delay``
+    seconds later, and return what it printed by then."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n", child.stderr.read()
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        return child.communicate()[0]
+    finally:
+        child.kill()
+        child.wait()

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 
 import pytest
+from conftest import kill_when_busy
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
@@ -415,17 +412,7 @@ else:
 def test_kill_9_loses_no_acknowledged_change(tmp_path, kind):
     for attempt, delay in enumerate([0.1, 0.3, 0.6]):
         path = str(tmp_path / f"{kind}{attempt}")
-        child = subprocess.Popen([sys.executable, "-c", APPENDING_CHILD, kind, path],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
-        try:
-            assert child.stdout.readline() == "ready\n", child.stderr.read()
-            time.sleep(delay)
-            child.send_signal(signal.SIGKILL)
-            out = child.communicate()[0]
-        finally:
-            child.kill()
-            child.wait()
+        out = kill_when_busy([APPENDING_CHILD, kind, path], delay)
         done = [int(x) for x in out.split() if x.lstrip("-").isdigit()]
         last = done[-1] if done else -1
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
+from conftest import kill_when_busy
 
 yaml = pytest.importorskip("yaml")
 
@@ -177,17 +176,7 @@ for i in range(1, 10**9):
 def test_kill_9_loses_no_change_whose_call_returned(tmp_path):
     for attempt, delay in enumerate([0.1, 0.4, 0.8]):
         path = str(tmp_path / f"s{attempt}.yaml")
-        child = subprocess.Popen([sys.executable, "-c", COUNTING_CHILD, path],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
-        try:
-            assert child.stdout.readline() == "ready\n", child.stderr.read()
-            time.sleep(delay)
-            child.send_signal(signal.SIGKILL)
-            out = child.communicate()[0]
-        finally:
-            child.kill()
-            child.wait()
+        out = kill_when_busy([COUNTING_CHILD, path], delay)
         last = max([int(x) for x in out.split()] or [0])
         s = State(path)
         try:
