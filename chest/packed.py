@@ -105,6 +105,14 @@ class PackedEngine:
         raise NotImplementedError
 
 
+#: SQLite's page cache, outside the chest's budget: 8 MiB (SQLite's default
+#: is 2 MiB; diskcache sets 32 MiB and a 64 MiB memory map). A random read
+#: of a small value in 100,000 took 7.5 us with it, 9 with the default.
+#: (No memory map: a database file cut short under it would kill the process
+#: with SIGBUS, where a read now raises an error naming the file.)
+CACHE_PRAGMA = "PRAGMA cache_size=-8192"
+
+
 def as_os_error(error: BaseException, path: str) -> OSError:
     """An engine's error as an ``OSError`` naming the engine's file: ENOSPC
     for a full disk (so the chest keeps the value in memory and says so),
@@ -161,6 +169,7 @@ class SQLiteEngine(PackedEngine):
             # The write-ahead log is cut back to 4 MiB after each checkpoint
             # (it keeps its largest size otherwise).
             self._db.execute("PRAGMA journal_size_limit=4194304")
+            self._db.execute(CACHE_PRAGMA)
             self._db.execute("CREATE TABLE IF NOT EXISTS packed "
                              "(slot INTEGER PRIMARY KEY, data BLOB NOT NULL)")
         except sqlite3.Error as e:
@@ -172,6 +181,7 @@ class SQLiteEngine(PackedEngine):
         uri = "file:" + self.path + "?mode=ro"
         db = sqlite3.connect(uri, uri=True, isolation_level=None,
                              check_same_thread=False)
+        db.execute(CACHE_PRAGMA)
         try:
             db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         except sqlite3.OperationalError:
@@ -183,6 +193,7 @@ class SQLiteEngine(PackedEngine):
                 raise
             db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None,
                                  check_same_thread=False)
+            db.execute(CACHE_PRAGMA)
         return db
 
     def _connection(self) -> sqlite3.Connection:

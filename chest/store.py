@@ -709,17 +709,18 @@ class Store:
         """The bytes of ``key``'s packed value in ``place``: ``(data, seconds)``.
         Safe to call without the chest's lock."""
         engine_name, slot = place
-        filename = self.packed_path(engine_name)
         start = time.perf_counter()
         try:
-            data = self.engine(engine_name).get(slot)
+            engine = self._engines.get(engine_name) or self.engine(engine_name)
+            data = engine.get(slot)
         except Exception as e:
-            raise ValueFileError(key, filename, f"slot {slot}: {describe(e)}") from e
+            raise ValueFileError(key, self.packed_path(engine_name),
+                                 f"slot {slot}: {describe(e)}") from e
         if data is None:
             why = (f"slot {slot} is gone: the writer changed the key after this "
                    f"read-only chest was opened; reopen the chest to read it as it "
                    f"is now" if self.readonly else f"slot {slot} is missing")
-            raise ValueFileError(key, filename, why)
+            raise ValueFileError(key, self.packed_path(engine_name), why)
         return data, time.perf_counter() - start
 
     def _retire_slot(self, key: Hashable, place: Slot) -> None:

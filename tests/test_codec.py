@@ -8,6 +8,7 @@ import pytest
 
 from chest import serialize
 from chest.codec import Codec, open_many
+from chest.fingerprint import bytes_token
 
 
 def test_the_default_format_takes_the_fast_paths():
@@ -71,3 +72,24 @@ def test_open_many_closes_every_file_it_opened(tmp_path):
         with open_many(names[:2] + [str(tmp_path / "missing")]) as files:
             opened = files  # pragma: no cover - not reached
     assert opened == []
+
+
+@pytest.mark.parametrize("mode", ["b", "t"])
+def test_unchanged_knows_a_value_read_back_from_its_bytes(mode):
+    codec = Codec() if mode == "b" else Codec(json.dump, json.load, mode="t")
+    value = {"a": 1, "b": [1, 2]}
+    token = bytes_token(codec.dumps(value))
+    again = codec.loads(codec.dumps(value))
+    assert codec.unchanged(token, again)
+    again["b"].append(3)  # changed in place
+    assert not codec.unchanged(token, again)
+
+
+def test_unchanged_falls_back_to_dump_for_what_pickle_refuses():
+    # A lambda: C's pickler refuses it, dump writes it with cloudpickle; the
+    # check must compare with what dump writes, not give up.
+    codec = Codec()
+    value = [lambda x: x + 1]
+    token = bytes_token(codec.dumps(value))
+    assert codec.unchanged(token, value)
+    assert not codec.unchanged(token, [lambda x: x + 2])
