@@ -1,10 +1,11 @@
 """``Chest``: a dictionary that spills to disk.
 
-Here: the memory tier (``inmem``, the byte budget, sizes, the lock), the
-eviction loop (writes outside the lock, packing in batches, values that
-cannot be written), loading back, write-through, and the public API
-(dict's, chest 0.2's, dask's). Composed from:
+Here: the byte budget and the lock, the eviction loop (writes outside the
+lock, packing in batches, values that cannot be written), loading back,
+write-through, and the public API (dict's, chest 0.2's, dask's). Composed
+from:
 
+- :mod:`chest.memory`: the values in memory, their sizes and the policy;
 - :mod:`chest.codec`: the value format (``dump``/``load``, ``open``, mode);
 - :mod:`chest.session`: the folder, the writer's lock, and how a chest ends;
 - :mod:`chest.store`: where values live on disk (files, packed engines, the
@@ -35,6 +36,7 @@ from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError,
                      ReadOnlyError, UnwritableValuesError, ValueFileError, describe)
 from .fingerprint import bytes_token, fingerprint
 from .journal import IN_JOURNAL, JOURNAL_NAME
+from .memory import MemoryTier
 from .policy import POLICIES, Policy, make_policy
 from .session import Session
 from .sizeof import nbytes
@@ -276,11 +278,11 @@ class Chest(MutableMapping):
         """The rest of the constructor: memory tier, writer lock, store."""
         self.stats = Stats()
 
-        #: Values held in memory.
-        self.inmem: Dict[Hashable, Any] = {}
-        #: Bytes of the values in ``inmem``, as counted when they came in.
-        self.memory_usage = 0
-        self._sizes: Dict[Hashable, int] = {}
+        #: The values held in memory, their sizes, and the eviction policy.
+        self.memory = MemoryTier(self.policy)
+        #: Values held in memory (``memory.values``).
+        self.inmem: Dict[Hashable, Any] = self.memory.values
+        self._sizes: Dict[Hashable, int] = self.memory.sizes
         # Every key, in the order a dict would keep, -> a number that changes
         # whenever the key is set or deleted: I/O done outside the lock
         # compares it to know whether its result is still current.
@@ -375,6 +377,11 @@ class Chest(MutableMapping):
         self.shrink()
 
     @property
+    def memory_usage(self) -> int:
+        """Bytes of the values in memory, as counted when each came in."""
+        return self.memory.used
+
+    @property
     def heap(self) -> Dict[Hashable, Tuple]:
         """The keys in memory and their eviction priorities, in the order
         they would leave (a snapshot; see :mod:`chest.policy`)."""
@@ -399,19 +406,15 @@ class Chest(MutableMapping):
             return self._set_through(key, value)
         size = nbytes(value)
         with self.lock:
-            old_size = self._sizes.get(key)
-            if old_size is not None and size <= self._available_memory:
+            if key in self.inmem and size <= self._available_memory:
                 # Replaced in memory: the policy only records a use.
                 if key in self.store.files:
                     self.store.retire(key)  # first: if it fails, no change
-                self.inmem[key] = value
-                self._sizes[key] = size
-                self.memory_usage += size - old_size
+                self.memory.replace(key, value, size)
                 if self._file_tokens:
                     self._file_tokens.pop(key, None)
                 if self._unwritable:
                     self._unwritable.pop(key, None)
-                self.policy.add(key, size)
             else:
                 if size > self._available_memory:
                     self._on_overflow(key)  # first: if it raises, no change
@@ -422,14 +425,11 @@ class Chest(MutableMapping):
                     self._closed = False
                     self._store_oversized(key, value, size)
                     return
-                self.inmem[key] = value
-                self._sizes[key] = size
-                self.memory_usage += size
-                self.policy.add(key, size)
+                self.memory.keep(key, value, size)
             self._keys[key] = next(self._versions)
             self._changed = True
             self._closed = False
-            over = self.memory_usage > self._available_memory
+            over = self.memory.used > self._available_memory
         if over:
             self.shrink()
 
@@ -451,19 +451,15 @@ class Chest(MutableMapping):
                         self.write_keys()
                     store.write_through(key, data)  # may raise: nothing changed
                     self.stats.bytes_written += len(data)
-                    old_size = self._sizes.get(key)
-                    if old_size is not None and size <= self._available_memory:
+                    if size <= self._available_memory and \
+                            self.memory.replace(key, value, size, clean=True):
                         # Replaced in memory (a counter): the policy records a use.
-                        self.inmem[key] = value
-                        self._sizes[key] = size
-                        self.memory_usage += size - old_size
                         if self._unwritable:
                             self._unwritable.pop(key, None)
-                        self.policy.add(key, size, True)
                     else:
                         self._drop_value(key, file=False)  # stored: nothing is lost
                         if size <= self._available_memory:
-                            self._keep_in_memory(key, value, size, clean=True)
+                            self.memory.keep(key, value, size, clean=True)
                     self._file_tokens[key] = bytes_token(data)
                 else:
                     self._drop_value(key, file=False)  # stored: nothing is lost
@@ -471,11 +467,11 @@ class Chest(MutableMapping):
                         self._on_overflow(key)
                     self._write(key, value, size)
                     if size <= self._available_memory:
-                        self._keep_in_memory(key, value, size, clean=True)
+                        self.memory.keep(key, value, size, clean=True)
                 self._keys[key] = next(self._versions)
                 self._changed = True
                 self._closed = False
-                over = self.memory_usage > self._available_memory
+                over = self.memory.used > self._available_memory
                 fold = store.unindexed_bytes > JOURNAL_FOLD
         except Exception as e:
             if hasattr(e, "add_note"):  # Python 3.11+: say which key, and that
@@ -626,7 +622,7 @@ class Chest(MutableMapping):
                       if self._unwritable else "")
         return (
             f"<Chest at {self.path}: {len(self._keys)} keys, {len(self.inmem)} in "
-            f"memory ({format_bytes(self.memory_usage, self._binary_units)} of "
+            f"memory ({format_bytes(self.memory.used, self._binary_units)} of "
             f"{format_budget(self._available_memory, self._binary_units)}{unwritable}), "
             f"{on_disk} on disk only "
             f"({format_bytes(self.store.disk_usage, self._binary_units)} in files); "
@@ -642,11 +638,7 @@ class Chest(MutableMapping):
         if file and key in self.store.files:
             self.store.retire(key)  # first: if it fails, nothing has changed
             self._spilled_sizes.pop(key, None)
-        size = self._sizes.pop(key, None)
-        if size is not None:
-            del self.inmem[key]
-            self.memory_usage -= size
-            self.policy.remove(key)
+        self.memory.drop(key)
         if self._in_flight:
             self._in_flight.pop(key, None)
             if self._packing:
@@ -655,18 +647,10 @@ class Chest(MutableMapping):
             self._unwritable.pop(key, None)
         self._file_tokens.pop(key, None)
 
-    def _keep_in_memory(self, key: Hashable, value: Any, size: int,
-                        clean: bool = False) -> None:
-        """Put a value in the memory tier (lock held)."""
-        self.inmem[key] = value
-        self._sizes[key] = size
-        self.memory_usage += size
-        self.policy.add(key, size, clean)
-
     def _keep_loaded(self, key: Hashable, value: Any, size: int,
                      token: Any = None) -> None:
         """Keep a value just read from its file in memory (lock held)."""
-        self._keep_in_memory(key, value, size, clean=True)
+        self.memory.keep(key, value, size, clean=True)
         if key not in self._file_tokens:
             token = fingerprint(value) if token is None else token
             if token is not None:
@@ -753,9 +737,7 @@ class Chest(MutableMapping):
         try:
             self._write(key, value, size)
         except Exception as e:
-            self.inmem[key] = value
-            self._sizes[key] = size
-            self.memory_usage += size
+            self.memory.hold(key, value, size)
             self._unwritable[key] = e
             if isinstance(e, BoundToMemoryError):
                 return  # it must stay in memory: nothing went wrong
@@ -804,7 +786,7 @@ class Chest(MutableMapping):
     def _shrink(self, keep: Any = _MISSING) -> None:
         """As :meth:`shrink`; ``keep`` (a key just loaded for its reader) is
         evicted only if nothing else can be."""
-        while self.memory_usage > self._available_memory:
+        while self.memory.used > self._available_memory:
             if self._evict_next(keep) < 0:
                 return
 
@@ -831,12 +813,9 @@ class Chest(MutableMapping):
                     # First: if the lock cannot be taken again, nothing is lost.
                     self._writable("write to disk")
                 try:
-                    key = self.policy.pop(keep)
+                    key, value, size = self.memory.pop_next(keep)
                 except KeyError:
                     return -1  # nothing in memory may leave
-                value = self.inmem.pop(key)
-                size = self._sizes.pop(key)
-                self.memory_usage -= size
                 if self.readonly:
                     return size  # a copy of its file: let it go
                 version = self._keys[key]
@@ -844,7 +823,7 @@ class Chest(MutableMapping):
                     try:
                         self._on_overflow(key)
                     except BaseException:
-                        self._keep_in_memory(key, value, size)
+                        self.memory.keep(key, value, size)
                         raise
                     if self._keys.get(key, _MISSING) != version:
                         return size  # the callback deleted or set the key: no write
@@ -964,9 +943,7 @@ class Chest(MutableMapping):
                          error: BaseException) -> None:
         """A value that could not be written stays in memory (lock held)."""
         self._in_flight.pop(key, None)
-        self.inmem[key] = value
-        self._sizes[key] = size
-        self.memory_usage += size
+        self.memory.hold(key, value, size)
         self._unwritable[key] = error
 
     def _make_room_beside_read(self, incoming: int) -> Optional[threading.Thread]:
@@ -982,7 +959,7 @@ class Chest(MutableMapping):
         first needs the writer's lock again (after ``close()``).
         """
         if incoming < LARGE_VALUE or not self._own_functions_only \
-                or self.memory_usage + incoming <= self._available_memory \
+                or self.memory.used + incoming <= self._available_memory \
                 or incoming > self._available_memory \
                 or self._guarded or self.lock._is_owned():  # type: ignore[attr-defined]
             return None  # (a value over the whole budget is not kept)
@@ -994,7 +971,7 @@ class Chest(MutableMapping):
     def _make_room(self, incoming: int) -> None:
         """Evict until ``incoming`` more bytes fit in the budget."""
         try:
-            while self.memory_usage + incoming > self._available_memory:
+            while self.memory.used + incoming > self._available_memory:
                 if self._evict_next() < 0:
                     return
         except Exception:
@@ -1026,8 +1003,8 @@ class Chest(MutableMapping):
                     value = self._in_flight.pop(key)
                     if self._packing:
                         self._unqueue(key)
-                    self._keep_in_memory(key, value, nbytes(value))
-                    over = self.memory_usage > self._available_memory
+                    self.memory.keep(key, value, nbytes(value))
+                    over = self.memory.used > self._available_memory
                     break
                 version = self._keys.get(key, _MISSING)
                 if version is _MISSING:
@@ -1075,7 +1052,7 @@ class Chest(MutableMapping):
                     return value
                 self._keep_loaded(key, value, size, token)
                 self._closed = False  # it may be changed in place: flush on close
-                over = self.memory_usage > self._available_memory
+                over = self.memory.used > self._available_memory
             break
         if over:
             self._shrink(keep=key)
@@ -1147,9 +1124,7 @@ class Chest(MutableMapping):
     def _forget_in_memory(self, key: Hashable) -> None:
         """Drop ``key``'s value from memory; its file or slot holds it (lock held)."""
         self._unwritable.pop(key, None)
-        del self.inmem[key]
-        self.memory_usage -= self._sizes.pop(key)
-        self.policy.remove(key)
+        self.memory.drop(key)
 
     def _pack_all(self) -> None:
         """Write the packable values in memory in one commit of the packed
@@ -1315,16 +1290,13 @@ class Chest(MutableMapping):
                 raise ReadOnlyError(self.path, "drop the chest")
             self.store.drop()
             self._release_writer_lock()
-            self.inmem.clear()
-            self._sizes.clear()
+            self.memory.clear()
             self._keys.clear()
             self._file_tokens.clear()
             self._in_flight.clear()
             self._take_packing()
             self._unwritable.clear()
             self._spilled_sizes.clear()
-            self.policy.clear()
-            self.memory_usage = 0
             self._changed = False
 
     def update(  # type: ignore[override]  # (overwrite=: chest 0.2's API)

@@ -1,0 +1,118 @@
+"""The memory tier of a chest: values held in memory, their sizes, the bytes
+they add up to, and the policy that picks which value leaves first.
+
+:class:`MemoryTier` only keeps the books: it never writes, never takes a
+lock, and never sizes a value (the caller passes the size, from
+:mod:`chest.sizeof`, and holds the chest's lock). What leaving memory costs
+(a write, a check that the file already holds the value) is the chest's
+business (:mod:`chest.core`). Like zict's ``LRU``, it is a dict plus an
+order; unlike it, a value may be *held*: in memory, counted, but never
+chosen to leave (a value that could not be written).
+
+>>> from chest.policy import LRU
+>>> tier = MemoryTier(LRU())
+>>> tier.keep("a", [1], 100)
+>>> tier.keep("b", [2], 50)
+>>> tier.used, tier.values
+(150, {'a': [1], 'b': [2]})
+>>> tier.touch("a")
+>>> tier.pop_next()
+('b', [2], 50)
+>>> tier.hold("c", object(), 10)
+>>> tier.pop_next()
+('a', [1], 100)
+>>> tier.pop_next()
+Traceback (most recent call last):
+...
+KeyError: 'pop(): no key to evict'
+>>> tier.used, list(tier.values)
+(10, ['c'])
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Hashable, Optional, Tuple
+
+from .policy import Policy
+
+__all__ = ["MemoryTier"]
+
+#: ``keep`` of :meth:`MemoryTier.pop_next` when no key is to be kept.
+_NONE = object()
+
+
+class MemoryTier:
+    """Values in memory with their sizes and their total, in the order a
+    policy gives them to leave."""
+
+    def __init__(self, policy: Policy) -> None:
+        #: key -> value: what is in memory (a chest's ``inmem``).
+        self.values: Dict[Hashable, Any] = {}
+        #: key -> its size in bytes, as counted when it came in.
+        self.sizes: Dict[Hashable, int] = {}
+        #: The sum of ``sizes``.
+        self.used = 0
+        #: Which value leaves first; it knows the keys that may leave.
+        self.policy = policy
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def keep(self, key: Hashable, value: Any, size: int, clean: bool = False) -> None:
+        """Hold ``key``'s ``value`` (not in memory yet), free to leave;
+        ``clean``: its file already holds it (the policy may prefer it)."""
+        self.values[key] = value
+        self.sizes[key] = size
+        self.used += size
+        self.policy.add(key, size, clean)
+
+    def replace(self, key: Hashable, value: Any, size: int, clean: bool = False) -> bool:
+        """If ``key`` is in memory: its new ``value``, a use of the key for
+        the policy, and True; else False, and nothing changes."""
+        old = self.sizes.get(key)
+        if old is None:
+            return False
+        self.values[key] = value
+        self.sizes[key] = size
+        self.used += size - old
+        self.policy.add(key, size, clean)
+        return True
+
+    def hold(self, key: Hashable, value: Any, size: int) -> None:
+        """Hold ``key``'s ``value`` (not in memory yet), counted but never
+        chosen to leave: until it is dropped, or kept again."""
+        self.values[key] = value
+        self.sizes[key] = size
+        self.used += size
+
+    def drop(self, key: Hashable) -> Optional[Tuple[Any, int]]:
+        """Let ``key``'s value go: ``(value, size)``, or None if it was not
+        in memory."""
+        size = self.sizes.pop(key, None)
+        if size is None:
+            return None
+        self.used -= size
+        self.policy.remove(key)
+        return self.values.pop(key), size
+
+    def pop_next(self, keep: Any = _NONE) -> Tuple[Hashable, Any, int]:
+        """Take out the value the policy picks to leave first (``keep``
+        only if no other may): ``(key, value, size)``. KeyError if none
+        may leave."""
+        key = self.policy.pop(keep)
+        size = self.sizes.pop(key)
+        self.used -= size
+        return key, self.values.pop(key), size
+
+    def touch(self, key: Hashable) -> None:
+        """A use of ``key`` (it stays longer)."""
+        self.policy.touch(key)
+
+    def clear(self) -> None:
+        """Hold nothing."""
+        self.values.clear()
+        self.sizes.clear()
+        self.used = 0
+        self.policy.clear()
