@@ -1264,3 +1264,43 @@ def test_write_through_keeps_max_disk_with_the_journal(tmp_path):
         assert peak <= 10**6 + 30_000
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("make", ["frame", "series"])
+def test_a_pandas_value_read_back_unchanged_is_not_written_again(make_chest, chest_path,
+                                                                 make):
+    pd = pytest.importorskip("pandas")
+
+    def value(seed):
+        # 200 KB: above the small values compared by their pickle.
+        frame = pd.DataFrame({"a": np.arange(12_500, dtype="f8") + seed,
+                              "b": np.arange(12_500) * seed})
+        return frame if make == "frame" else frame["a"].copy()
+
+    c = make_chest(available_memory=2 * nbytes(value(1)) - 1)  # holds one
+    c["x"] = value(1)
+    c["y"] = value(2)                          # pushes x out
+    x = c["x"]                                 # x back in, y out
+    assert list(c.inmem) == ["x"]
+    spills = c.stats.spills
+    c["y"]                                     # x out unchanged: not written
+    assert c.stats.spills == spills
+    x = c["x"]
+    assert list(c.inmem) == ["x"]
+    if make == "frame":
+        x.iloc[3, 0] = -1.0                    # changed in place
+    else:
+        x.iloc[3] = -1.0
+    c["y"]                                     # x out changed: written
+    assert c.stats.spills == spills + 1
+    c.flush()
+    again = Chest(path=chest_path)
+    got = again["x"]
+    assert (got.iloc[3, 0] if make == "frame" else got.iloc[3]) == -1.0
+    expected = value(1)
+    if make == "frame":
+        expected.iloc[3, 0] = -1.0
+    else:
+        expected.iloc[3] = -1.0
+    assert got.equals(expected)
+    again.close()
