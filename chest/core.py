@@ -6,6 +6,8 @@ write-through, and the public API (dict's, chest 0.2's, dask's). Composed
 from:
 
 - :mod:`chest.memory`: the values in memory, their sizes and the policy;
+- :mod:`chest.flight`: values being written outside the lock, and the
+  pickles queued for one packed commit;
 - :mod:`chest.codec`: the value format (``dump``/``load``, ``open``, mode);
 - :mod:`chest.session`: the folder, the writer's lock, and how a chest ends;
 - :mod:`chest.store`: where values live on disk (files, packed engines, the
@@ -36,6 +38,7 @@ from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError,
                      ReadOnlyError, UnwritableValuesError, ValueFileError, describe)
 from .fingerprint import bytes_token, fingerprint
 from .journal import IN_JOURNAL, JOURNAL_NAME
+from .flight import InFlight, Queued
 from .memory import MemoryTier
 from .policy import POLICIES, Policy, make_policy
 from .session import Session
@@ -288,13 +291,9 @@ class Chest(MutableMapping):
         # when the file was written or first read): a value in memory with
         # the same fingerprint need not be written again.
         self._file_tokens: Dict[Hashable, Any] = {}
-        # Values being written by an eviction that released the lock.
-        self._in_flight: Dict[Hashable, Any] = {}
-        # Evicted values (in flight) whose pickles wait to be packed together:
-        # (key, value, size, version, pickle), and the bytes of the pickles.
-        # (key -> its entry: a read takes it out in O(1))
-        self._packing: Dict[Hashable, Tuple[Hashable, Any, int, int, bytes]] = {}
-        self._packing_bytes = 0
+        #: Values being written by an eviction that released the lock, and
+        #: the pickles of small ones waiting to be packed together.
+        self.flight = InFlight()
         # Keys in memory whose last write failed -> the error; eviction skips
         # them until they are set again or flushed.
         self._unwritable: Dict[Hashable, BaseException] = {}
@@ -577,7 +576,7 @@ class Chest(MutableMapping):
         """The file that holds ``key``'s current value (for a link), if it is
         not in memory, not packed and not in the journal."""
         with self.lock:
-            if key in self.inmem or key in self._in_flight or \
+            if key in self.inmem or key in self.flight or \
                     key not in self.store.files or key in self.store.slots or \
                     key in self.store.journaled:
                 return None
@@ -587,7 +586,7 @@ class Chest(MutableMapping):
         """``key``'s value as an object of its own (shared with nothing):
         read again from disk, or a deep copy of the one in memory."""
         with self.lock:
-            value = self.inmem.get(key, self._in_flight.get(key, _MISSING))
+            value = self.inmem.get(key, self.flight.values.get(key, _MISSING))
             place: Any = self.store.slots.get(key)
             if place is None and key in self.store.journaled:
                 place = (IN_JOURNAL, *self.store.journaled[key])
@@ -635,10 +634,7 @@ class Chest(MutableMapping):
             self.store.retire(key)  # first: if it fails, nothing has changed
             self._spilled_sizes.pop(key, None)
         self.memory.drop(key)
-        if self._in_flight:
-            self._in_flight.pop(key, None)
-            if self._packing:
-                self._unqueue(key)  # its queued pickle is of the old value
+        self.flight.discard(key)  # (and its queued pickle, of the old value)
         if self._unwritable:
             self._unwritable.pop(key, None)
         self._file_tokens.pop(key, None)
@@ -827,7 +823,7 @@ class Chest(MutableMapping):
                         return size  # the callback deleted or set the key: no write
                 if self._is_clean(key, value):
                     return size
-                self._in_flight[key] = value
+                self.flight.start(key, value)
                 try:
                     filename = None if self._packs(size) else self.store.prepare(key)
                 except Exception as e:
@@ -856,7 +852,7 @@ class Chest(MutableMapping):
         except Exception as e:
             return self._not_spilled(key, value, size, version, e)
         with self.lock:
-            if self._keys.get(key) != version or self._in_flight.get(key) is not value:
+            if self._keys.get(key) != version or not self.flight.is_current(key, value):
                 self.store.discard(written)  # set, deleted or flushed meanwhile
                 return True
             try:
@@ -866,7 +862,7 @@ class Chest(MutableMapping):
                 self._keep_unwritable(key, value, size, e)
                 _warn_if_disk_full(self.path, key, e)
                 return False
-            del self._in_flight[key]
+            self.flight.landed(key)
             self._count_write(key, written, size, token)
             return True
 
@@ -875,7 +871,7 @@ class Chest(MutableMapping):
         """An evicted value could not be written: back in memory, if it is
         still the key's. False."""
         with self.lock:
-            if self._keys.get(key) == version and self._in_flight.get(key) is value:
+            if self._keys.get(key) == version and self.flight.is_current(key, value):
                 self._keep_unwritable(key, value, size, error)
         _warn_if_disk_full(self.path, key, error)
         return False
@@ -885,30 +881,15 @@ class Chest(MutableMapping):
         """Queue an evicted value's pickle for the packed engine; commit the
         queue once it holds enough bytes. Needs no lock."""
         with self.lock:
-            if self._keys.get(key) != version or self._in_flight.get(key) is not value:
+            if self._keys.get(key) != version or not self.flight.is_current(key, value):
                 return  # set, deleted or flushed meanwhile
-            stale = self._packing.pop(key, None)  # set and evicted again
-            if stale is not None:
-                self._packing_bytes -= len(stale[4])
-            self._packing[key] = (key, value, size, version, data)
-            self._packing_bytes += len(data)
-            if self._packing_bytes < min(PACK_BATCH, self._available_memory // 8):
+            queued = self.flight.queue(key, value, size, version, data)
+            if queued < min(PACK_BATCH, self._available_memory // 8):
                 return
-            batch = self._take_packing()
+            batch = self.flight.take_queue()
         self._commit_packing(batch)
 
-    def _unqueue(self, key: Hashable) -> None:
-        """Take ``key``'s pickle out of the packing queue (lock held)."""
-        entry = self._packing.pop(key, None)
-        if entry is not None:
-            self._packing_bytes -= len(entry[4])
-
-    def _take_packing(self) -> List[Tuple[Hashable, Any, int, int, bytes]]:
-        """The queued values, leaving the queue empty (lock held)."""
-        batch, self._packing, self._packing_bytes = list(self._packing.values()), {}, 0
-        return batch
-
-    def _commit_packing(self, batch: List[Tuple[Hashable, Any, int, int, bytes]]) -> None:
+    def _commit_packing(self, batch: List[Queued]) -> None:
         """Write queued values in one commit of the packed engine, then
         record each that is still current (a value set, deleted or flushed
         meanwhile is dropped). Values that cannot be written go back to
@@ -924,7 +905,7 @@ class Chest(MutableMapping):
         with self.lock:
             for (key, value, size, version, data), w in zip(batch, written):
                 if self._keys.get(key) != version or \
-                        self._in_flight.get(key) is not value:
+                        not self.flight.is_current(key, value):
                     self.store.discard(w)
                     continue
                 try:
@@ -934,13 +915,13 @@ class Chest(MutableMapping):
                     self._keep_unwritable(key, value, size, e)
                     _warn_if_disk_full(self.path, key, e)
                     continue
-                del self._in_flight[key]
+                self.flight.landed(key)
                 self._count_write(key, w, size, bytes_token(data))
 
     def _keep_unwritable(self, key: Hashable, value: Any, size: int,
                          error: BaseException) -> None:
         """A value that could not be written stays in memory (lock held)."""
-        self._in_flight.pop(key, None)
+        self.flight.discard(key)
         self.memory.hold(key, value, size)
         self._unwritable[key] = error
 
@@ -992,15 +973,13 @@ class Chest(MutableMapping):
                 if value is not _MISSING:
                     stats.hits += 1
                     return value
-                if self._in_flight and key in self._in_flight:
+                if key in self.flight.values:
                     # Back in memory: the caller may change it in place, and
                     # the write under way (or the pickle waiting to be
                     # packed) holds it as it was. Its commit finds the key
                     # no longer in flight and backs off.
                     stats.hits += 1
-                    value = self._in_flight.pop(key)
-                    if self._packing:
-                        self._unqueue(key)
+                    value = self.flight.take_back(key)
                     self.memory.keep(key, value, nbytes(value))
                     over = self.memory.used > self._available_memory
                     break
@@ -1105,7 +1084,7 @@ class Chest(MutableMapping):
         """
         with self.lock:
             if key not in self.inmem:
-                if key in self._in_flight or key in self.store.files:
+                if key in self.flight or key in self.store.files:
                     return
                 raise KeyError(key)
             self._writable("move a value to disk")
@@ -1244,11 +1223,11 @@ class Chest(MutableMapping):
         """Write every value in memory or in flight; those that could not be
         written, with their errors (lock held)."""
         failures: Dict[Hashable, BaseException] = {}
-        self._commit_packing(self._take_packing())
-        for key in list(self._in_flight):
+        self._commit_packing(self.flight.take_queue())
+        for key in list(self.flight.values):
             # Another thread is writing it; write it now, its commit will
             # see that the key is no longer in flight and back off.
-            value = self._in_flight.pop(key)
+            value = self.flight.take_back(key)
             size = nbytes(value)
             try:
                 self._write(key, value, size)
@@ -1291,8 +1270,7 @@ class Chest(MutableMapping):
             self.memory.clear()
             self._keys.clear()
             self._file_tokens.clear()
-            self._in_flight.clear()
-            self._take_packing()
+            self.flight.clear()
             self._unwritable.clear()
             self._spilled_sizes.clear()
             self._changed = False
@@ -1332,8 +1310,8 @@ class Chest(MutableMapping):
             for key in other._keys:
                 if key in other.inmem:
                     entries.append((key, other.inmem[key], None))
-                elif key in other._in_flight:
-                    entries.append((key, other._in_flight[key], None))
+                elif key in other.flight:
+                    entries.append((key, other.flight.values[key], None))
                 elif same_format and key in other.store.files and \
                         key not in other.store.slots and key not in other.store.journaled:
                     entries.append((key, None, other.store.filename(key)))
@@ -1392,7 +1370,7 @@ class Chest(MutableMapping):
         with self.lock:
             try:
                 if os.path.isdir(self.store.path) and not self.readonly and (
-                        self._changed or self.inmem or self._in_flight):
+                        self._changed or self.inmem or self.flight):
                     self.flush()
             except UnwritableValuesError as e:
                 warnings.warn(str(e), ChestWarning, stacklevel=2)

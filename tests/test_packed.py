@@ -143,10 +143,10 @@ def test_a_value_read_while_it_waits_to_be_packed_keeps_changes_in_place(tmp_pat
     with Chest(path=tmp_path / "c", available_memory=budget, packed=name) as c:
         c["a"] = a
         c["b"] = b  # evicts "a": queued, not yet packed
-        assert "a" not in c.inmem and "a" in c._in_flight
+        assert "a" not in c.inmem and "a" in c.flight
         x = c["a"]
-        assert c.inmem["a"] is x and "a" not in c._in_flight
-        assert "a" not in c._packing
+        assert c.inmem["a"] is x and "a" not in c.flight
+        assert "a" not in c.flight.queued
         x[0] = 7
         assert c["a"][0] == 7
     with Chest(path=tmp_path / "c", readonly=True) as again:

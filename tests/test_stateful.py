@@ -524,8 +524,8 @@ class ChestMachine(RuleBasedStateMachine):
             assert key in c
             if key in c.inmem:
                 value = c.inmem[key]
-            elif key in c._in_flight:  # evicted, to be packed with others
-                value = c._in_flight[key]
+            elif key in c.flight:  # evicted, to be packed with others
+                value = c.flight.values[key]
             else:
                 value = stored_value(c, key)
             assert same(value, expected), key

@@ -80,8 +80,8 @@ def run_threads(work) -> list:
 def check_accounting(c: Chest) -> None:
     # In flight once every thread is done: only small values queued to be
     # packed together (fewer bytes than a batch).
-    assert set(c._in_flight) == set(c._packing)
-    assert c._packing_bytes < chest.core.PACK_BATCH
+    assert set(c.flight.values) == set(c.flight.queued)
+    assert c.flight.queued_bytes < chest.core.PACK_BATCH
     assert c.memory_usage == sum(nbytes(v) for v in c.inmem.values())
     assert c.memory_usage <= c.available_memory
     assert all(k in c for k in c.inmem)

@@ -1,0 +1,110 @@
+"""Values in flight: evicted from memory, being written outside the chest's
+lock, and the pickles of small ones queued for one commit of a packed
+engine.
+
+An eviction takes a value out of the memory tier (:mod:`chest.memory`),
+puts it here, releases the lock, writes, then takes the lock again and
+commits only if the value is still the one in flight for its key: a set, a
+delete, a read that brought it back (:meth:`InFlight.take_back`) or a flush
+meanwhile makes the write moot. :class:`InFlight` keeps those books and no
+more: it never writes and takes no lock (the caller holds the chest's).
+
+>>> flight = InFlight()
+>>> value = {"a": 1}
+>>> flight.start("k", value)
+>>> flight.is_current("k", value), "k" in flight
+(True, True)
+>>> flight.queue("k", value, 232, 7, b"pickle")
+6
+>>> flight.take_back("k") is value, flight.queued, "k" in flight
+(True, {}, False)
+>>> flight.start("k", value); flight.queue("k", value, 232, 8, b"pickle")
+6
+>>> [entry[3] for entry in flight.take_queue()], flight.queued_bytes
+([8], 0)
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Hashable, List, Tuple
+
+__all__ = ["InFlight", "Queued"]
+
+#: A queued pickle: ``(key, value, size in memory, the key's version, pickle)``.
+Queued = Tuple[Hashable, Any, int, int, bytes]
+
+
+class InFlight:
+    """The values being written outside the lock, and the pickles queued
+    for one packed commit."""
+
+    def __init__(self) -> None:
+        #: key -> the value being written for it.
+        self.values: Dict[Hashable, Any] = {}
+        #: key -> its queued pickle (a read takes it out in O(1)).
+        self.queued: Dict[Hashable, Queued] = {}
+        #: The bytes of the queued pickles.
+        self.queued_bytes = 0
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Any:
+        return iter(list(self.values))
+
+    def start(self, key: Hashable, value: Any) -> None:
+        """``key``'s ``value`` leaves memory, to be written."""
+        self.values[key] = value
+
+    def is_current(self, key: Hashable, value: Any) -> bool:
+        """Is ``value`` still the one in flight for ``key`` (not set,
+        deleted, read back or flushed meanwhile)?"""
+        return self.values.get(key, self) is value
+
+    def landed(self, key: Hashable) -> None:
+        """``key``'s value is written and committed."""
+        del self.values[key]
+
+    def take_back(self, key: Hashable) -> Any:
+        """``key``'s value, no longer in flight (read back, or kept in
+        memory because it could not be written); its queued pickle, if any,
+        is dropped. KeyError if it is not in flight."""
+        value = self.values.pop(key)
+        if self.queued:
+            self._unqueue(key)
+        return value
+
+    def discard(self, key: Hashable) -> None:
+        """Forget ``key``'s value in flight, if any (set or deleted)."""
+        if self.values:
+            self.values.pop(key, None)
+            if self.queued:
+                self._unqueue(key)
+
+    def queue(self, key: Hashable, value: Any, size: int, version: int,
+              data: bytes) -> int:
+        """Queue ``key``'s pickle ``data`` (of ``value``, in flight) for the
+        next packed commit, instead of an older one: the queued bytes."""
+        self._unqueue(key)
+        self.queued[key] = (key, value, size, version, data)
+        self.queued_bytes += len(data)
+        return self.queued_bytes
+
+    def take_queue(self) -> List[Queued]:
+        """The queued pickles, leaving the queue empty (their values stay
+        in flight until they land)."""
+        batch = list(self.queued.values())
+        self.queued, self.queued_bytes = {}, 0
+        return batch
+
+    def clear(self) -> None:
+        """Nothing in flight, nothing queued."""
+        self.values.clear()
+        self.take_queue()
+
+    def _unqueue(self, key: Hashable) -> None:
+        entry = self.queued.pop(key, None)
+        if entry is not None:
+            self.queued_bytes -= len(entry[4])
