@@ -28,6 +28,7 @@ from typing import IO, Any, Dict, Optional, Set, Union
 import cloudpickle
 
 from .errors import BoundToMemoryError
+from .fingerprint import FileMap
 
 __all__ = ["dump", "load", "load_mapped", "dumps", "loads", "PROTOCOL",
            "keep_in_memory", "BoundToMemoryError"]
@@ -279,8 +280,8 @@ def _load_into_numpy_memory(file: IO[bytes], mapped: bool) -> Any:
                 if mapped:
                     if mapping is None:
                         try:
-                            mapping = mmap.mmap(file.fileno(), 0,
-                                                access=mmap.ACCESS_READ)
+                            mapping = FileMap(file.fileno(), 0,
+                                              access=mmap.ACCESS_READ)
                         except (OSError, ValueError):  # not a file on disk
                             raise _NoFastPath from None
                     offset = file.tell()

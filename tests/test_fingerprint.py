@@ -332,3 +332,71 @@ def test_pandas_is_not_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# -- found by a probe: structured dtypes, maps of files the chest does not own,
+# -- and what a token may cost ------------------------------------------------
+@pytest.mark.parametrize("change", ["rename", "byte order", "field types"])
+def test_a_structured_dtype_changed_in_place_changes_the_token(change):
+    x = np.ones(100, [("a", "<i4"), ("b", "<f8")])
+    before = fingerprint(x)
+    assert before is not None
+    if change == "rename":
+        x.dtype.names = ("renamed", "b")
+    elif change == "byte order":
+        x.dtype = [("a", ">i4"), ("b", "<f8")]
+    else:
+        x.dtype = [("a", "<f4"), ("b", "<i8")]
+    assert fingerprint(x) != before
+
+
+def test_a_read_only_map_of_a_users_file_is_not_immutable(tmp_path):
+    import mmap
+
+    path = tmp_path / "data"
+    path.write_bytes(np.zeros(1000).tobytes())
+    with open(path, "r+b") as f:
+        read_only = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        writable = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE)
+    a = np.frombuffer(read_only, "f8")
+    w = np.frombuffer(writable, "f8")
+    token = fingerprint(a)
+    assert token is not IMMUTABLE and token is not None
+    w[0] = -1.0                     # the file changes under the read-only view
+    assert a[0] == -1.0
+    assert not unchanged(token, a, pickle.dumps)
+    del a, w
+    read_only.close()
+    writable.close()
+
+
+def test_an_array_over_the_chests_own_map_is_immutable(tmp_path):
+    from chest import serialize
+
+    path = tmp_path / "value"
+    with open(path, "wb") as f:
+        serialize.dump(np.arange(100_000, dtype="f8"), f)
+    with open(path, "rb") as f:
+        a = serialize.load_mapped(f)
+    assert not a.flags.writeable
+    assert fingerprint(a) is IMMUTABLE
+    assert unchanged(("ndarray",), a, pickle.dumps)
+
+
+def test_a_wide_frame_of_short_columns_gets_no_token():
+    pd = pytest.importorskip("pandas")
+    wide = pd.DataFrame(np.zeros((100, 1000)))
+    assert fingerprint(wide) is None  # cheaper to write again
+    long = pd.DataFrame(np.zeros((5000, 100)))
+    assert fingerprint(long) is not None
+
+
+def test_arrow_strings_in_many_slices_get_the_token_of_their_content():
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    s = pd.Series(["a", None, "bcd"] * 3000, dtype="string[pyarrow]")
+    pieces = pd.concat([s.iloc[i:i + 3] for i in range(0, len(s), 3)])
+    whole = pd.Series(list(pieces), dtype="string[pyarrow]", index=pieces.index)
+    assert fingerprint(pieces) == fingerprint(whole)  # by content, not chunks
+    pieces.iloc[4] = "x"
+    assert fingerprint(pieces) != fingerprint(whole)
