@@ -806,10 +806,10 @@ class Chest(MutableMapping):
                 if self._guarded and not self.readonly and self.policy:
                     # First: if the lock cannot be taken again, nothing is lost.
                     self._writable("write to disk")
-                try:
-                    key, value, size = self.memory.pop_next(keep)
-                except KeyError:
+                popped = self.memory.pop_next(keep)
+                if popped is None:
                     return -1  # nothing in memory may leave
+                key, value, size = popped
                 if self.readonly:
                     return size  # a copy of its file: let it go
                 version = self._keys[key]

@@ -21,10 +21,8 @@ chosen to leave (a value that could not be written).
 >>> tier.hold("c", object(), 10)
 >>> tier.pop_next()
 ('a', [1], 100)
->>> tier.pop_next()
-Traceback (most recent call last):
-...
-KeyError: 'pop(): no key to evict'
+>>> tier.pop_next() is None   # "c" is held: it never leaves
+True
 >>> tier.used, list(tier.values)
 (10, ['c'])
 """
@@ -97,11 +95,15 @@ class MemoryTier:
         self.policy.remove(key)
         return self.values.pop(key), size
 
-    def pop_next(self, keep: Any = _NONE) -> Tuple[Hashable, Any, int]:
+    def pop_next(self, keep: Any = _NONE) -> Optional[Tuple[Hashable, Any, int]]:
         """Take out the value the policy picks to leave first (``keep``
-        only if no other may): ``(key, value, size)``. KeyError if none
-        may leave."""
-        key = self.policy.pop(keep)
+        only if no other may): ``(key, value, size)``; None if none may
+        leave. (Only the policy's "none" is caught: a key it gives that is
+        not here is a bug, and raises.)"""
+        try:
+            key = self.policy.pop(keep)
+        except KeyError:
+            return None
         size = self.sizes.pop(key)
         self.used -= size
         return key, self.values.pop(key), size

@@ -35,8 +35,7 @@ def test_pop_next_follows_the_policy_and_keep_goes_last():
     assert tier.pop_next(keep="b")[0] == "c"
     assert tier.pop_next(keep="b")[0] == "a"
     assert tier.pop_next(keep="b") == ("b", 1, 1)  # the only one left
-    with pytest.raises(KeyError):
-        tier.pop_next()
+    assert tier.pop_next() is None
     assert tier.used == 0
 
 
@@ -45,8 +44,7 @@ def test_a_held_value_is_counted_but_never_chosen():
     tier.hold("big", "unwritable", 1000)
     tier.keep("small", "ok", 1)
     assert tier.pop_next()[0] == "small"
-    with pytest.raises(KeyError):
-        tier.pop_next()
+    assert tier.pop_next() is None
     assert tier.used == 1000 and "big" in tier
     # Set again (now writable, say): free to leave like any other.
     assert tier.replace("big", "fine", 900)
@@ -62,6 +60,14 @@ def test_clean_values_leave_first_under_clean_first():
     assert tier.replace("dirty", 3, 1, clean=True)
     tier.keep("other", 4, 1)
     assert tier.pop_next()[0] == "dirty"  # clean now
+
+
+def test_a_key_the_policy_gives_but_memory_lacks_raises():
+    # An inconsistency is a bug to see, not "nothing to evict".
+    tier = MemoryTier(LRU())
+    tier.policy.add("ghost", 1)
+    with pytest.raises(KeyError):
+        tier.pop_next()
 
 
 def test_clear_holds_nothing():
