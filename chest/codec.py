@@ -108,7 +108,13 @@ class Codec:
                 data = pickle.dumps(value, protocol=serialize.PROTOCOL)
             except Exception:
                 return unchanged(token, value, self.dumps)
-            return bytes_token(data) == token
+            if bytes_token(data) != token:
+                return False
+            if serialize.names_a_class(data):
+                # It may hold an object bound to memory (registered after
+                # the file was written): dump, which refuses those, decides.
+                return unchanged(token, value, self.dumps)
+            return True
         return unchanged(token, value, self.dumps)
 
     def reads_files_of(self, other: "Codec") -> bool:

@@ -30,7 +30,7 @@ import cloudpickle
 from .errors import BoundToMemoryError
 from .fingerprint import FileMap
 
-__all__ = ["dump", "load", "load_mapped", "dumps", "loads", "PROTOCOL",
+__all__ = ["dump", "load", "load_mapped", "dumps", "loads", "names_a_class", "PROTOCOL",
            "keep_in_memory", "BoundToMemoryError"]
 
 PROTOCOL = 5
@@ -153,6 +153,11 @@ _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
 # Protocol 5 names a class only with STACK_GLOBAL (or an EXT code of
 # copyreg's registry): a pickle without these bytes holds builtins only.
 _NAMES_A_CLASS = re.compile(b"[\x82\x83\x84\x93]")
+
+
+def names_a_class(data: bytes) -> bool:
+    """May the pickle ``data`` name a class (else it holds builtins only)?"""
+    return _NAMES_A_CLASS.search(data) is not None
 
 
 def dumps(value: Any) -> bytes:

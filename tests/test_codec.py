@@ -93,3 +93,24 @@ def test_unchanged_falls_back_to_dump_for_what_pickle_refuses():
     token = bytes_token(codec.dumps(value))
     assert codec.unchanged(token, value)
     assert not codec.unchanged(token, [lambda x: x + 2])
+
+
+class Handle:
+    """A class named with keep_in_memory after a value holding it was written."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __eq__(self, other):
+        return isinstance(other, Handle) and other.n == self.n
+
+
+def test_unchanged_asks_dump_when_the_value_may_hold_a_class_bound_to_memory():
+    codec = Codec()
+    value = [Handle(1)]
+    token = bytes_token(codec.dumps(value))   # written before the class was named
+    assert codec.unchanged(token, value)
+    serialize.keep_in_memory(Handle)  # (only this module's class)
+    # Now dump refuses it: it is not "unchanged on disk", so eviction tries
+    # to write it, fails, and keeps it in memory.
+    assert not codec.unchanged(token, value)
