@@ -51,9 +51,6 @@ class InFlight:
     def __len__(self) -> int:
         return len(self.values)
 
-    def __iter__(self) -> Any:
-        return iter(list(self.values))
-
     def start(self, key: Hashable, value: Any) -> None:
         """``key``'s ``value`` leaves memory, to be written."""
         self.values[key] = value

@@ -38,7 +38,7 @@ from .files import (FILE_MODE, OLD_PREFIX, TEMP_EXTRA, TMP_PREFIX, Written,
                     is_temp_name, make_folder, open_raw, read_whole, remove_quietly,
                     size_of_open_file, sync_dir, temp_name)
 from .index import (INDEX_MAGIC, INDEX_NAME, Place, Slot, as_key, holds_a_chest,
-                    is_slot, is_valid_place, parse_index, write_index_file)
+                    is_valid_place, parse_index, write_index_file)
 from .journal import IN_JOURNAL, JOURNAL_NAME, Journal, read_journal
 from .packed import ENGINES, PackedEngine, open_engine
 from .names import MAX_PATH, fold, hashed_name, key_to_filename, safe_name
@@ -711,8 +711,7 @@ class Store:
         engine_name, slot = place
         start = time.perf_counter()
         try:
-            engine = self._engines.get(engine_name) or self.engine(engine_name)
-            data = engine.get(slot)
+            data = self.engine(engine_name).get(slot)
         except Exception as e:
             raise ValueFileError(key, self.packed_path(engine_name),
                                  f"slot {slot}: {describe(e)}") from e
