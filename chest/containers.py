@@ -224,7 +224,13 @@ class List(_Container, MutableSequence):
 
     def append(self, value: Any) -> None:
         """Add ``value`` at the end: one write."""
-        self.insert(len(self._positions), value)
+        positions = self._positions
+        if not positions or self._reversed:
+            self.insert(len(positions), value)
+            return
+        position = (positions[-1][0] + 1,)  # between(last, None), without the call
+        self.chest[position] = value
+        positions.append(position)
 
     def __iter__(self) -> Iterator[Any]:
         for position in list(self._positions):

@@ -452,7 +452,8 @@ class Chest(MutableMapping):
                         if self._unwritable:
                             self._unwritable.pop(key, None)
                     else:
-                        self._drop_value(key, file=False)  # stored: nothing is lost
+                        if key in self._keys:  # (a new key has nothing to drop)
+                            self._drop_value(key, file=False)  # stored: nothing lost
                         if size <= self._available_memory:
                             self.memory.keep(key, value, size, clean=True)
                     self._file_tokens[key] = bytes_token(data)

@@ -10,7 +10,7 @@ import pytest
 from conftest import files_in
 
 from chest import Chest
-from chest.journal import Journal, read_journal
+from chest.journal import JOIN_BELOW, Journal, read_journal
 
 
 def crash_copy(c, tmp_path, name="crashed"):
@@ -141,3 +141,40 @@ def test_equal_keys_of_other_types_are_recorded_as_they_are(tmp_path):
     assert [type(k) for k in keys] == [int, bool, float, tuple, tuple, str]
     assert [type(k[0]) for k in keys[3:5]] == [int, bool]
     j.close()
+
+
+@pytest.mark.parametrize("length", [0, 10, JOIN_BELOW - 100, JOIN_BELOW, 10 * JOIN_BELOW])
+def test_values_kept_in_records_joined_or_not_read_back(tmp_path, length):
+    # Small records are joined and written at once, large ones with writev:
+    # both are read back whole, by offset and by replay, between others.
+    path = str(tmp_path / ".journal")
+    j = Journal(path)
+    j.append("before", "before", 1)
+    data = bytes(range(256)) * (length // 256) + b"v" * (length % 256)
+    offset = j.append(("k", 1), None, length, data=data)
+    j.append("after", None, 0)
+    assert j.read(offset, length) == data
+    j.close()
+    records = read_journal(path)
+    assert [key for key, _, _ in records] == ["before", ("k", 1), "after"]
+    assert records[1][1] == ("journal", offset, length)
+
+
+def test_a_value_dumped_as_no_bytes_is_read_back_with_write_through(tmp_path):
+    # A dump that writes nothing for a value (here ""): its record keeps
+    # zero bytes, which must still be found (they were read at offset -1).
+    def dump(value, f):
+        f.write(value.encode())
+
+    def load(f):
+        return f.read().decode()
+
+    path = str(tmp_path / "c")
+    c = Chest(path=path, write_through=True, dump=dump, load=load,
+              available_memory=0)
+    c["empty"], c["full"] = "", "text"
+    assert c["empty"] == "" and c["full"] == "text"
+    c.close()
+    again = Chest(path=path, dump=dump, load=load)
+    assert again["empty"] == "" and again["full"] == "text"
+    again.close()
