@@ -15,7 +15,9 @@ How a change is kept
     renamed into place); so does :meth:`State.close`, which leaves a plain
     mapping with sorted keys (``bool: true``, ``string: Ahoi``). Scalars are
     written without PyYAML (an increment of a counter costs a few us); other
-    values in YAML's flow style.
+    values in YAML's flow style, their strings double-quoted (so that a line
+    break is ``\\n``, not a fold across lines). A change that one line cannot
+    hold (a key longer than YAML's 1024 characters) rewrites the file.
 Values YAML cannot carry
     Tuples, sets, frozensets and bytes get tags of their own (``!tuple``,
     ``!set``, ``!frozenset``, ``!bytes``); anything else a ``!pickle`` tag
@@ -26,8 +28,11 @@ Dicts and lists in it
     ``s["cfg"]["n"] += 1``, ``del``, ``insert``, ``setdefault``): each
     change appends the whole top-level value it is in.
 A crash
-    A line cut short by a crash (power loss without ``durable``) is dropped
-    when the file is opened; every change whose call returned is there.
+    A last line YAML cannot read (cut short by a power loss without
+    ``durable``, or left unfinished by a person) is left out when the file is
+    opened, with a warning, and kept in ``<path>.dropped``; every change whose
+    call returned is there. The lock is taken on the file at the path: one
+    that a rewrite replaced is let go of and the new one locked.
 
 Needs PyYAML (``pip install 'chest[yaml]'``).
 
@@ -56,10 +61,12 @@ import os
 import pickle
 import re
 import threading
-from collections.abc import MutableMapping, MutableSequence
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+import time
+import warnings
+from collections.abc import Mapping, MutableMapping, MutableSequence
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
-from .errors import ChestLockedError, FolderError
+from .errors import ChestLockedError, ChestWarning, FolderError, ReadOnlyError
 from .files import FILE_MODE, remove_quietly, sync_dir, temp_name
 from .lock import lock_holder
 
@@ -111,6 +118,57 @@ if yaml is not None:
         object, lambda d, v: d.represent_scalar(
             "!pickle", base64.b64encode(pickle.dumps(v, protocol=5)).decode()))
 
+    def _pickled(dumper: Any, value: Any) -> Any:
+        return dumper.represent_scalar(
+            "!pickle", base64.b64encode(pickle.dumps(value, protocol=5)).decode())
+
+    def _state_str(dumper: Any, text: str) -> Any:
+        # A lone surrogate has no YAML form (libyaml refuses its escape).
+        return _pickled(dumper, text) if _quoted(text) is None else dumper.represent_str(text)
+
+    _StateDumper.add_representer(str, _state_str)
+
+    class _LineDumper(_StateDumper):
+        """The dumper of one appended line: strings double-quoted, so that a
+        line break in one is written ``\\n`` (YAML would fold it across lines
+        in single quotes), and a lone surrogate pickled."""
+
+    def _line_str(dumper: Any, text: str) -> Any:
+        if _quoted(text) is None:
+            return _pickled(dumper, text)
+        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style='"')
+
+    _LineDumper.add_representer(str, _line_str)
+
+
+# JSON writes a character outside the BMP as a pair of surrogate escapes,
+# which YAML refuses; YAML writes it as one \U escape. (An escaped backslash
+# is matched first, so that "\\ud83d" is left alone.)
+_SURROGATES = re.compile(r"(\\\\)|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+_LONE_SURROGATE = re.compile(r"(\\\\)|\\u(d[89a-f][0-9a-f]{2})")
+#: YAML 1.1's words for true, false and null (any case: "Yes", "NULL"...).
+_RESERVED = frozenset({"y", "n", "yes", "no", "true", "false", "on", "off", "null", "~"})
+#: YAML reads a key written as ``key: value`` only up to 1024 characters.
+_LONGEST_KEY = 1000
+
+
+def _astral(match: "re.Match[str]") -> str:
+    if match[1]:
+        return match[1]
+    high, low = int(match[2], 16), int(match[3], 16)
+    return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
+
+
+def _quoted(text: str) -> Optional[str]:
+    """``text`` as a YAML double-quoted scalar in ASCII on one line; None if
+    it holds a lone surrogate (YAML has no way to write one)."""
+    quoted = json.dumps(text)  # (a JSON string is a YAML double-quoted scalar)
+    if "\\ud" in quoted:
+        quoted = _SURROGATES.sub(_astral, quoted)
+        if any(m[2] for m in _LONE_SURROGATE.finditer(quoted)):
+            return None
+    return quoted
+
 
 def _scalar(value: Any) -> Optional[str]:
     """A scalar as YAML, written without PyYAML (None if not a plain scalar)."""
@@ -122,30 +180,42 @@ def _scalar(value: Any) -> Optional[str]:
     if t is float:
         if value != value or value in (float("inf"), float("-inf")):
             return None  # (.nan, .inf: PyYAML)
-        return repr(value)
+        text = repr(value)
+        # YAML 1.1 reads 1e-05 as a string: its floats need a point.
+        return text if "." in text else text.replace("e", ".0e", 1)
     if value is None:
         return "null"
     if t is str:
-        return json.dumps(value)  # a JSON string is a YAML double-quoted scalar
+        return _quoted(value)
     return None
 
 
 @functools.lru_cache(maxsize=1024)
-def _key(key: str) -> str:
-    return key if _PLAIN_KEY.match(key) and key not in (
-        "true", "false", "null", "yes", "no", "on", "off", "y", "n") else json.dumps(key)
+def _key(key: str) -> Optional[str]:
+    """``key`` as the key of a line (plain if it can be, else quoted); None
+    if a line cannot hold it (too long for a YAML simple key)."""
+    if _PLAIN_KEY.match(key) and key.lower() not in _RESERVED:
+        text: Optional[str] = key
+    else:
+        text = _quoted(key)
+    return text if text is not None and len(text) <= _LONGEST_KEY else None
 
 
-def _line(key: str, value: Any) -> str:
-    """``key: value``, one line of a YAML block mapping."""
+def _line(key: str, value: Any) -> Optional[str]:
+    """``key: value``, one line of a YAML block mapping; None if it cannot
+    be one line (the file is then written whole)."""
+    name = _key(key)
+    if name is None:
+        return None
     text = _scalar(value)
     if text is None:
-        text = yaml.dump(_plain(value), Dumper=_StateDumper, default_flow_style=True,
-                         width=2**31 - 1, allow_unicode=True).rstrip("\n")
+        text = yaml.dump(_plain(value), Dumper=_LineDumper, default_flow_style=True,
+                         width=2**31 - 1, allow_unicode=False).rstrip("\n")
         if text.endswith("\n..."):  # a document end marker after a scalar
             text = text[:-4]
-        text = text.replace("\n", " ")
-    return f"{_key(key)}: {text}\n"
+        if "\n" in text:
+            return None
+    return f"{name}: {text}\n"
 
 
 def _plain(value: Any) -> Any:
@@ -159,17 +229,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_MISSING: Any = object()
+
+
 # -- views of dicts and lists in the state ------------------------------------------
 class _View:
     """A dict or list inside the state: changes are written through."""
 
-    def __init__(self, state: "State", top: str, target: Any) -> None:
+    def __init__(self, state: "State", top: str, target: Any, root: Any) -> None:
         self._state = state
         self._top = top
         self._target = target
+        self._root = root  # the top-level value this is in, as it was
 
     def _wrap(self, value: Any) -> Any:
-        return self._state._view(self._top, value)
+        return self._state._view(self._top, value, self._root)
+
+    def _check(self) -> None:
+        """Before a change (lock held): the state may be written, and this
+        view still shows the key's value (not one set again or deleted
+        since, nor one read again from a file changed after close())."""
+        self._state._ensure_writable()
+        if self._state._data.get(self._top, _MISSING) is not self._root:
+            raise RuntimeError(f"the state at {self._state._path} no longer holds this "
+                           f"value of {self._top!r} (set again, deleted, or read "
+                           f"again from its file): read {self._top!r} again")
 
     def _changed(self) -> None:
         self._state._write_key(self._top)
@@ -189,11 +273,13 @@ class _DictView(_View, MutableMapping):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         with self._state._lock:
+            self._check()
             self._target[key] = _plain(value)
             self._changed()
 
     def __delitem__(self, key: Any) -> None:
         with self._state._lock:
+            self._check()
             del self._target[key]
             self._changed()
 
@@ -210,11 +296,13 @@ class _ListView(_View, MutableSequence):
 
     def __setitem__(self, i: Any, value: Any) -> None:
         with self._state._lock:
+            self._check()
             self._target[i] = _plain(list(value)) if isinstance(i, slice) else _plain(value)
             self._changed()
 
     def __delitem__(self, i: Any) -> None:
         with self._state._lock:
+            self._check()
             del self._target[i]
             self._changed()
 
@@ -223,11 +311,13 @@ class _ListView(_View, MutableSequence):
 
     def insert(self, i: int, value: Any) -> None:
         with self._state._lock:
+            self._check()
             self._target.insert(i, _plain(value))
             self._changed()
 
     def sort(self, **kwargs: Any) -> None:
         with self._state._lock:
+            self._check()
             self._target.sort(**kwargs)
             self._changed()
 
@@ -242,58 +332,110 @@ class State(MutableMapping):
         The YAML file (made if missing; its folder must exist).
     durable : bool, keyword only
         fsync every change (and the folder when the file is rewritten).
+    readonly : bool, keyword only
+        Read the file as it is now, without the writer's lock (beside a
+        writer); a change raises :class:`~chest.errors.ReadOnlyError`.
+    lock_timeout : float, keyword only
+        Seconds to wait for another process to let go of the file (0: raise
+        :class:`~chest.errors.ChestLockedError` at once).
+    write_through : bool, keyword only
+        Always true: every change is on disk when the call returns (taken
+        for the keywords chest's containers share).
     **defaults
-        Values for keys the file does not have yet.
+        Values for keys the file does not have yet. (Keys named as the
+        keywords above are set with ``s[name] = value``.)
 
     ``s.name`` reads a key (AttributeError if missing), ``s.name = v`` sets
     it; names starting with ``_`` are plain attributes. A stored name wins
-    over the mapping's methods: with a key ``items``, ``s.items`` is its
-    value (``State.items(s)`` the method). One process at a
-    time: another gets :class:`~chest.errors.ChestLockedError`.
+    over the mapping's methods ``items``, ``values``, ``get``, ``pop``,
+    ``popitem``, ``clear``, ``update`` and ``setdefault``: with a key
+    ``items``, ``s.items`` is its value (``State.items(s)`` the method).
+    Other names of the class (``keys``, ``path``, ``close``...) are always
+    the class's: ``s.path = v`` raises AttributeError, ``s["path"] = v``
+    stores it. Dicts and lists are written through when changed in place;
+    other mutable values (sets, your objects) only when set again. One
+    process at a time: another gets :class:`~chest.errors.ChestLockedError`.
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, durable: bool = False,
-                 **defaults: Any) -> None:
+                 readonly: bool = False, lock_timeout: float = 0.0,
+                 write_through: bool = True, **defaults: Any) -> None:
         if yaml is None:
             raise ImportError("chest.State needs PyYAML: pip install 'chest[yaml]'")
+        if not write_through:
+            raise ValueError("a State writes every change through: write_through=False "
+                             "is not an option")
         object.__setattr__(self, "_lock", threading.RLock())
         self._path = os.path.abspath(os.fspath(path))
         self._durable = durable
+        self._readonly = readonly
+        self._lock_timeout = lock_timeout
         self._fd: Optional[int] = None
         self._data: Dict[str, Any] = {}
         self._appended = 0
         self._document = 0
+        self._closed_as: Optional[Tuple[int, int, int]] = None  # (inode, size, mtime)
         self._open()
         missing = {k: v for k, v in defaults.items() if k not in self._data}
+        if missing and readonly:
+            self._data.update(missing)  # (shown, not written: nothing may be)
+            return
         for key, value in missing.items():
             self[key] = value
 
     # -- the file --------------------------------------------------------------------
     def _open(self) -> None:
+        """Take the file (and its lock, unless read-only) and read it."""
         folder = os.path.dirname(self._path)
         if not os.path.isdir(folder):
             raise FolderError(f"{folder}: no such folder for the state {self._path}")
-        fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ChestLockedError(self._path, lock_holder(self._path)) from None
+        if self._readonly:
+            try:
+                with open(self._path, "rb") as f:
+                    text = f.read().decode("utf-8")
+            except FileNotFoundError:
+                raise FolderError(f"no state at {self._path} to read "
+                                  f"(readonly=True)") from None
+            self._data = self._parse(text)
+            return
+        fd = self._take_lock()
         self._fd = fd
         try:
             with open(self._path, "rb") as f:
                 text = f.read().decode("utf-8")
             self._data = self._parse(text)
+            self._document = len(text.encode("utf-8"))
+            if text and (not text.endswith("\n") or not self._appendable(text)):
+                # A line cut by a crash, or a document lines cannot be
+                # appended to (flow style, indented, document markers): it
+                # is written again, as parsed.
+                self._rewrite()
         except BaseException:
             self._release()
             raise
-        self._document = len(text.encode("utf-8"))
-        stripped = text.lstrip()
-        if text and (not text.endswith("\n") or stripped.startswith(("{", "---", "%"))
-                     or "\n..." in text):
-            # A line cut by a crash, or a document lines cannot be appended
-            # to (flow style, document markers): written again, as parsed.
-            self._rewrite()
+
+    def _take_lock(self) -> int:
+        """A descriptor of the file, locked; waits up to ``lock_timeout``."""
+        deadline = time.monotonic() + self._lock_timeout
+        while True:
+            fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise ChestLockedError(self._path, lock_holder(self._path)) from None
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                continue
+            try:
+                current = os.stat(self._path).st_ino
+            except FileNotFoundError:
+                current = -1
+            if current == os.fstat(fd).st_ino:
+                return fd
+            # The file was replaced (rewritten by its holder) between our
+            # open and our lock: this lock is on a file no longer at the path.
+            os.close(fd)
 
     def _parse(self, text: str) -> Dict[str, Any]:
         try:
@@ -301,8 +443,11 @@ class State(MutableMapping):
         except yaml.YAMLError as e:
             if text.endswith("\n"):
                 raise FolderError(f"cannot read the state {self._path}: {e}") from e
-            # The last line was cut short by a crash: it is dropped.
-            return self._parse(text[:text.rfind("\n") + 1])
+            # The last line is cut short (a crash), or a person left it
+            # unfinished: dropped, and kept beside the file.
+            cut = text.rfind("\n") + 1
+            self._keep_dropped(text[cut:], e)
+            return self._parse(text[:cut])
         if data is None:
             return {}
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
@@ -310,11 +455,56 @@ class State(MutableMapping):
                               f"mapping of names to values")
         return data
 
+    def _keep_dropped(self, line: str, error: BaseException) -> None:
+        """A last line YAML cannot read: appended to ``<path>.dropped`` (not
+        by a read-only state), and a warning names it."""
+        where = f"{self._path}.dropped"
+        if self._readonly:
+            where = "nowhere (read-only)"
+        else:
+            with open(where, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        warnings.warn(f"the last line of the state {self._path} cannot be read and "
+                      f"is left out ({line[:80]!r}; kept in {where}): {error}",
+                      ChestWarning, stacklevel=4)
+
+    def _appendable(self, text: str) -> bool:
+        """Does a line appended to ``text`` read as one more key? (Not after
+        a flow mapping, an indented mapping, a document end, a null...)"""
+        probe = "chest_probe_of_appending_"
+        try:
+            data = yaml.load(f"{text}{probe}: 0\n", Loader=_StateLoader)
+        except yaml.YAMLError:
+            return False
+        return isinstance(data, dict) and data.get(probe) == 0 and \
+            len(data) == len(self._data) + (probe not in self._data)
+
+    def _ensure_writable(self) -> None:
+        """Before a change (lock held): refuse it if read-only; after
+        :meth:`close`, take the file again (read again only if it changed)."""
+        if self._readonly:
+            raise ReadOnlyError(self._path, "change the state")
+        if self._fd is not None:
+            return
+        if self._closed_as is not None and self._closed_as == self._identity():
+            self._fd = self._take_lock()
+            if self._closed_as == self._identity():  # (not changed before the lock)
+                self._closed_as = None
+                return
+            self._release()
+        self._open()  # read again: views taken before see it (RuntimeError on change)
+
+    def _identity(self) -> Optional[Tuple[int, int, int]]:
+        try:
+            info = os.stat(self._path)
+        except FileNotFoundError:
+            return None
+        return info.st_ino, info.st_size, info.st_mtime_ns
+
     def _append(self, text: str) -> None:
         data = text.encode("utf-8")
-        if self._fd is None:
-            self._open_again()
-        fd: int = self._fd  # type: ignore[assignment]  # (opened again above)
+        fd = self._fd
+        assert fd is not None  # (_ensure_writable took it)
         written = 0
         try:
             written = os.write(fd, data)
@@ -360,11 +550,6 @@ class State(MutableMapping):
         self._fd = new_fd
         self._document, self._appended = len(data), 0
 
-    def _open_again(self) -> None:
-        with self._lock:
-            if self._fd is None:
-                self._open()
-
     def _release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # (closing drops the lock)
@@ -372,16 +557,20 @@ class State(MutableMapping):
 
     def _write_key(self, key: str) -> None:
         """Append ``key``'s value (lock held); rewrite the file once the
-        appended lines outgrow the document."""
-        self._append(_line(key, self._data[key]))
+        appended lines outgrow the document, or if no line can hold it."""
+        line = _line(key, self._data[key])
+        if line is None:
+            self._rewrite()
+            return
+        self._append(line)
         if self._appended > max(FOLD_AFTER, self._document):
             self._rewrite()
 
-    def _view(self, top: str, value: Any) -> Any:
+    def _view(self, top: str, value: Any, root: Any = _MISSING) -> Any:
         if type(value) is dict:
-            return _DictView(self, top, value)
+            return _DictView(self, top, value, value if root is _MISSING else root)
         if type(value) is list:
-            return _ListView(self, top, value)
+            return _ListView(self, top, value, value if root is _MISSING else root)
         return value
 
     # -- the mapping -------------------------------------------------------------------
@@ -392,7 +581,11 @@ class State(MutableMapping):
         if not isinstance(key, str):
             raise TypeError(f"a state's keys are names (str), not {type(key).__name__} "
                             f"{key!r}")
+        if _quoted(key) is None:
+            raise ValueError(f"a state's keys are text YAML can hold: {key!r} holds a "
+                             f"lone surrogate")
         with self._lock:
+            self._ensure_writable()
             old = self._data.get(key, _MISSING)
             self._data[key] = value if type(value) in _SCALARS else _plain(value)
             try:
@@ -406,6 +599,7 @@ class State(MutableMapping):
 
     def __delitem__(self, key: str) -> None:
         with self._lock:
+            self._ensure_writable()
             value = self._data.pop(key)
             try:
                 self._rewrite()  # YAML has no way to say "deleted" in a line
@@ -422,6 +616,28 @@ class State(MutableMapping):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
+    def __eq__(self, other: object) -> bool:
+        # (Mapping's __eq__ calls self.items(), which a key "items" hides.)
+        if isinstance(other, State):
+            return self._data == other._data
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def clear(self) -> None:
+        """Remove every key: one rewrite of the file."""
+        with self._lock:
+            self._ensure_writable()
+            old = self._data
+            self._data = {}
+            try:
+                self._rewrite()
+            except BaseException:
+                self._data = old
+                raise
+
     # -- attributes --------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -434,8 +650,11 @@ class State(MutableMapping):
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
             object.__setattr__(self, name, value)
-        else:
-            self[name] = value
+            return
+        if hasattr(State, name) and not isinstance(State.__dict__.get(name), _KeyOrMethod):
+            raise AttributeError(f"{name!r} is State's own: set the key with "
+                                 f"state[{name!r}] = value")
+        self[name] = value
 
     def __delattr__(self, name: str) -> None:
         if name.startswith("_"):
@@ -454,12 +673,14 @@ class State(MutableMapping):
 
     def close(self) -> None:
         """Leave the file a plain mapping with sorted keys; let go of it. The
-        state can still be used (it takes the file again)."""
+        state can still be used (it takes the file again, and reads it
+        again if it was changed meanwhile)."""
         with self._lock:
             if self._fd is None:
                 return
             if self._appended or self._document == 0 and self._data:
                 self._rewrite()
+            self._closed_as = self._identity()
             self._release()
 
     def __enter__(self) -> "State":
@@ -474,18 +695,26 @@ class State(MutableMapping):
         except Exception:
             pass
 
+    def __copy__(self) -> Any:
+        raise TypeError(f"a State holds its file's lock and cannot be copied: "
+                        f"dict(state) is a copy of {self._path}'s values")
+
+    __deepcopy__ = __copy__
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(f"a State holds its file's lock and cannot be pickled: "
+                        f"pickle dict(state), the values of {self._path}")
+
     def __repr__(self) -> str:
         return f"State({self._path!r}, {self._data!r})"
-
-
-_MISSING = object()
 
 
 class _KeyOrMethod:
     """A mapping method of :class:`State` that a stored name of the same
     name hides: ``s.items`` is the key "items" if there is one (the method,
     ``State.items(s)``, else). Only these names pay for the look-up: other
-    attributes are found as usual, stored names by ``__getattr__``."""
+    attributes are found as usual, stored names by ``__getattr__``. Not
+    ``keys``: ``dict(s)`` and ``{**s}`` call it."""
 
     def __init__(self, name: str, method: Any) -> None:
         self.name = name
@@ -500,6 +729,6 @@ class _KeyOrMethod:
         return self.method.__get__(state, owner)
 
 
-for _name in ("keys", "items", "values", "get", "pop", "popitem", "clear", "update",
+for _name in ("items", "values", "get", "pop", "popitem", "clear", "update",
               "setdefault"):
     setattr(State, _name, _KeyOrMethod(_name, getattr(State, _name)))

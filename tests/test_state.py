@@ -5,15 +5,18 @@ import datetime
 import os
 import shutil
 import subprocess
+import copy
+import pickle
 import sys
 import threading
+import time
 
 import pytest
 from conftest import kill_when_busy
 
 yaml = pytest.importorskip("yaml")
 
-from chest.errors import ChestLockedError, FolderError  # noqa: E402
+from chest.errors import ChestLockedError, ChestWarning, FolderError, ReadOnlyError  # noqa: E402
 from chest.state import State  # noqa: E402
 
 
@@ -103,8 +106,10 @@ def test_a_line_cut_by_a_crash_is_dropped(tmp_path):
         pass
     with open(path, "a") as f:
         f.write("kept: 2\nhalf: [1, 2")  # the last line, cut short
-    s = State(path)
+    with pytest.warns(ChestWarning, match="cannot be read"):
+        s = State(path)
     assert dict(s) == {"kept": 2}
+    assert open(path + ".dropped").read() == "half: [1, 2\n"  # nothing is lost
     s.half = "whole"
     s.close()
     assert State(path).half == "whole"
@@ -190,3 +195,139 @@ def test_kill_9_loses_no_change_whose_call_returned(tmp_path):
         finally:
             s.close()
         assert last > 50
+
+
+def test_what_is_appended_reads_back_as_it_was_set(tmp_path):
+    # The file is the state while open: a copy reads every appended line
+    # back as it was set (floats YAML reads as text without a point, text
+    # outside the BMP, line breaks in lists, keys YAML reads as true/null,
+    # keys too long for a line, a lone surrogate).
+    path = str(tmp_path / "s.yaml")
+    values = {"small": 1e-05, "big": 1e16, "neg": -2.5e-300, "emoji": "ok \U0001F600",
+              "escaped": "\\ud83d\\ude00", "lines": ["line 1\nline 2", "\n", "a\n\nb"],
+              "nested": {"t": ("x\ny",), "e": "\U0001F600\u2028\x85\x00"},
+              "Yes": 1, "NO": 2, "True": 3, "Null": 4, "~": 5, "k" * 1500: 6,
+              "lone": "\ud800 alone"}
+    s = State(path)
+    for key, value in values.items():
+        s[key] = value
+    copied = State(copy_of(path, tmp_path))
+    assert dict(copied) == values and type(copied.small) is float
+    copied.close()
+    s.close()
+    again = State(path)
+    assert dict(again) == values
+    again.close()
+    with pytest.raises(ValueError, match="lone surrogate"):
+        State(str(tmp_path / "t.yaml"))["\ud800"] = 1
+
+
+def test_a_state_used_after_close_keeps_every_change(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    s = State(path, a=1, items=[1])
+    items = s.items
+    s.close()
+    s.b = 2                       # takes the file again
+    items.append(2)               # a view taken before close()
+    s.close()
+    assert yaml.safe_load(open(path)) == {"a": 1, "b": 2, "items": [1, 2]}
+    items = s.items
+    s.close()
+    with open(path, "w") as f:    # changed by a person while closed
+        f.write("a: 10\nitems: [5]\n")
+    s.c = 3                       # read again, then changed
+    assert dict(s) == {"a": 10, "items": [5], "c": 3}
+    with pytest.raises(RuntimeError, match="read 'items' again"):
+        items.append(6)           # shows the file as it was: refused
+    s.items.append(6)
+    s.items = ["new"]
+    with pytest.raises(RuntimeError):
+        items.append(7)
+    s.close()
+    assert yaml.safe_load(open(path)) == {"a": 10, "c": 3, "items": ["new"]}
+
+
+def test_readonly_beside_a_writer_and_waiting_for_the_lock(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    writer = State(path, n=1)
+    reader = State(path, readonly=True, missing=0)
+    assert dict(reader) == {"n": 1, "missing": 0}
+    with pytest.raises(ReadOnlyError):
+        reader.n = 2
+    with pytest.raises(ReadOnlyError):
+        del reader.n
+    assert "readonly" not in writer and "missing" not in writer
+    with pytest.raises(ChestLockedError):
+        State(path)
+    closer = threading.Timer(0.3, writer.close)
+    closer.start()
+    waited = State(path, lock_timeout=10)  # until the writer lets go
+    assert waited.n == 1
+    waited.close()
+    closer.join()
+    with pytest.raises(ValueError, match="write_through"):
+        State(path, write_through=False)
+    with pytest.raises(FolderError, match="no state"):
+        State(str(tmp_path / "none.yaml"), readonly=True)
+
+
+def test_a_rewritten_file_is_never_held_by_two_writers(tmp_path):
+    # Each deletion renames a new file into place: an opener that locked
+    # the old one must not take it for the state.
+    path = str(tmp_path / "s.yaml")
+    s = State(path)
+    stop = time.monotonic() + 1.5
+    opened, locked = [], 0
+
+    def churn():
+        while time.monotonic() < stop:
+            s.tmp = 1
+            del s.tmp
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    while time.monotonic() < stop:
+        try:
+            opened.append(State(path))
+        except ChestLockedError:
+            locked += 1
+    thread.join()
+    for other in opened:
+        other.close()
+    s.close()
+    assert not opened and locked > 0
+
+
+def test_names_of_states_methods(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    s = State(path)
+    s["keys"], s.items, s["path"] = ["k"], [1, 2], "/srv/data"
+    expected = {"keys": ["k"], "items": [1, 2], "path": "/srv/data"}
+    assert dict(s) == expected and {**s} == expected and s == expected
+    assert s.items == [1, 2] and callable(s.keys) and s.path == path
+    with pytest.raises(AttributeError, match="state\\['path'\\] = value"):
+        s.path = "elsewhere"
+    with pytest.raises(AttributeError, match="state\\['close'\\]"):
+        s.close = "tonight"
+    s.clear()
+    assert dict(s) == {} and yaml.safe_load(open(path)) is None
+    with pytest.raises(TypeError, match="cannot be copied"):
+        copy.copy(s)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(s)
+    s.close()
+
+
+def test_a_person_may_indent_the_mapping_or_leave_it_null(tmp_path):
+    for i, text in enumerate(["  a: 1\n  c: 3\n", "~\n", "null\n", "--- \na: 1\n",
+                              "a: 1\n...\n"]):
+        path = str(tmp_path / f"s{i}.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        s = State(path)
+        before = dict(s)
+        s.b = 2
+        copied = State(copy_of(path, tmp_path, f"copy{i}.yaml"))
+        assert dict(copied) == {**before, "b": 2}
+        copied.close()
+        s.close()
