@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import ItemsView, Mapping, MutableMapping
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
                     Optional, Tuple, Union)
@@ -299,6 +300,11 @@ class Chest(MutableMapping):
         self._unwritable: Dict[Hashable, BaseException] = {}
         # Keys written to disk -> their size in memory then (spilled_total).
         self._spilled_sizes: Dict[Hashable, int] = {}
+        # Large values evicted from memory that something else still holds
+        # (a running task, a transfer): read again, the key gets the same
+        # object back instead of a second copy from disk (see _let_go).
+        self._left: "weakref.WeakValueDictionary[Hashable, Any]" = \
+            weakref.WeakValueDictionary()
         self._changed = False  # anything not yet in the index on disk
         self._closed = False  # closed, and not changed since
 
@@ -636,6 +642,8 @@ class Chest(MutableMapping):
             self._spilled_sizes.pop(key, None)
         self.memory.drop(key)
         self.flight.discard(key)  # (and its queued pickle, of the old value)
+        if self._left:
+            self._left.pop(key, None)
         if self._unwritable:
             self._unwritable.pop(key, None)
         self._file_tokens.pop(key, None)
@@ -823,6 +831,7 @@ class Chest(MutableMapping):
                     if self._keys.get(key, _MISSING) != version:
                         return size  # the callback deleted or set the key: no write
                 if self._is_clean(key, value):
+                    self._let_go(key, value, size)
                     return size
                 self.flight.start(key, value)
                 try:
@@ -865,7 +874,19 @@ class Chest(MutableMapping):
                 return False
             self.flight.landed(key)
             self._count_write(key, written, size, token)
+            self._let_go(key, value, size)
             return True
+
+    def _let_go(self, key: Hashable, value: Any, size: int) -> None:
+        """``key``'s large ``value`` has left memory, its file holding it:
+        remember it weakly, so that while anything else holds it, a read
+        takes it back instead of loading a second copy (as dask's
+        SpillBuffer does; lock held)."""
+        if size > SMALL_VALUE:
+            try:
+                self._left[key] = value
+            except TypeError:  # (no weak references to it: a list, a dict)
+                pass
 
     def _not_spilled(self, key: Hashable, value: Any, size: int, version: int,
                      error: BaseException) -> bool:
@@ -984,6 +1005,18 @@ class Chest(MutableMapping):
                     self.memory.keep(key, value, nbytes(value))
                     over = self.memory.used > self._available_memory
                     break
+                if self._left:
+                    # Evicted, but still held elsewhere: the same object,
+                    # not a copy from disk. (Changed in place since, it is
+                    # no longer clean: eviction checks, see _is_clean.)
+                    value = self._left.pop(key, _MISSING)
+                    if value is not _MISSING:
+                        stats.hits += 1
+                        self.memory.keep(key, value, nbytes(value),
+                                         clean=key in self._file_tokens)
+                        self._closed = False
+                        over = self.memory.used > self._available_memory
+                        break
                 version = self._keys.get(key, _MISSING)
                 if version is _MISSING:
                     raise KeyError(key)
@@ -1272,6 +1305,7 @@ class Chest(MutableMapping):
             self._keys.clear()
             self._file_tokens.clear()
             self.flight.clear()
+            self._left.clear()
             self._unwritable.clear()
             self._spilled_sizes.clear()
             self._changed = False

@@ -958,6 +958,56 @@ def test_mmap_loads_read_only_maps_and_evicts_them_for_free(make_chest, chest_pa
         make_chest("other", mmap=True, dump=json.dump, load=json.load, mode="t")
 
 
+# -- values evicted while something else holds them ------------------------
+def test_an_evicted_value_still_held_elsewhere_comes_back_without_a_read(make_chest):
+    c = make_chest(available_memory=10**6)
+    x = np.arange(100_000.0)        # 800 kB, held here too (a running task's input)
+    c["x"] = x
+    c["y"] = np.ones(100_000)       # x goes to disk
+    assert "x" not in c.inmem and c.stats.spills == 1
+    assert c["x"] is x              # the same object: no second copy from disk
+    assert c.stats.reloads == 0 and "y" not in c.inmem
+    y = c["y"]                      # nothing else held y: read from disk
+    assert c.stats.reloads == 1 and float(y[0]) == 1.0
+    del x, y
+    c["z"] = np.zeros(100_000)      # y goes: nothing holds it, nothing written
+    c["y"]
+    assert c.stats.reloads == 2
+
+
+def test_an_evicted_value_changed_in_place_comes_back_changed_and_is_written(
+        make_chest, chest_path):
+    c = make_chest(available_memory=10**6)
+    x = np.arange(100_000.0)
+    c["x"] = x
+    c["y"] = np.ones(100_000)       # x goes to disk
+    x[0] = -1.0                     # changed by whoever holds it, as in a dict
+    assert float(c["x"][0]) == -1.0
+    spills = c.stats.spills
+    c["y"]                          # x leaves again: its file is out of date
+    assert c.stats.spills == spills + 1
+    c.close()
+    again = make_chest(path=chest_path)
+    assert float(again["x"][0]) == -1.0
+
+
+def test_an_evicted_value_held_elsewhere_is_not_brought_back_once_the_key_changes(
+        make_chest):
+    c = make_chest(available_memory=10**6)
+    x = np.arange(100_000.0)
+    c["x"] = x
+    c["y"] = np.ones(100_000)       # x goes to disk
+    c["x"] = np.zeros(10)           # set again: the old object is not the value
+    assert c["x"] is not x and c["x"].shape == (10,)
+    c["w"] = x
+    c["y"]                          # w goes to disk
+    del c["w"]
+    with pytest.raises(KeyError):
+        c["w"]
+    c["w"] = np.zeros(5)
+    assert c["w"] is not x
+
+
 def test_a_value_read_after_close_and_changed_is_written_on_close(chest_path):
     c = Chest(path=chest_path, available_memory=10**6)
     c["x"] = np.zeros(3)
