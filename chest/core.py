@@ -1007,13 +1007,13 @@ class Chest(MutableMapping):
                     break
                 if self._left:
                     # Evicted, but still held elsewhere: the same object,
-                    # not a copy from disk. (Changed in place since, it is
-                    # no longer clean: eviction checks, see _is_clean.)
+                    # not a copy from disk, if it still is what its file
+                    # holds. (Changed in place after it left, it is not the
+                    # key's value, as before: the file's is read.)
                     value = self._left.pop(key, _MISSING)
-                    if value is not _MISSING:
+                    if value is not _MISSING and self._is_clean(key, value):
                         stats.hits += 1
-                        self.memory.keep(key, value, nbytes(value),
-                                         clean=key in self._file_tokens)
+                        self.memory.keep(key, value, nbytes(value), clean=True)
                         self._closed = False
                         over = self.memory.used > self._available_memory
                         break
