@@ -6,16 +6,17 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 
 import pytest
 from conftest import kill_when_busy
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
-                                 precondition, rule, run_state_machine_as_test)
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, rule,
+                                 run_state_machine_as_test)
 
 from chest import Chest, List, Set
-from chest.containers import between
+from chest.containers import _META, between
 
 CONFIGS = [
     pytest.param({}, id="default"),
@@ -146,6 +147,170 @@ def test_a_chest_that_is_not_a_lists_is_refused(tmp_path):
     Chest(path=str(tmp_path / "c"), data={"x": 1}).close()
     with pytest.raises(ValueError, match="not a List's.*'x'"):
         List(path=str(tmp_path / "c"))
+
+
+UNWRITABLE = [
+    pytest.param({}, threading.Lock(), id="pickle"),
+    pytest.param({"dump": json.dump, "load": json.load, "mode": "t"}, object(), id="json"),
+]
+
+
+@pytest.mark.parametrize("kwargs, bad", UNWRITABLE)
+def test_a_slice_assignment_that_cannot_be_written_changes_nothing(tmp_path, kwargs, bad):
+    path = str(tmp_path / "l")
+    l = List([1, 2, 3, 4], path=path, write_through=True, **kwargs)
+    try:
+        for s, values in [(slice(0, 2), [bad]), (slice(1, 3), ["new", bad]),
+                          (slice(4, 4), ["appended", bad]), (slice(0, 4), []),
+                          (slice(None, None, 2), ["new", bad]),
+                          (slice(None, None, -1), [5, 6, 7, bad])]:
+            if not values:
+                continue
+            with pytest.raises(TypeError):
+                l[s] = values
+            assert list(l) == [1, 2, 3, 4], s
+        l[1:3] = ["b", "c", "d"]  # and what can be written is
+        l[-2::-2] = ["x", "y"]
+        assert list(l) == [1, "y", "c", "x", 4]
+    finally:
+        l.close()
+    with List(path=path, **kwargs) as again:
+        assert list(again) == [1, "y", "c", "x", 4]
+
+
+def middle_inserts(l, n):
+    """Insert ``n`` items, each in the middle of ``l``."""
+    for i in range(n):
+        l.insert(len(l) // 2, i)
+
+
+def test_inserting_in_one_place_keeps_positions_short(tmp_path):
+    l = List([0, 1])
+    try:
+        # Each insert halves the room between the two newest items: a digit
+        # (GAP = 2**64) takes ~64 of them (with steps of 1 it took two: 4,000
+        # made a position of 2,001 ints and a 20.7 MB index; now 62 ints).
+        middle_inserts(l, 4000)
+        assert max(map(len, l._positions)) < 100
+        assert l._positions == sorted(l._positions)
+        ref = [0, 1]
+        middle_inserts(ref, 4000)
+        assert list(l) == ref
+        before = max(map(len, l._positions))
+        for index in (0, 1, 1000, -1, len(l)):  # the same place, again and again
+            for i in range(300):
+                l.insert(index, i)
+        assert max(map(len, l._positions)) <= before + 2
+        assert l._positions == sorted(l._positions)
+    finally:
+        l.close()
+
+
+def test_a_list_of_the_former_positions_reopens_and_takes_inserts(tmp_path):
+    # Positions as the first scheme made them (steps of 1, one digit more
+    # when there was no room).
+    path = str(tmp_path / "l")
+    old = [(-1,), (0,), (0, -1), (0, -1, 0), (0, 0), (1,), (2, 0, 0), (3,)]
+    with Chest(path=path) as c:
+        for i, p in enumerate(old):
+            c[p] = i
+    with List(path=path) as l:
+        assert list(l) == list(range(len(old)))
+        ref = list(range(len(old)))
+        for j in range(len(old) + 1):
+            l.insert(j * 2, f"at {j * 2}")
+            ref.insert(j * 2, f"at {j * 2}")
+        assert list(l) == ref and l._positions == sorted(l._positions)
+    with List(path=path) as l:
+        assert list(l) == ref
+
+
+def test_list_takes_what_list_takes():
+    np = pytest.importorskip("numpy")
+    l = List([1, 2, 3])
+    other = List([1, 2, 4])
+    try:
+        assert l[np.int64(1)] == 2 and l[np.int32(-1)] == 3
+        l[np.int64(0)] = 0
+        del l[np.int64(0)]
+        l.insert(np.int64(0), 1)
+        assert l.pop(np.int64(0)) == 1 and list(l) == [2, 3]
+        l.insert(0, 1)
+        assert l + [4] == [1, 2, 3, 4] and type(l + [4]) is list
+        assert [0] + l == [0, 1, 2, 3] and type([0] + l) is list
+        assert l + other == [1, 2, 3, 1, 2, 4]
+        assert l * 2 == [1, 2, 3] * 2 and 2 * l == [1, 2, 3] * 2 and type(l * 2) is list
+        assert l * np.int64(2) == [1, 2, 3] * 2
+        with pytest.raises(TypeError):
+            l + (4,)
+        with pytest.raises(TypeError):
+            l * "x"
+        assert l < other and l <= other and other > l and other >= l and l <= l
+        assert l < [1, 2, 4] and l < [1, 2, 3, 0] and not l < [1, 2, 3]
+        assert [1, 2] < l and [1, 2, 3] >= l and l > [0, 9, 9] and not l > [1, 2, 3]
+        with pytest.raises(TypeError):
+            l < (1, 2)
+        with pytest.raises(ValueError, match=r"^list.remove\(x\): x not in list$"):
+            l.remove(9)
+        with pytest.raises(ValueError, match=r"^9 is not in list$"):
+            l.index(9)
+        with pytest.raises(ValueError, match=r"^'a' is not in list$"):
+            l.index("a")
+        assert l.index(3, -1) == 2 and l.index(1, 0, 1) == 0
+        with pytest.raises(ValueError):
+            l.index(1, 1)
+        with pytest.raises(IndexError, match="^pop index out of range$"):
+            l.pop(3)
+        x = List([1, 2])
+        x *= np.int64(2)
+        assert type(x) is List and list(x) == [1, 2, 1, 2]
+        with pytest.raises(TypeError, match="can't multiply sequence by non-int of type 'str'"):
+            x *= "x"
+        assert list(x) == [1, 2, 1, 2]
+        x.close()
+        empty = List()
+        with pytest.raises(IndexError, match="^pop from empty list$"):
+            empty.pop()
+        empty.close()
+    finally:
+        l.close()
+        other.close()
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS)
+def test_copy_is_a_new_list_or_set_with_the_same_keywords(tmp_path, kwargs):
+    l = List([1, "two", [3]], path=str(tmp_path / "l"), **kwargs)
+    s = Set([1, "two"], path=str(tmp_path / "s"), **kwargs)
+    made = [l, s]
+    try:
+        l.reverse()
+        temporary = l.copy()
+        made.append(temporary)
+        assert type(temporary) is List and list(temporary) == [[3], "two", 1]
+        assert temporary.path != l.path and temporary.chest.write_through is False
+        temporary.append("more")
+        assert list(l) == [[3], "two", 1]
+        kept = l.copy(path=str(tmp_path / "copy"))
+        made.append(kept)
+        assert kept.chest.write_through is bool(kwargs.get("write_through"))
+        assert kept.chest.available_memory == l.chest.available_memory
+        kept.close()
+        with List(path=str(tmp_path / "copy"), **kwargs) as again:
+            assert list(again) == [[3], "two", 1]
+        with pytest.raises(ValueError, match="copy.*already holds"):
+            l.copy(path=str(tmp_path / "copy"))
+        set_copy = s.copy()
+        made.append(set_copy)
+        set_copy.add(3)
+        assert type(set_copy) is Set and set(set_copy) == {1, "two", 3} and s == {1, "two"}
+        set_kept = s.copy(path=str(tmp_path / "set copy"))
+        made.append(set_kept)
+        set_kept.close()
+        with Set(path=str(tmp_path / "set copy"), **kwargs) as again:
+            assert again == {1, "two"}
+    finally:
+        for m in made:
+            m.close()
 
 
 class ListMachine(RuleBasedStateMachine):
@@ -441,3 +606,36 @@ def test_kill_9_loses_no_acknowledged_change(tmp_path, kind):
         else:
             assert set(found) in [set(a) for a in allowed], last
         assert last > 10
+
+
+# -- sort() and kill -9: the old list or the sorted one, never both -----------------
+SORTING_CHILD = '''
+import sys
+from chest import List
+path, kind = sys.argv[1:]
+if kind == "write-through":
+    l = List(path=path, write_through=True, durable=True)
+else:  # nothing written through: evicted items are spilled, and journaled
+    l = List(path=path, available_memory=2000)
+print("ready", flush=True)
+l.sort()
+print("sorted", flush=True)
+'''
+
+
+@pytest.mark.parametrize("kind", ["write-through", "spilling"])
+def test_kill_9_during_sort_leaves_the_old_list_or_the_sorted_one(tmp_path, kind):
+    n = 3000
+    old, new = list(range(n, 0, -1)), list(range(1, n + 1))
+    kwargs = {"write_through": True} if kind == "write-through" else {}
+    for attempt, delay in enumerate([0.02, 0.05, 0.1, 0.2, 0.3, 0.5]):
+        path = str(tmp_path / f"l{attempt}")
+        with List(old, path=path, **kwargs):
+            pass
+        kill_when_busy([SORTING_CHILD, path, kind], delay)
+        with List(path=path) as l:
+            found = list(l)
+        assert found in (old, new), (delay, len(found), len(set(found)))
+        with List(path=path) as l:  # the reopen settled it: no marker is left
+            assert list(l) == found and "sort" not in l.chest.get(_META, {})
+            assert len(l.chest) == n + (_META in l.chest)
