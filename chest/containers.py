@@ -603,16 +603,20 @@ class Set(_Container, MutableSet):
         return Set(it, **self._settings(None))
 
     def _new(self, path: Optional[_PathLike]) -> "Set":
-        return Set(path=path, **self._settings(path))
+        """An empty Set with this one's keywords at ``path`` (temporary
+        without one); ValueError if the path holds elements already."""
+        new = Set(path=path, **self._settings(path))
+        if len(new):
+            count = len(new)
+            new.close()
+            raise ValueError(f"{new.path} already holds a Set of {count} elements; "
+                             f"give a new path")
+        return new
 
     def copy(self, path: Optional[_PathLike] = None) -> "Set":
         """A new Set with the same elements and keywords: temporary unless
         given a ``path`` (which must not hold elements already)."""
         new = self._new(path)
-        if len(new):
-            new.close()
-            raise ValueError(f"Set.copy: {new.path} already holds a Set of "
-                             f"{len(new)} elements; give a new path")
         new.update(self)
         return new
 

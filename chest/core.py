@@ -94,6 +94,16 @@ def _warn_if_disk_full(path: str, key: Hashable, error: BaseException) -> None:
             f"in memory, over the budget", ChestWarning, stacklevel=4)
 
 
+def _must_be_new(new: "Chest", action: str) -> None:
+    """A chest made for ``action`` at a path that already holds keys would
+    mix them with the new ones: closed, and ValueError naming the path."""
+    if len(new):
+        count = len(new)
+        new.close()
+        raise ValueError(f"{action}: {new.path} already holds a chest of {count} "
+                         f"keys; give a new path (or open it and update it)")
+
+
 def _do_nothing(*args: Any, **kwargs: Any) -> None:
     pass
 
@@ -565,6 +575,7 @@ class Chest(MutableMapping):
             durable=self.store.durable, file_mode=self.file_mode,
             packed=self.store.packed, packed_limit=self.packed_limit,
             write_through=self.write_through and path is not None)
+        _must_be_new(new, "copy")
         if not empty:
             for key in list(self._keys):
                 source = self._file_of(key)
@@ -609,6 +620,7 @@ class Chest(MutableMapping):
         """A new chest (temporary unless given a ``path``) with ``keys``, each
         set to ``value``; ``kwargs`` as for :class:`Chest`."""
         new = cls(path=path, **kwargs)
+        _must_be_new(new, "fromkeys")
         for key in keys:
             new[key] = value
         return new

@@ -639,3 +639,29 @@ def test_kill_9_during_sort_leaves_the_old_list_or_the_sorted_one(tmp_path, kind
         with List(path=path) as l:  # the reopen settled it: no marker is left
             assert list(l) == found and "sort" not in l.chest.get(_META, {})
             assert len(l.chest) == n + (_META in l.chest)
+
+
+def test_a_new_container_at_a_path_that_holds_one_is_refused(tmp_path):
+    # union(path=P), copy(path=P), fromkeys(path=P) make a *new* container:
+    # at a path that holds items they would mix them in (or, at a List's
+    # folder, leave a List that no longer opens).
+    taken = str(tmp_path / "taken")
+    with List(["stale"], path=taken):
+        pass
+    s = Set({"1", "2"})
+    c = Chest()
+    c["k"] = 1
+    try:
+        for make in (lambda: s.union({"3"}, path=taken), lambda: s.copy(path=taken),
+                     lambda: s.intersection({"1"}, path=taken),
+                     lambda: c.copy(path=taken), lambda: Chest.fromkeys("ab", path=taken)):
+            with pytest.raises(ValueError, match="already holds"):
+                make()
+        with List(path=taken) as again:
+            assert list(again) == ["stale"]  # untouched
+        made = s.union({"3"}, path=str(tmp_path / "fresh"))
+        assert made == {"1", "2", "3"}
+        made.close()
+    finally:
+        s.close()
+        c.close()
