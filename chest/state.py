@@ -32,7 +32,15 @@ A crash
     ``durable``, or left unfinished by a person) is left out when the file is
     opened, with a warning, and kept in ``<path>.dropped``; every change whose
     call returned is there. The lock is taken on the file at the path: one
-    that a rewrite replaced is let go of and the new one locked.
+    that a rewrite replaced is let go of and the new one locked. A rewrite
+    that a crash stopped before its rename leaves ``.tmp.<name>.<hex>``
+    beside the file: the next writer to open it removes it. A reader
+    (``readonly=True``) that finds a last line without its line break reads
+    again for up to ~50 ms: it may be a line being appended.
+Objects held twice
+    are written twice (no YAML anchors: one repeated in two appended lines
+    would make the file unreadable); a person's alias (``b: *a``) gives
+    each key a list or dict of its own.
 
 Needs PyYAML (``pip install 'chest[yaml]'``).
 
@@ -54,6 +62,7 @@ seen:
 from __future__ import annotations
 
 import base64
+import copy
 import fcntl
 import functools
 import json
@@ -92,7 +101,12 @@ if yaml is not None:
         """YAML's safe loader, and chest's tags."""
 
     class _StateDumper(_Dumper):
-        """YAML's safe dumper, and chest's tags."""
+        """YAML's safe dumper, and chest's tags. No anchors: an object held
+        twice is written twice (an anchor repeated in two appended lines
+        makes the file one YAML refuses)."""
+
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
 
     def _sequence(tag: str, make: Callable[[list], Any]) -> None:
         _StateLoader.add_constructor(
@@ -264,6 +278,13 @@ class _View:
     def __repr__(self) -> str:
         return repr(self._target)
 
+    def __copy__(self) -> Any:
+        """A plain copy of what the view shows (changes to it are not the state's)."""
+        return copy.copy(self._target)
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return copy.deepcopy(self._target, memo)
+
     __hash__ = None  # type: ignore[assignment]
 
 
@@ -288,6 +309,13 @@ class _DictView(_View, MutableMapping):
 
     def __len__(self) -> int:
         return len(self._target)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """As dict's, giving what is stored (a view of a dict or list)."""
+        with self._state._lock:
+            if key not in self._target:
+                self[key] = default
+            return self[key]
 
 
 class _ListView(_View, MutableSequence):
@@ -391,8 +419,7 @@ class State(MutableMapping):
             raise FolderError(f"{folder}: no such folder for the state {self._path}")
         if self._readonly:
             try:
-                with open(self._path, "rb") as f:
-                    text = f.read().decode("utf-8")
+                text = self._read_whole_lines()
             except FileNotFoundError:
                 raise FolderError(f"no state at {self._path} to read "
                                   f"(readonly=True)") from None
@@ -401,6 +428,7 @@ class State(MutableMapping):
         fd = self._take_lock()
         self._fd = fd
         try:
+            self._remove_temporaries()
             with open(self._path, "rb") as f:
                 text = f.read().decode("utf-8")
             self._data = self._parse(text)
@@ -413,6 +441,32 @@ class State(MutableMapping):
         except BaseException:
             self._release()
             raise
+
+    def _read_whole_lines(self) -> str:
+        """The file's text, read beside a writer: a last line without its
+        line break may be a line being appended (a prefix of "n: 1234" reads
+        as another number), so it is read again, up to ~50 ms, until it ends
+        with one; past that it is taken as a person left it."""
+        deadline = time.monotonic() + 0.05
+        while True:
+            with open(self._path, "rb") as f:
+                text = f.read().decode("utf-8", errors="replace")
+            if not text or text.endswith("\n") or time.monotonic() > deadline:
+                return text
+            time.sleep(0.001)
+
+    def _remove_temporaries(self) -> None:
+        """Remove the copies a rewrite left beside the file when a crash
+        stopped it before the rename (``.tmp.<name>.<12 hex>``, lock held)."""
+        folder, base = os.path.split(self._path)
+        pattern = re.compile(re.escape(f".tmp.{base}.") + r"[0-9a-f]{12}\Z")
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return
+        for name in names:
+            if pattern.match(name):
+                remove_quietly(os.path.join(folder, name))
 
     def _take_lock(self) -> int:
         """A descriptor of the file, locked; waits up to ``lock_timeout``."""
@@ -444,16 +498,20 @@ class State(MutableMapping):
             if text.endswith("\n"):
                 raise FolderError(f"cannot read the state {self._path}: {e}") from e
             # The last line is cut short (a crash), or a person left it
-            # unfinished: dropped, and kept beside the file.
+            # unfinished: dropped, and kept beside the file (once the rest
+            # is read: a file that cannot be opened keeps nothing aside).
             cut = text.rfind("\n") + 1
+            rest = self._parse(text[:cut])
             self._keep_dropped(text[cut:], e)
-            return self._parse(text[:cut])
+            return rest
         if data is None:
             return {}
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
             raise FolderError(f"cannot read the state {self._path}: it is not a "
                               f"mapping of names to values")
-        return data
+        # Each key its own dicts and lists (a person's alias, "b: *a", would
+        # share one list between two keys, and a change of one write the other).
+        return {k: _plain(v) for k, v in data.items()}
 
     def _keep_dropped(self, line: str, error: BaseException) -> None:
         """A last line YAML cannot read: appended to ``<path>.dropped`` (not
@@ -530,7 +588,9 @@ class State(MutableMapping):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             try:
-                os.write(fd, data)
+                view = memoryview(data)
+                while view:  # (a short write, a full disk: the rest, or an error)
+                    view = view[os.write(fd, view):]
                 if self._durable:
                     os.fsync(fd)
             finally:
@@ -626,6 +686,14 @@ class State(MutableMapping):
 
     __hash__ = None  # type: ignore[assignment]
 
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """As dict's, giving what is stored (a view of a dict or list, whose
+        changes are written)."""
+        with self._lock:
+            if key not in self._data:
+                self[key] = default
+            return self[key]
+
     def clear(self) -> None:
         """Remove every key: one rewrite of the file."""
         with self._lock:
@@ -699,7 +767,8 @@ class State(MutableMapping):
         raise TypeError(f"a State holds its file's lock and cannot be copied: "
                         f"dict(state) is a copy of {self._path}'s values")
 
-    __deepcopy__ = __copy__
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self.__copy__()
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(f"a State holds its file's lock and cannot be pickled: "

@@ -331,3 +331,84 @@ def test_a_person_may_indent_the_mapping_or_leave_it_null(tmp_path):
         assert dict(copied) == {**before, "b": 2}
         copied.close()
         s.close()
+
+
+def test_shared_objects_anchors_and_aliases(tmp_path):
+    # An object held twice is written twice (an anchor repeated in two
+    # appended lines made the file unreadable); a person's alias gives each
+    # key its own list.
+    path = str(tmp_path / "s.yaml")
+    t = (1, 2)
+    s = State(path)
+    s.a, s.b = [t, t], [t, t]
+    copied = State(copy_of(path, tmp_path))
+    assert dict(copied) == {"a": [t, t], "b": [t, t]}
+    copied.close()
+    s.close()
+    with open(path, "w") as f:
+        f.write("base: &b [1, 2]\nother: *b\n")
+    s = State(path)
+    s.base.append(3)
+    assert s.other == [1, 2]
+    assert yaml.safe_load(open(copy_of(path, tmp_path, "c2.yaml")))["other"] == [1, 2]
+    s.close()
+
+
+def test_what_a_crash_or_a_full_disk_leaves_in_a_rewrite(tmp_path, monkeypatch):
+    path = str(tmp_path / "s.yaml")
+    s = State(path, keep="x" * 3000, other=1)
+    left = tmp_path / ".tmp.s.yaml.0123456789ab"  # a rewrite a crash stopped
+    left.write_text("keep: partial\n")
+    mine = tmp_path / ".tmp.s.yaml.not-ours"
+    mine.write_text("a user's file\n")
+    s.close()
+    write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: write(fd, bytes(data)[:100]))
+    s = State(path)               # opening removes the rewrite's leftover only
+    assert not left.exists() and mine.exists()
+    s.tmp = 1
+    del s.tmp                     # a rewrite with short writes: written whole
+    monkeypatch.setattr(os, "write", write)
+    assert yaml.safe_load(open(path)) == {"keep": "x" * 3000, "other": 1}
+    s.close()
+
+
+def test_a_file_that_cannot_be_read_keeps_nothing_aside(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    with open(path, "w") as f:
+        f.write("a: [\nb: 2")
+    for _ in range(2):
+        with pytest.raises(FolderError):
+            State(path)
+    assert not os.path.exists(path + ".dropped")
+    assert open(path).read() == "a: [\nb: 2"
+
+
+def test_setdefault_and_copies_of_what_the_state_holds(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    s = State(path, cfg={})
+    s.setdefault("seen", []).append("a")
+    s.cfg.setdefault("ids", []).append(1)
+    assert s.setdefault("seen", ["other"]) == ["a"]
+    assert yaml.safe_load(open(path)) == {"cfg": {"ids": [1]}, "seen": ["a"]}
+    mine = copy.copy(s.seen)
+    mine.append("not the state's")
+    deep = copy.deepcopy(s.cfg)
+    deep["ids"].append(2)
+    assert s.seen == ["a"] and s.cfg == {"ids": [1]}
+    with pytest.raises(TypeError, match="cannot be copied"):
+        copy.deepcopy(s)
+    s.close()
+
+
+def test_a_reader_waits_for_a_line_being_appended(tmp_path):
+    # A reader beside a writer may find half a line ("n: 12" of "n: 1234"):
+    # it reads again until the line ends.
+    path = str(tmp_path / "s.yaml")
+    with open(path, "w") as f:
+        f.write("n: 1\nn: 12")
+    finish = threading.Timer(0.01, lambda: open(path, "a").write("34\n"))
+    finish.start()
+    reader = State(path, readonly=True)
+    finish.join()
+    assert reader.n == 1234
