@@ -46,6 +46,7 @@ from typing import Any, Callable, Dict, Hashable, Iterator, List as ListOf, Opti
 
 from .core import Chest
 from .errors import UnwritableValuesError
+from .lock import refuse_if_held_here
 
 __all__ = ["List", "Set", "between"]
 
@@ -447,6 +448,7 @@ class List(_Container, MutableSequence):
     def copy(self, path: Optional[_PathLike] = None) -> "List":
         """A new List with the same items and keywords: temporary unless
         given a ``path`` (which must not hold items already)."""
+        refuse_if_held_here(path, "List.copy")
         new = List(path=path, **self._settings(path))
         if len(new):
             new.close()
@@ -605,6 +607,7 @@ class Set(_Container, MutableSet):
     def _new(self, path: Optional[_PathLike]) -> "Set":
         """An empty Set with this one's keywords at ``path`` (temporary
         without one); ValueError if the path holds elements already."""
+        refuse_if_held_here(path, "Set")
         new = Set(path=path, **self._settings(path))
         if len(new):
             count = len(new)

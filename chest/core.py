@@ -39,6 +39,7 @@ from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError,
                      ReadOnlyError, UnwritableValuesError, ValueFileError, describe)
 from .fingerprint import bytes_token, fingerprint
 from .journal import IN_JOURNAL, JOURNAL_NAME
+from .lock import refuse_if_held_here
 from .flight import InFlight, Queued
 from .memory import MemoryTier
 from .policy import POLICIES, Policy, make_policy
@@ -566,6 +567,7 @@ class Chest(MutableMapping):
         unless given a ``path``. Value files are hard-linked (copied across
         file systems): the two are independent afterwards, as a chest never
         changes a file in place. ``empty``: the same settings, no items."""
+        refuse_if_held_here(path, "copy")
         new = type(self)(
             path=path, available_memory=self._available_memory, dump=self.dump,
             load=self.load, key_to_filename=self._key_to_filename, open=self.open,
@@ -619,6 +621,7 @@ class Chest(MutableMapping):
                  path: Optional[Union[str, os.PathLike]] = None, **kwargs: Any) -> "Chest":
         """A new chest (temporary unless given a ``path``) with ``keys``, each
         set to ``value``; ``kwargs`` as for :class:`Chest`."""
+        refuse_if_held_here(path, "fromkeys")
         new = cls(path=path, **kwargs)
         _must_be_new(new, "fromkeys")
         for key in keys:

@@ -21,11 +21,11 @@ import fcntl
 import os
 import threading
 import time
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 from .errors import ChestLockedError
 
-__all__ = ["WriterLock", "lock_holder", "held_here"]
+__all__ = ["WriterLock", "lock_holder", "held_here", "refuse_if_held_here"]
 
 _held: Dict[Tuple[int, int], List[int]] = {}  # (device, inode) -> [fd, users]
 _held_lock = threading.Lock()
@@ -85,6 +85,19 @@ def held_here(folder: str) -> bool:
     info = os.stat(folder)
     with _held_lock:
         return (info.st_dev, info.st_ino) in _held
+
+
+def refuse_if_held_here(folder: Any, action: str) -> None:
+    """ValueError if ``folder`` (a path, or None for a new temporary folder)
+    is a chest open for writing in this process: a new container made there
+    would share its folder (the lock is shared within a process), and the
+    one closed last would undo what the other wrote."""
+    if folder is None:
+        return
+    path = os.fspath(folder)
+    if os.path.isdir(path) and held_here(path):
+        raise ValueError(f"{action}: {path} is a chest open in this process; "
+                         f"give a new path")
 
 
 def _forget_inherited_locks() -> None:

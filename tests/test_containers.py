@@ -665,3 +665,24 @@ def test_a_new_container_at_a_path_that_holds_one_is_refused(tmp_path):
     finally:
         s.close()
         c.close()
+
+
+def test_a_new_container_at_the_path_of_one_open_here_is_refused(tmp_path):
+    # Open in this process, a container shares its folder with a new one
+    # made there (the lock is shared within a process): refused, not merged.
+    path = str(tmp_path / "open")
+    l = List(["a", "b"], path=path)
+    s = Set({"x"})
+    c = Chest()
+    try:
+        for make in (lambda: l.copy(path=path), lambda: s.union({"y"}, path=path),
+                     lambda: c.copy(path=path), lambda: Chest.fromkeys("ab", path=path)):
+            with pytest.raises(ValueError, match="open in this process"):
+                make()
+        l.append("c")
+    finally:
+        l.close()
+        s.close()
+        c.close()
+    with List(path=path) as again:
+        assert list(again) == ["a", "b", "c"]
