@@ -430,7 +430,7 @@ class State(MutableMapping):
         try:
             self._remove_temporaries()
             with open(self._path, "rb") as f:
-                text = f.read().decode("utf-8")
+                text = self._decode(f.read())
             self._data = self._parse(text)
             self._document = len(text.encode("utf-8"))
             if text and (not text.endswith("\n") or not self._appendable(text)):
@@ -450,10 +450,17 @@ class State(MutableMapping):
         deadline = time.monotonic() + 0.05
         while True:
             with open(self._path, "rb") as f:
-                text = f.read().decode("utf-8", errors="replace")
-            if not text or text.endswith("\n") or time.monotonic() > deadline:
-                return text
+                data = f.read()
+            if not data or data.endswith(b"\n") or time.monotonic() > deadline:
+                return self._decode(data)
             time.sleep(0.001)
+
+    def _decode(self, data: bytes) -> str:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FolderError(f"cannot read the state {self._path}: it is not "
+                              f"UTF-8 text ({e})") from e
 
     def _remove_temporaries(self) -> None:
         """Remove the copies a rewrite left beside the file when a crash

@@ -412,3 +412,12 @@ def test_a_reader_waits_for_a_line_being_appended(tmp_path):
     reader = State(path, readonly=True)
     finish.join()
     assert reader.n == 1234
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    with open(path, "wb") as f:
+        f.write(b"a: \xff\xfe\n")
+    for readonly in (False, True):
+        with pytest.raises(FolderError, match="not UTF-8"):
+            State(path, readonly=readonly)
