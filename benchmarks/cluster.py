@@ -106,6 +106,10 @@ Each run prints a line as it ends. Then, per workload, a row per backend:
   ``chest``: those of them that mention chest. A worker whose event loop
   is stuck for a minute prints every thread's stack to the log
   (``faulthandler``; shown as "Thread 0x..." lines, kept with ``--logs``).
+  A run that fails or times out also logs each worker's state then ("store
+  states after ..."): its status, process memory, the values in memory and
+  on disk, and for a chest the keys in memory its policy does not know and
+  the values being written.
 
 The ratio line divides chest's wall times by SpillBuffer's (best by best,
 median by median): below 1, chest was faster. The distinct warnings and
@@ -167,6 +171,30 @@ def store_metrics(dask_worker: Any) -> Dict[str, Any]:
         budget = getattr(data, "n", None)  # zict.Buffer, so SpillBuffer
     return {"pid": os.getpid(), "kind": type(data).__name__, "budget": budget,
             "written": written, "read": read}
+
+
+def store_state(dask_worker: Any) -> Dict[str, Any]:
+    """What a worker and its ``data`` hold now (written to the log when a run
+    fails or times out, to tell a stall's cause): the worker's status and
+    process memory, the store's values in memory and their bytes, and for a
+    chest the keys in memory its eviction policy does not know (held:
+    values that cannot be written, or a bug) and the values being written."""
+    import psutil
+
+    data = dask_worker.data
+    fast = data.fast
+    state: Dict[str, Any] = {
+        "pid": os.getpid(), "status": str(getattr(dask_worker, "status", "?")),
+        "rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1),
+        "in_memory": len(fast), "on_disk": len(data.slow),
+        "memory_bytes": getattr(data, "memory_usage", None)
+        or getattr(fast, "total_weight", None)}
+    heap = getattr(data, "heap", None)
+    if heap is not None:  # a chest
+        state["not_in_policy"] = sorted(map(repr, set(fast) - set(heap)))[:20]
+        state["in_flight"] = len(data.flight.values)
+        state["types"] = dict(Counter(type(v).__name__ for v in list(fast.values())))
+    return state
 
 
 def _plugins() -> Tuple[Any, Any]:
@@ -447,6 +475,13 @@ def run_child(cfg: Result) -> Result:
             except BaseException as e:  # KilledWorker, TimeoutError, ...
                 result["seconds"] = time.perf_counter() - start
                 result["error"] = f"{type(e).__name__}: {e}"[:500]
+                try:  # what each worker holds now, into the run's log
+                    states = client.run(store_state, on_error="ignore")
+                    print(f"store states after {type(e).__name__}: "
+                          f"{json.dumps(states, default=str)}", file=sys.stderr,
+                          flush=True)
+                except Exception as state_error:
+                    print(f"no store states: {state_error!r}", file=sys.stderr)
             try:
                 final = client.run(store_metrics, on_error="ignore")
                 watch = client.run_on_scheduler(watch_summary)
