@@ -125,6 +125,19 @@ class _Container:
             keywords.pop("write_through", None)  # a temporary chest keeps nothing
         return keywords
 
+    def _empty_like(self, path: Optional[_PathLike], action: str) -> Any:
+        """A new, empty container of this kind and keywords at ``path``
+        (temporary without one); ValueError if the path holds one already,
+        open here or on disk (it would be mixed into the new one)."""
+        refuse_if_held_here(path, action)
+        new: Any = type(self)(path=path, **self._settings(path))
+        if len(new):
+            count = len(new)
+            new.close()
+            raise ValueError(f"{action}: {new.path} already holds a "
+                             f"{type(self).__name__} of {count} items; give a new path")
+        return new
+
     def flush(self) -> None:
         """Write every item to disk (see :meth:`chest.Chest.flush`)."""
         self.chest.flush()
@@ -448,12 +461,7 @@ class List(_Container, MutableSequence):
     def copy(self, path: Optional[_PathLike] = None) -> "List":
         """A new List with the same items and keywords: temporary unless
         given a ``path`` (which must not hold items already)."""
-        refuse_if_held_here(path, "List.copy")
-        new = List(path=path, **self._settings(path))
-        if len(new):
-            new.close()
-            raise ValueError(f"List.copy: {new.path} already holds a List of "
-                             f"{len(new)} items; give a new path")
+        new: List = self._empty_like(path, "List.copy")
         new.extend(self)
         return new
 
@@ -605,15 +613,9 @@ class Set(_Container, MutableSet):
         return Set(it, **self._settings(None))
 
     def _new(self, path: Optional[_PathLike]) -> "Set":
-        """An empty Set with this one's keywords at ``path`` (temporary
-        without one); ValueError if the path holds elements already."""
-        refuse_if_held_here(path, "Set")
-        new = Set(path=path, **self._settings(path))
-        if len(new):
-            count = len(new)
-            new.close()
-            raise ValueError(f"{new.path} already holds a Set of {count} elements; "
-                             f"give a new path")
+        """An empty Set with this one's keywords at ``path`` (see
+        :meth:`_empty_like`)."""
+        new: Set = self._empty_like(path, "Set")
         return new
 
     def copy(self, path: Optional[_PathLike] = None) -> "Set":

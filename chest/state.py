@@ -128,13 +128,11 @@ if yaml is not None:
         frozenset, lambda d, v: d.represent_sequence("!frozenset", sorted(v, key=repr)))
     _StateDumper.add_representer(
         bytes, lambda d, v: d.represent_scalar("!bytes", base64.b64encode(v).decode()))
-    _StateDumper.add_multi_representer(
-        object, lambda d, v: d.represent_scalar(
-            "!pickle", base64.b64encode(pickle.dumps(v, protocol=5)).decode()))
-
     def _pickled(dumper: Any, value: Any) -> Any:
         return dumper.represent_scalar(
             "!pickle", base64.b64encode(pickle.dumps(value, protocol=5)).decode())
+
+    _StateDumper.add_multi_representer(object, _pickled)
 
     def _state_str(dumper: Any, text: str) -> Any:
         # A lone surrogate has no YAML form (libyaml refuses its escape).
