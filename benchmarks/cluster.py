@@ -178,7 +178,9 @@ def store_state(dask_worker: Any) -> Dict[str, Any]:
     fails or times out, to tell a stall's cause): the worker's status and
     process memory, the store's values in memory and their bytes, and for a
     chest the keys in memory its eviction policy does not know (held:
-    values that cannot be written, or a bug) and the values being written."""
+    values that cannot be written, or a bug) and the values being written;
+    what pyarrow's pool holds, and the process memory again after glibc's
+    ``malloc_trim`` returned what it keeps freed (it changes the worker)."""
     import psutil
 
     data = dask_worker.data
@@ -189,6 +191,19 @@ def store_state(dask_worker: Any) -> Dict[str, Any]:
         "in_memory": len(fast), "on_disk": len(data.slow),
         "memory_bytes": getattr(data, "memory_usage", None)
         or getattr(fast, "total_weight", None)}
+    try:  # what pyarrow's pool holds, if the workload used it
+        import pyarrow
+
+        state["arrow_mib"] = round(pyarrow.total_allocated_bytes() / 2**20, 1)
+    except Exception:
+        pass
+    try:  # memory freed but kept by malloc (glibc): returned, and measured again
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        state["rss_trimmed_mib"] = round(psutil.Process().memory_info().rss / 2**20, 1)
+    except Exception:
+        pass
     heap = getattr(data, "heap", None)
     if heap is not None:  # a chest
         state["not_in_policy"] = sorted(map(repr, set(fast) - set(heap)))[:20]
