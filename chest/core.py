@@ -830,7 +830,9 @@ class Chest(MutableMapping):
                 if self._guarded and not self.readonly and self.policy:
                     # First: if the lock cannot be taken again, nothing is lost.
                     self._writable("write to disk")
-                popped = self.memory.pop_next(keep)
+                # Values something else holds (a task's input, an array the
+                # caller kept) are passed over: evicting them frees no memory.
+                popped = self.memory.pop_next(keep, spare_in_use=True)
                 if popped is None:
                     return -1  # nothing in memory may leave
                 key, value, size = popped

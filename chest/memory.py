@@ -28,6 +28,7 @@ True
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Dict, Hashable, Optional, Tuple
 
 from .policy import Policy
@@ -36,6 +37,16 @@ __all__ = ["MemoryTier"]
 
 #: ``keep`` of :meth:`MemoryTier.pop_next` when no key is to be kept.
 _NONE = object()
+
+
+def _references_in(values: Dict[Hashable, Any], key: Hashable) -> int:
+    """The references to ``values[key]`` (with this call's own)."""
+    return sys.getrefcount(values[key])
+
+
+#: What :func:`_references_in` counts for a value nothing else refers to
+#: (measured here, so that it holds for this Python).
+_ALONE = _references_in({0: object()}, 0)
 
 
 class MemoryTier:
@@ -95,13 +106,20 @@ class MemoryTier:
         self.policy.remove(key)
         return self.values.pop(key), size
 
-    def pop_next(self, keep: Any = _NONE) -> Optional[Tuple[Hashable, Any, int]]:
+    def pop_next(self, keep: Any = _NONE,
+                 spare_in_use: bool = False) -> Optional[Tuple[Hashable, Any, int]]:
         """Take out the value the policy picks to leave first (``keep``
         only if no other may): ``(key, value, size)``; None if none may
-        leave. (Only the policy's "none" is caught: a key it gives that is
-        not here is a bug, and raises.)"""
+        leave. ``spare_in_use``: pass over values referenced outside the
+        tier if one of the next few is not (evicting a value something else
+        holds frees no memory). (Only the policy's "none" is caught: a key
+        it gives that is not here is a bug, and raises.)"""
+        spare = None
+        if spare_in_use:
+            values = self.values
+            spare = lambda key: _references_in(values, key) > _ALONE  # noqa: E731
         try:
-            key = self.policy.pop(keep)
+            key = self.policy.pop(keep, spare)
         except KeyError:
             return None
         size = self.sizes.pop(key)

@@ -975,6 +975,22 @@ def test_an_evicted_value_still_held_elsewhere_comes_back_without_a_read(make_ch
     assert c.stats.reloads == 2
 
 
+def test_eviction_passes_over_values_held_elsewhere(make_chest):
+    # Evicting a value a running task (or the caller) still holds frees no
+    # memory: another leaves first, if one may.
+    c = make_chest(available_memory=1_300_000)
+    x = np.arange(100_000.0)        # 800 kB, least recently used, held here
+    c["x"] = x
+    c["a"] = np.zeros(50_000)       # 400 kB, held by the chest only
+    c["b"] = np.ones(50_000)        # over budget: "a" leaves, not "x"
+    assert "x" in c.inmem and "a" not in c.inmem and "b" in c.inmem
+    size_b = c.memory.sizes["b"]
+    assert c.evict() == size_b and "b" not in c.inmem
+    assert "x" in c.inmem           # held: "b" left before it
+    assert c.evict() > 0 and not c.inmem  # only held values left: they go too
+    assert c["x"] is x and c.stats.reloads == 0
+
+
 def test_an_evicted_value_changed_after_it_left_is_not_taken_back(
         make_chest, chest_path):
     # Changed after the chest let go of it, an object is no longer the key's

@@ -78,3 +78,26 @@ def test_clear_holds_nothing():
     assert tier.used == 0 and not tier.values and not tier.sizes and not tier.policy
     tier.keep("a", 1, 5)
     assert tier.pop_next() == ("a", 1, 5)
+
+
+def test_values_in_use_elsewhere_are_spared_when_asked():
+    tier = MemoryTier(LRU())
+    held = [1]
+    tier.keep("held", held, 10)
+    tier.keep("free", [2], 10)
+    tier.keep("free too", [3], 10)
+    assert tier.pop_next(spare_in_use=True)[0] == "free"
+    del held  # nothing else holds it now: it is next again
+    assert tier.pop_next(spare_in_use=True)[0] == "held"
+    still = tier.values["free too"]
+    assert tier.pop_next(spare_in_use=True)[0] == "free too"  # the last one leaves
+    assert tier.pop_next(spare_in_use=True) is None
+    assert still == [3] and tier.used == 0
+
+
+def test_without_asking_values_in_use_leave_in_order():
+    tier = MemoryTier(LRU())
+    held = [1]
+    tier.keep("held", held, 10)
+    tier.keep("free", [2], 10)
+    assert tier.pop_next()[0] == "held"

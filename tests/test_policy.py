@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from chest.policy import LRU, CleanFirst, LargestFirst, make_policy
+from chest.policy import LOOK, LRU, CleanFirst, LargestFirst, make_policy
 
 
 def reference_order(sizes, uses, cleans, cls):
@@ -251,9 +251,9 @@ def test_a_custom_policy_orders_by_its_weight(tmp_path):
 
     c = Chest(path=str(tmp_path / "c"), available_memory=10_000,
               policy=SmallestFirst())
-    c["big"] = b"x" * 5000
-    c["small"] = b"x" * 100
-    c["more"] = b"x" * 4900  # over budget: the smallest leaves
+    c["big"] = bytes(5000)  # (made at run time: a literal is held by the code)
+    c["small"] = bytes(100)
+    c["more"] = bytes(4900)  # over budget: the smallest leaves
     assert "small" not in c.inmem and "big" in c.inmem
     c.close()
 
@@ -264,3 +264,47 @@ def test_a_queue_policy_refuses_a_weight():
             @staticmethod
             def weight(size, clean):
                 return -size
+
+
+@pytest.mark.parametrize("cls", [LargestFirst, LRU, CleanFirst])
+def test_spared_keys_are_passed_over_and_stay_where_they_were(cls):
+    p = cls()
+    for key in range(10):
+        p.add(key, 1)
+    assert p.pop(spare={0, 1}.__contains__) == 2
+    assert [p.pop() for _ in range(len(p))] == [0, 1, 3, 4, 5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("cls", [LargestFirst, LRU, CleanFirst])
+def test_when_every_key_looked_at_is_spared_the_first_leaves(cls):
+    p = cls()
+    for key in range(LOOK + 5):
+        p.add(key, 1)
+    assert p.pop(spare=lambda key: True) == 0
+    # A key past the LOOK keys looked at is not chosen, and all stay in order.
+    assert p.pop(spare=lambda key: key < LOOK + 4) == 1
+    assert [p.pop() for _ in range(len(p))] == list(range(2, LOOK + 5))
+
+
+@pytest.mark.parametrize("cls", [LargestFirst, LRU, CleanFirst])
+def test_keep_goes_last_even_before_spared_keys(cls):
+    p = cls()
+    for key in "abc":
+        p.add(key, 1)
+    # "a" is kept, "b" spared: "c" leaves.
+    assert p.pop(keep="a", spare={"b"}.__contains__) == "c"
+    # Only kept and spared keys: the spared one leaves before the kept one.
+    assert p.pop(keep="a", spare={"b"}.__contains__) == "b"
+    assert p.pop(keep="a", spare=lambda key: True) == "a"
+    with pytest.raises(KeyError):
+        p.pop(spare=lambda key: True)
+
+
+@pytest.mark.parametrize("cls", [LargestFirst, LRU, CleanFirst])
+def test_uses_of_spared_keys_still_count(cls):
+    p = cls()
+    for key in range(5):
+        p.add(key, 1)
+    assert p.pop(spare={0}.__contains__) == 1
+    p.touch(2)  # used after the eviction looked at it: it goes last
+    assert [p.pop() for _ in range(len(p))] == [0, 3, 4, 2]
