@@ -46,7 +46,7 @@ from .policy import POLICIES, Policy, make_policy
 from .session import Session
 from .sizeof import nbytes
 from .stats import Stats
-from .worker import OnDiskKeys, SpilledSize, disk_metrics, worker_budget
+from .worker import FREED_MEMORY, OnDiskKeys, SpilledSize, disk_metrics, worker_budget
 from .files import FILE_MODE, Written
 from .index import INDEX_NAME
 from .names import key_to_filename
@@ -814,13 +814,18 @@ class Chest(MutableMapping):
         Returns the bytes freed in memory, or -1 if no value could be moved.
         Never raises: a value that cannot be written stays in memory and
         the next one is tried. This is what dask.distributed's memory monitor
-        calls to spill.
+        calls to spill. When nothing is left to move, the memory allocators
+        keep after it was freed goes back to the system (see
+        :class:`~chest.worker.FreedMemory`): what a paused worker needs.
         """
         try:
-            return self._evict_next()
+            freed = self._evict_next()
         except Exception as e:
             logger.warning("chest at %s: eviction failed: %r", self.path, e)
-            return -1
+            freed = -1
+        if freed < 0 or not self.memory.values:
+            FREED_MEMORY.release()
+        return freed
 
     def _evict_next(self, keep: Any = _MISSING) -> int:
         """Evict one value, ``keep`` last: the bytes freed, or -1 if none

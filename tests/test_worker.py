@@ -1,13 +1,14 @@
 """chest.worker: what a dask.distributed worker asks of its store."""
 from __future__ import annotations
 
+import platform
 import sys
 import threading
 import types
 
 import pytest
 
-from chest import Chest
+from chest import Chest, core, worker
 from chest.stats import Stats
 from chest.worker import OnDiskKeys, SpilledSize, disk_metrics, worker_budget
 
@@ -69,3 +70,63 @@ def test_an_unexpected_distributed_leaves_the_default(monkeypatch, tmp_path):
 
 def test_spilled_size_is_a_pair():
     assert SpilledSize(1, 2) == (1, 2) and SpilledSize(1, 2).disk == 2
+
+
+# -- memory the allocators keep, given back when nothing is left to evict -----
+class _Recorder:
+    def __init__(self, fail=False):
+        self.calls, self.fail = [], fail
+
+    def __call__(self, *args):
+        self.calls.append(args)
+        if self.fail:
+            raise RuntimeError("refused")
+        return 1
+
+
+def _fake_pyarrow(release):
+    pool = types.SimpleNamespace(release_unused=release)
+    return types.SimpleNamespace(default_memory_pool=lambda: pool)
+
+
+def test_freed_memory_goes_back_from_pyarrow_and_malloc(monkeypatch):
+    release, trim = _Recorder(), _Recorder()
+    monkeypatch.setitem(sys.modules, "pyarrow", _fake_pyarrow(release))
+    monkeypatch.setattr(worker, "_malloc_trim", lambda: trim)
+    freed = worker.FreedMemory(every=3600)
+    assert freed.release() is True
+    assert release.calls == [()] and trim.calls == [(0,)]
+    assert freed.release() is False  # within the hour: not again
+    assert len(release.calls) == 1 and len(trim.calls) == 1
+
+
+def test_freed_memory_never_raises(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", _fake_pyarrow(_Recorder(fail=True)))
+    trim = _Recorder(fail=True)
+    monkeypatch.setattr(worker, "_malloc_trim", lambda: trim)
+    assert worker.FreedMemory(every=0).release() is True and trim.calls
+
+
+def test_without_pyarrow_or_glibc_nothing_is_called(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setattr(worker, "_malloc_trim", lambda: None)
+    assert worker.FreedMemory(every=0).release() is True
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_malloc_trim_is_found_on_glibc():
+    assert worker._malloc_trim() is not None
+
+
+def test_evict_gives_freed_memory_back_once_nothing_is_left(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(core, "FREED_MEMORY",
+                        types.SimpleNamespace(release=lambda: calls.append(1)))
+    c = Chest(path=str(tmp_path / "c"), available_memory=10**6)
+    try:
+        c["a"], c["b"] = bytes(1000), bytes(1000)
+        assert c.evict() > 0 and calls == []  # "b" is still in memory
+        assert c.evict() > 0 and calls == [1]  # nothing left
+        assert c.evict() == -1 and calls == [1, 1]
+    finally:
+        c.close()
