@@ -204,6 +204,34 @@ def store_state(dask_worker: Any) -> Dict[str, Any]:
         state["rss_trimmed_mib"] = round(psutil.Process().memory_info().rss / 2**20, 1)
     except Exception:
         pass
+    try:  # the process's memory by kind (Linux)
+        with open("/proc/self/smaps_rollup") as f:
+            rows = [line.split() for line in f]
+        state["smaps_mib"] = {r[0].rstrip(":"): round(int(r[1]) / 1024, 1) for r in rows
+                              if len(r) == 3 and r[0] in ("Anonymous:", "AnonHugePages:",
+                                                          "Pss_File:", "Swap:")}
+    except Exception:
+        pass
+    try:  # Python's own objects: how many, of which types most
+        import gc
+
+        objects = gc.get_objects()
+        state["objects"] = len(objects)
+        state["object_types"] = dict(Counter(
+            type(o).__name__ for o in objects).most_common(8))
+        del objects
+    except Exception:
+        pass
+    try:  # what the p2p shuffle still holds in this worker
+        runs = getattr(dask_worker.plugins.get("shuffle"), "shuffle_runs", None)
+        active = getattr(runs, "_active_runs", {}) if runs is not None else {}
+        state["shuffle_runs"] = [
+            {"closed": getattr(run, "closed", None),
+             "comm_buffer": getattr(getattr(run, "_comm_buffer", None), "bytes_memory", None),
+             "disk_buffer": getattr(getattr(run, "_disk_buffer", None), "bytes_memory", None)}
+            for run in list(active.values())]
+    except Exception as e:
+        state["shuffle_runs"] = repr(e)
     heap = getattr(data, "heap", None)
     if heap is not None:  # a chest
         state["not_in_policy"] = sorted(map(repr, set(fast) - set(heap)))[:20]
