@@ -29,7 +29,7 @@ True
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, Hashable, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
 from .policy import Policy
 
@@ -39,14 +39,15 @@ __all__ = ["MemoryTier"]
 _NONE = object()
 
 
-def _references_in(values: Dict[Hashable, Any], key: Hashable) -> int:
-    """The references to ``values[key]`` (with this call's own)."""
-    return sys.getrefcount(values[key])
+def _in_use_check(values: Dict[Hashable, Any]) -> Callable[[Hashable], bool]:
+    """``in_use(key)``: is ``values[key]`` referred to from outside ``values``?"""
+    getrefcount = sys.getrefcount
+    return lambda key: getrefcount(values[key]) > _ALONE
 
 
-#: What :func:`_references_in` counts for a value nothing else refers to
-#: (measured here, so that it holds for this Python).
-_ALONE = _references_in({0: object()}, 0)
+#: The references ``getrefcount`` counts, as called by :func:`_in_use_check`,
+#: to a value nothing else refers to (measured here: it holds for this Python).
+_ALONE = (lambda values, key: sys.getrefcount(values[key]))({0: object()}, 0)
 
 
 class MemoryTier:
@@ -62,6 +63,7 @@ class MemoryTier:
         self.used = 0
         #: Which value leaves first; it knows the keys that may leave.
         self.policy = policy
+        self._in_use = _in_use_check(self.values)
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self.values
@@ -114,12 +116,8 @@ class MemoryTier:
         tier if one of the next few is not (evicting a value something else
         holds frees no memory). (Only the policy's "none" is caught: a key
         it gives that is not here is a bug, and raises.)"""
-        spare = None
-        if spare_in_use:
-            values = self.values
-            spare = lambda key: _references_in(values, key) > _ALONE  # noqa: E731
         try:
-            key = self.policy.pop(keep, spare)
+            key = self.policy.pop(keep, self._in_use if spare_in_use else None)
         except KeyError:
             return None
         size = self.sizes.pop(key)

@@ -138,14 +138,12 @@ class Policy:
         all the same. Keys passed over stay where they were.
         """
         key, where = self._take()
-        if spare is None and not (key is keep or key == keep):
-            return key  # (the common case: no loop, nothing to put back)
+        if not (key is keep or key == keep) and (spare is None or not spare(key)):
+            return key  # (the common case: nothing passed over, nothing to put back)
         passed = [(key, where)]
         choice: Any = _NO_KEY
         try:
-            if not ((key is keep or key == keep) or (spare is not None and spare(key))):
-                choice = passed.pop()[0]
-            while choice is _NO_KEY and len(passed) <= LOOK:
+            while len(passed) <= LOOK:
                 try:
                     key, where = self._take()
                 except KeyError:
@@ -154,6 +152,7 @@ class Policy:
                     passed.append((key, where))
                 else:
                     choice = key
+                    break
             if choice is _NO_KEY:  # all passed over: the first but keep leaves
                 first = next((i for i, (k, _) in enumerate(passed)
                               if not (k is keep or k == keep)), 0)

@@ -190,7 +190,14 @@ def test_a_workers_chest_takes_the_workers_budget(processes):
     # whatever the worker's memory_limit: 8 workers, twice the machine.
     distributed = pytest.importorskip("distributed")
     target = dask.config.get("distributed.worker.memory.target")
-    with distributed.LocalCluster(
+    # Workers in threads measure this whole process, which may be over 80%
+    # of their limit after the tests before: they would pause for good.
+    # This test is about the budget, not about pausing or spilling by
+    # process memory.
+    with dask.config.set({"distributed.worker.memory.pause": False,
+                          "distributed.worker.memory.spill": False,
+                          "distributed.worker.memory.terminate": False}), \
+            distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=processes, memory_limit="300MB",
         data=(Chest, {}), dashboard_address=":0", silence_logs=logging.ERROR,
     ) as cluster, distributed.Client(cluster) as client:
