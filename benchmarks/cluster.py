@@ -191,12 +191,9 @@ def store_state(dask_worker: Any) -> Dict[str, Any]:
         "in_memory": len(fast), "on_disk": len(data.slow),
         "memory_bytes": getattr(data, "memory_usage", None)
         or getattr(fast, "total_weight", None)}
-    try:  # what pyarrow's pool holds, if the workload used it
-        import pyarrow
-
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None:  # what pyarrow's pool holds, if the workload used it
         state["arrow_mib"] = round(pyarrow.total_allocated_bytes() / 2**20, 1)
-    except Exception:
-        pass
     try:  # memory freed but kept by malloc (glibc): returned, and measured again
         import ctypes
 
