@@ -39,10 +39,19 @@ __all__ = ["MemoryTier"]
 _NONE = object()
 
 
-def _in_use_check(values: Dict[Hashable, Any]) -> Callable[[Hashable], bool]:
-    """``in_use(key)``: is ``values[key]`` referred to from outside ``values``?"""
+#: Values smaller than this are never passed over as held elsewhere: evicting
+#: one frees little either way, and small values are often shared (None, small
+#: ints, interned strings; a Set's values are all None), where looking past
+#: them would only cost time.
+SPARE_FROM = 64 * 1024
+
+
+def _in_use_check(values: Dict[Hashable, Any],
+                  sizes: Dict[Hashable, int]) -> Callable[[Hashable], bool]:
+    """``in_use(key)``: is ``values[key]``, of SPARE_FROM bytes or more,
+    referred to from outside ``values``?"""
     getrefcount = sys.getrefcount
-    return lambda key: getrefcount(values[key]) > _ALONE
+    return lambda key: sizes[key] >= SPARE_FROM and getrefcount(values[key]) > _ALONE
 
 
 #: The references ``getrefcount`` counts, as called by :func:`_in_use_check`,
@@ -63,7 +72,7 @@ class MemoryTier:
         self.used = 0
         #: Which value leaves first; it knows the keys that may leave.
         self.policy = policy
-        self._in_use = _in_use_check(self.values)
+        self._in_use = _in_use_check(self.values, self.sizes)
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self.values
@@ -112,9 +121,9 @@ class MemoryTier:
                  spare_in_use: bool = False) -> Optional[Tuple[Hashable, Any, int]]:
         """Take out the value the policy picks to leave first (``keep``
         only if no other may): ``(key, value, size)``; None if none may
-        leave. ``spare_in_use``: pass over values referenced outside the
-        tier if one of the next few is not (evicting a value something else
-        holds frees no memory). (Only the policy's "none" is caught: a key
+        leave. ``spare_in_use``: pass over values (of SPARE_FROM bytes or
+        more) referenced outside the tier if one of the next few is not
+        (evicting a value something else holds frees no memory). (Only the policy's "none" is caught: a key
         it gives that is not here is a bug, and raises.)"""
         try:
             key = self.policy.pop(keep, self._in_use if spare_in_use else None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from chest.memory import MemoryTier
+from chest.memory import SPARE_FROM, MemoryTier
 from chest.policy import LRU, CleanFirst, LargestFirst
 
 
@@ -81,11 +81,12 @@ def test_clear_holds_nothing():
 
 
 def test_values_in_use_elsewhere_are_spared_when_asked():
+    big = SPARE_FROM
     tier = MemoryTier(LRU())
     held = [1]
-    tier.keep("held", held, 10)
-    tier.keep("free", [2], 10)
-    tier.keep("free too", [3], 10)
+    tier.keep("held", held, big)
+    tier.keep("free", [2], big)
+    tier.keep("free too", [3], big)
     assert tier.pop_next(spare_in_use=True)[0] == "free"
     del held  # nothing else holds it now: it is next again
     assert tier.pop_next(spare_in_use=True)[0] == "held"
@@ -95,9 +96,21 @@ def test_values_in_use_elsewhere_are_spared_when_asked():
     assert still == [3] and tier.used == 0
 
 
+def test_small_or_shared_values_are_not_looked_past():
+    # None is held everywhere (a Set's values): sparing it would only cost.
+    tier = MemoryTier(LRU())
+    tier.keep("none", None, SPARE_FROM)
+    held = [1]
+    tier.keep("small", held, SPARE_FROM - 1)
+    tier.keep("free", [2], SPARE_FROM)
+    assert tier.pop_next(spare_in_use=True)[0] == "small"
+    assert tier.pop_next(spare_in_use=True)[0] == "free"
+    assert tier.pop_next(spare_in_use=True)[0] == "none"
+
+
 def test_without_asking_values_in_use_leave_in_order():
     tier = MemoryTier(LRU())
     held = [1]
-    tier.keep("held", held, 10)
-    tier.keep("free", [2], 10)
+    tier.keep("held", held, SPARE_FROM)
+    tier.keep("free", [2], SPARE_FROM)
     assert tier.pop_next()[0] == "held"
