@@ -107,9 +107,11 @@ Each run prints a line as it ends. Then, per workload, a row per backend:
   is stuck for a minute prints every thread's stack to the log
   (``faulthandler``; shown as "Thread 0x..." lines, kept with ``--logs``).
   A run that fails or times out also logs each worker's state then ("store
-  states after ..."): its status, process memory, the values in memory and
-  on disk, and for a chest the keys in memory its policy does not know and
-  the values being written.
+  states after ..."): its status, process memory (also by kind, and once
+  the allocators gave back what they keep freed), the values in memory and
+  on disk, Python's objects by type, what the p2p shuffle still buffers,
+  and for a chest the keys in memory its policy does not know and the
+  values being written.
 
 The ratio line divides chest's wall times by SpillBuffer's (best by best,
 median by median): below 1, chest was faster. The distinct warnings and
@@ -179,8 +181,10 @@ def store_state(dask_worker: Any) -> Dict[str, Any]:
     process memory, the store's values in memory and their bytes, and for a
     chest the keys in memory its eviction policy does not know (held:
     values that cannot be written, or a bug) and the values being written;
-    what pyarrow's pool holds, and the process memory again after glibc's
-    ``malloc_trim`` returned what it keeps freed (it changes the worker)."""
+    what pyarrow's pool holds, the process memory again once the allocators
+    gave back what they keep freed (as chest's ``FreedMemory``: it changes
+    the worker), the memory by kind, Python's objects by type, and what the
+    p2p shuffle still buffers."""
     import psutil
 
     data = dask_worker.data
@@ -194,13 +198,12 @@ def store_state(dask_worker: Any) -> Dict[str, Any]:
     pyarrow = sys.modules.get("pyarrow")
     if pyarrow is not None:  # what pyarrow's pool holds, if the workload used it
         state["arrow_mib"] = round(pyarrow.total_allocated_bytes() / 2**20, 1)
-    try:  # memory freed but kept by malloc (glibc): returned, and measured again
-        import ctypes
+    # Memory freed but kept by the allocators, given back as a chest's evict()
+    # does when it is empty (pyarrow's pool, malloc_trim), and measured again.
+    from chest.worker import FreedMemory
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        state["rss_trimmed_mib"] = round(psutil.Process().memory_info().rss / 2**20, 1)
-    except Exception:
-        pass
+    FreedMemory(every=0).release()
+    state["rss_trimmed_mib"] = round(psutil.Process().memory_info().rss / 2**20, 1)
     try:  # the process's memory by kind (Linux)
         with open("/proc/self/smaps_rollup") as f:
             rows = [line.split() for line in f]
