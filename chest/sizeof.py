@@ -603,16 +603,31 @@ def _size_ndarray(array: Any) -> int:
 
 @nbytes.register("pandas.Series")
 @nbytes.register("pandas.core.series.Series")
+def _size_series(series: Any) -> int:
+    return _pandas_array_size(series.array) + _size_index(series.index) + 256
+
+
 @nbytes.register("pandas.Index")
 @nbytes.register("pandas.core.indexes.base.Index")
-def _size_series(series: Any) -> int:
-    return _pandas_array_size(series.array) + (
-        _size_index(series.index) if hasattr(series, "index") else 0
-    ) + 256
+def _size_pandas_index(index: Any) -> int:
+    return _size_index(index) + 256
 
 
 def _size_index(index: Any) -> int:
-    return _pandas_array_size(index.array) if len(index) else 64
+    """Bytes of a pandas index, without making what it does not hold: a
+    ``RangeIndex`` is a ``range`` until its values are asked for, and then
+    pandas keeps the array it made (8 bytes a row, for as long as the frame
+    lives: a chest sizing a frame of four int64 columns made it 25%
+    larger). A ``MultiIndex`` has no one array: its levels and codes."""
+    if not len(index):
+        return 64
+    kind = type(index).__name__
+    if kind == "RangeIndex":
+        return int(index.memory_usage())  # (its range: pandas counts ~132 bytes)
+    if kind == "MultiIndex":
+        return sum(_size_index(level) for level in index.levels) + \
+            sum(int(codes.nbytes) for codes in index.codes) + 256
+    return _pandas_array_size(index.array)
 
 
 @nbytes.register("pandas.DataFrame")
@@ -623,12 +638,23 @@ def _size_dataframe(frame: Any) -> int:
     return columns + _size_index(frame.index) + _size_index(frame.columns) + 512
 
 
+#: pandas dtypes of kind "O" whose arrays hold no Python objects: their
+#: ``nbytes`` is what they hold (periods are int64s, intervals two arrays).
+_NBYTES_DTYPES = frozenset({"PeriodDtype", "IntervalDtype"})
+
+
 def _pandas_array_size(array: Any) -> int:
-    """Size of a pandas array; Python objects (strings) in it are sampled."""
-    if getattr(array.dtype, "kind", "O") != "O" or "pyarrow" in str(
-        getattr(array.dtype, "storage", "")
-    ):
+    """Size of a pandas array; Python objects (strings) in it are sampled.
+    A categorical is its codes and its categories (sized as objects, a
+    column of a million rows and three short categories counted 70 MB for
+    the 1 MB it holds, and took 0.35 s)."""
+    dtype = array.dtype
+    if getattr(dtype, "kind", "O") != "O" or "pyarrow" in str(
+        getattr(dtype, "storage", "")
+    ) or type(dtype).__name__ in _NBYTES_DTYPES:
         return int(array.nbytes)
+    if type(dtype).__name__ == "CategoricalDtype":
+        return int(array.codes.nbytes) + _size_index(dtype.categories)
     import numpy as np
 
     return _size_ndarray(np.asarray(array, dtype=object))

@@ -42,6 +42,52 @@ def test_pandas():
     assert nbytes(pd.Index(np.arange(1000))) >= 8_000
 
 
+#: Made anew for each test: pandas keeps what sizing may have made.
+PANDAS_VALUES = {
+    "range index": lambda: pd.DataFrame({"a": np.arange(100_000), "b": np.ones(100_000)}),
+    "categorical": lambda: pd.Series(pd.Categorical(
+        np.random.default_rng(0).choice(["apple", "banana", "cherry"], 100_000))),
+    "categorical index": lambda: pd.DataFrame(
+        {"x": np.arange(100_000)},
+        index=pd.CategoricalIndex(np.repeat(["a", "b"], 50_000))),
+    "multi index": lambda: pd.DataFrame(
+        {"x": np.arange(100_000)},
+        index=pd.MultiIndex.from_product([np.arange(1000), ["a", "b"] * 50])),
+    "period": lambda: pd.Series(pd.period_range("2000", periods=100_000, freq="D")),
+    "interval": lambda: pd.Series(pd.interval_range(0, 100_000)),
+    "nullable ints": lambda: pd.Series(pd.array(np.arange(100_000), dtype="Int64")),
+    "python strings": lambda: pd.Series(np.arange(100_000).astype(str), dtype="string[python]"),
+    "objects": lambda: pd.Series(np.arange(100_000).astype(str).astype(object)),
+    "datetimes": lambda: pd.Series(pd.date_range("2000", periods=100_000, freq="s", tz="UTC")),
+    "sparse": lambda: pd.Series(pd.arrays.SparseArray(np.zeros(100_000))),
+    "range index alone": lambda: pd.RangeIndex(100_000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PANDAS_VALUES))
+def test_pandas_values_are_sized_as_pandas_counts_them(name):
+    value = PANDAS_VALUES[name]()
+    usage = value.memory_usage(deep=True)
+    deep = int(usage if np.isscalar(usage) else usage.sum())
+    assert 0.8 * deep <= nbytes(value) <= 1.3 * deep + 2048
+
+
+@pytest.mark.parametrize("name", ["range index", "range index alone", "categorical"])
+def test_sizing_a_pandas_value_makes_nothing_it_did_not_hold(name):
+    """A RangeIndex's values were made (and then kept by pandas, 8 bytes a
+    row for as long as the frame lived); a categorical was turned into an
+    array of objects (a column of 1 MB counted as 70 MB)."""
+    import tracemalloc
+
+    value = PANDAS_VALUES[name]()
+    tracemalloc.start()
+    try:
+        nbytes(value)
+        fresh, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024, peak
+
 def test_containers_are_sampled_and_close():
     items = [np.ones(100) for _ in range(1000)]
     assert 800_000 <= nbytes(items) < 900_000
