@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import errno
 import gc
+import logging
 import os
 import shutil
 import time
@@ -42,6 +43,8 @@ from .index import (INDEX_MAGIC, INDEX_NAME, Place, Slot, as_key, holds_a_chest,
 from .journal import IN_JOURNAL, JOURNAL_NAME, Journal, read_journal
 from .packed import ENGINES, PackedEngine, open_engine
 from .names import MAX_PATH, fold, hashed_name, key_to_filename, safe_name
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Store", "key_to_filename", "INDEX_NAME", "write_index_file", "Written",
            "Packed"]
@@ -728,8 +731,23 @@ class Store:
         removed now."""
         if self.indexed.get(key) == place:
             self._retired_slots.add(place)
-        else:
-            self.engine(place[0]).delete([place[1]])
+        elif not self._delete_slots(place[0], [place[1]]):
+            self._retired_slots.add(place)  # the next index write tries again
+
+    def _delete_slots(self, name: str, numbers: List[int]) -> bool:
+        """Remove old copies from engine ``name``: whether it could. Never
+        raises: what is left is a value no key refers to (the index written
+        next lists it, and the next writer or ``repair`` removes it), and a
+        full disk or a damaged database must not make a deletion or a flush
+        fail half-way (the key deleted from the journal but not from the
+        chest; a flush that wrote the index reporting that it could not)."""
+        try:
+            self.engine(name).delete(numbers)
+            return True
+        except Exception as e:
+            logger.info("chest at %s: %d old value(s) left in %s for later: %s",
+                        self.path, len(numbers), self.packed_path(name), describe(e))
+            return False
 
     def _new_slots(self, name: str) -> Dict[int, int]:
         """slot -> size of the slots of engine ``name`` numbered from the
@@ -842,8 +860,10 @@ class Store:
             self.discard(old)
             del self._retired[old]
         for engine_name in {name for name, _ in leaving_slots}:
-            self.engine(engine_name).delete(
-                [slot for name, slot in leaving_slots if name == engine_name])
+            if not self._delete_slots(engine_name, [slot for name, slot in leaving_slots
+                                                    if name == engine_name]):
+                leaving_slots = {place for place in leaving_slots
+                                 if place[0] != engine_name}
         self._retired_slots -= leaving_slots
         for key, name in self._released.items():
             if self.names.get(key) != name:

@@ -1365,6 +1365,68 @@ def test_a_damaged_database_names_its_file_and_files_stay_readable(tmp_path, eng
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+def test_keys_of_a_damaged_database_can_be_set_and_deleted(tmp_path, engine):
+    # Removing the old slot from the damaged database failed after the index
+    # was written: every flush and close raised IndexWriteError ("the index
+    # cannot be written"), and the journal was never cleared.
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    path = str(tmp_path / "chest")
+    with Chest(path=path, available_memory=0, packed=engine) as c:
+        for i in range(20):
+            c[i] = ("small", i)
+    db = os.path.join(path, c.store.packed_path(engine))
+    with open(db, "r+b") as f:
+        f.write(b"\0" * 4096)
+    c = Chest(path=path, available_memory=0)
+    assert engine in c.store.broken
+    c[0] = "set again"
+    del c[1]
+    c.flush()
+    c.close()
+    again = Chest(path=path)
+    try:
+        assert again[0] == "set again" and 1 not in again and len(again) == 19
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+def test_a_deletion_the_database_refuses_is_done_whole(tmp_path, engine, monkeypatch):
+    # The engine's delete raised (a full disk) after the journal recorded the
+    # deletion and the store forgot the slot: `del` raised, the key stayed
+    # in the chest unreadable, flush and close raised KeyError for good, and
+    # the key was gone after reopening.
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    path = str(tmp_path / "chest")
+    c = Chest(path=path, available_memory=0, packed=engine)
+    for i in range(10):
+        c[i] = ("flushed", i)
+    c.flush()
+    for i in range(10, 20):
+        c[i] = ("since the flush", i)
+    store = c.store.engine(engine)
+
+    def full(slots):
+        raise OSError(errno.ENOSPC, "No space left on device", store.path)
+
+    monkeypatch.setattr(store, "delete", full)
+    del c[15], c[5]  # a slot written since the flush, and one the index names
+    assert 15 not in c and 5 not in c and c[16] == ("since the flush", 16)
+    c.flush()
+    monkeypatch.undo()
+    c[20] = "after"
+    c.close()
+    again = Chest(path=path)
+    try:
+        assert sorted(again) == [i for i in range(21) if i not in (5, 15)]
+        assert again[16] == ("since the flush", 16) and again[20] == "after"
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
 @pytest.mark.filterwarnings("ignore:.*max_disk:chest.ChestWarning")
 def test_max_disk_counts_packed_bytes(tmp_path, engine):
     if engine == "lmdb":
