@@ -149,6 +149,11 @@ class Journal:
             os.fchmod(self._fd, self.file_mode)
         return self._fd
 
+    def touch(self) -> None:
+        """Make the journal's file if there is none (an empty journal)."""
+        if self._fd is None:
+            self._open()
+
     def read(self, offset: int, length: int) -> bytes:
         """``length`` bytes of a value kept in the journal at ``offset``."""
         fd = self._fd if self._fd is not None else self._open()

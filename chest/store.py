@@ -191,6 +191,8 @@ class Store:
         if not readonly:
             make_folder(self.path, file_mode)
         self._read_index()
+        unindexed = not self._index_found and \
+            not os.path.exists(os.path.join(self.path, JOURNAL_NAME))
         if not isinstance(packed, _Keep):
             if packed is not None and packed not in ENGINES:
                 raise ValueError(f"packed must be one of {sorted(ENGINES)} or None, "
@@ -198,6 +200,8 @@ class Store:
             self.packed = packed
         self.journal = Journal(os.path.join(self.path, JOURNAL_NAME), durable,
                                file_mode) if journal and not readonly else None
+        if unindexed:
+            self._refuse_values_without_index()
         journaled = self._replay_journal() if journal else []
         replayed = bool(journaled)
         if not readonly:
@@ -670,6 +674,11 @@ class Store:
             with self._engine_lock:
                 engine = self._engines.get(name)
                 if engine is None:
+                    if self.journal is not None:
+                        # Before the database holds anything, so that a folder
+                        # with values in it always has an index or a journal
+                        # (see _refuse_values_without_index).
+                        self.journal.touch()
                     engine = open_engine(name, self.path, readonly=self.readonly,
                                          durable=self.durable, file_mode=self.file_mode)
                     self._engines[name] = engine
@@ -778,6 +787,34 @@ class Store:
         except OSError:
             return None
         return None if data is None else len(data)
+
+    def _refuse_values_without_index(self) -> None:
+        """A folder with neither an index nor a journal, but a packed
+        database holding values: its index was lost (the journal is made
+        before a database is first written, and removed only once an index
+        is written). Opening it as a new chest would remove those values as
+        written by no key: an IndexFileError instead, naming both files."""
+        for name in ENGINES:
+            db = self.packed_path(name)
+            if not os.path.exists(db):
+                continue
+            try:
+                # Opened apart and read-only: the store's own engine would
+                # start a journal, and that would hide the loss next time.
+                engine = open_engine(name, self.path, readonly=True)
+                try:
+                    count = sum(1 for _ in engine.slots(0))
+                finally:
+                    engine.close()
+            except OSError as e:
+                self.broken.setdefault(name, describe(e))
+                continue
+            if count:
+                raise IndexFileError(
+                    self.index_path,
+                    f"missing, but {db} holds {count} values whose keys only the "
+                    f"index knew; restore {INDEX_NAME}, or move the database aside "
+                    f"to use the folder as a new chest")
 
     def _recover_slots(self) -> None:
         """Remove the slots no key names: written since the index by a
@@ -912,6 +949,7 @@ class Store:
 
     def _read_index_file(self) -> None:
         filename = self.index_path
+        self._index_found = False
         self._retired_at_index = set()
         self._indexed_paths = set()
         try:
@@ -920,6 +958,7 @@ class Store:
         except FileNotFoundError:
             self._indexed_paths = set()
             return
+        self._index_found = True
         if data.startswith(INDEX_MAGIC):
             content = parse_index(filename, data[len(INDEX_MAGIC):])
             keys, places, sizes = content.keys, content.places, content.sizes

@@ -1365,6 +1365,53 @@ def test_a_damaged_database_names_its_file_and_files_stay_readable(tmp_path, eng
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+def test_a_lost_index_beside_packed_values_is_an_error(tmp_path, engine):
+    # The chest opened as a new one and removed every packed value as
+    # written by no key.
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    path = str(tmp_path / "chest")
+    with Chest(path=path, available_memory=0, packed=engine) as c:
+        for i in range(50):
+            c[i] = ("small", i)
+    db = c.store.packed_path(engine)
+    os.remove(os.path.join(path, ".keys"))
+    for readonly in (False, True):
+        with pytest.raises(IndexFileError, match=r"missing.*50 values") as e:
+            Chest(path=path, readonly=readonly)
+        assert e.value.filename == os.path.join(path, ".keys") and db in str(e.value)
+    left = open_engine(engine, path, readonly=True)
+    try:
+        assert sum(1 for _ in left.slots(0)) == 50  # all still there
+    finally:
+        left.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+def test_a_crash_before_the_first_slot_is_recorded_reopens(tmp_path, engine):
+    # A slot written by a new chest that died before the journal named it:
+    # the journal exists from before the database is written, so this is
+    # not taken for a lost index.
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    path = str(tmp_path / "chest")
+    result = run(f"""
+import os
+from chest import Chest
+c = Chest(path={path!r}, available_memory=0, packed={engine!r})
+c.store.pack_temp(b"a value no key names yet")
+os._exit(0)
+""")
+    assert result.returncode == 0, result.stderr
+    c = Chest(path=path)
+    try:
+        assert len(c) == 0
+        assert sum(1 for _ in c.store.engine(engine).slots(0)) == 0  # removed
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
 def test_keys_of_a_damaged_database_can_be_set_and_deleted(tmp_path, engine):
     # Removing the old slot from the damaged database failed after the index
     # was written: every flush and close raised IndexWriteError ("the index
