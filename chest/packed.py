@@ -300,6 +300,8 @@ class _Environments:
                 return held
             if held is not None:  # a reader has it: open it for writing
                 held[0].close()
+            if not readonly:
+                _reserve_lock_file(path + "-lock", file_mode)
             try:
                 env = lmdb.open(path, subdir=False, map_size=LMDBEngine.MAP_SIZE,
                                 readonly=readonly, lock=True, sync=durable,
@@ -307,6 +309,11 @@ class _Environments:
                                 create=not readonly)
             except lmdb.Error as e:
                 raise as_os_error(e, path) from e
+            try:
+                _check_length(env, path)
+            except OSError:
+                env.close()
+                raise
             if not readonly:
                 for name in (path, path + "-lock"):  # what the umask took
                     try:
@@ -334,6 +341,43 @@ class _Environments:
 
 
 _ENVIRONMENTS = _Environments()
+
+#: What LMDB's lock file takes with its default 126 readers (64 bytes each,
+#: and a header), rounded up to whole pages.
+LOCK_FILE_BYTES = 16384
+
+
+def _reserve_lock_file(name: str, file_mode: int) -> None:
+    """Give LMDB's lock file its disk blocks before LMDB maps it: LMDB
+    writes it through a memory map, and on a full disk the first such write
+    killed the process with SIGBUS (every value still in memory lost). Now
+    a full disk is an OSError here."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:  # (macOS): nothing to reserve with
+        return
+    fd = os.open(name, os.O_RDWR | os.O_CREAT, file_mode)
+    try:
+        fallocate(fd, 0, max(os.fstat(fd).st_size, LOCK_FILE_BYTES))
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return  # a file system that cannot: as before
+        raise OSError(e.errno, f"no room for LMDB's lock file: {e.strerror}",
+                      name) from e
+    finally:
+        os.close(fd)
+
+
+def _check_length(env: Any, path: str) -> None:
+    """OSError if the database's file is shorter than the pages its last
+    commit uses (cut short by a copy, a full disk, a person): LMDB reads
+    them through a memory map, and reading past the file's end killed the
+    process with SIGBUS."""
+    last_page = env.info()["last_pgno"]
+    need = (last_page + 1) * env.stat()["psize"]
+    size = os.path.getsize(path)
+    if size < need:
+        raise OSError(errno.EIO, f"the database is cut short: {size} bytes, where "
+                                 f"its pages take {need}", path)
 
 
 class LMDBEngine(PackedEngine):

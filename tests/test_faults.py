@@ -1364,6 +1364,61 @@ def test_a_damaged_database_names_its_file_and_files_stay_readable(tmp_path, eng
         again.close()
 
 
+def test_an_lmdb_database_cut_short_is_an_error_not_a_crash(tmp_path):
+    # LMDB reads pages through a memory map: reading past the end of a file
+    # cut short killed the process with SIGBUS (so: in a child).
+    pytest.importorskip("lmdb")
+    path = str(tmp_path / "chest")
+    with Chest(path=path, available_memory=0, packed="lmdb") as c:
+        for i in range(300):
+            c[i] = ("small", i, "x" * (i * 10))
+        c["file"] = np.arange(20_000)
+    db = c.store.packed_path("lmdb")
+    os.truncate(db, os.path.getsize(db) // 2)
+    result = run(f"""
+import numpy as np
+from chest import Chest, ValueFileError
+c = Chest(path={path!r}, available_memory=0)
+failed = 0
+for key in list(c):
+    try:
+        c[key]
+    except ValueFileError as e:
+        assert e.filename == {db!r}, e
+        failed += 1
+assert (c["file"] == np.arange(20_000)).all()
+c["new"] = "small"
+c.close()
+assert Chest(path={path!r}, readonly=True)["new"] == "small"
+print(failed)
+""")
+    assert result.returncode == 0, result.stderr
+    assert 0 < int(result.stdout) <= 300
+
+
+def test_no_room_for_lmdbs_lock_file_is_an_error_not_a_crash(tmp_path, monkeypatch):
+    # LMDB writes its lock file through a memory map: on a full disk the
+    # first write killed the process with SIGBUS. Its blocks are reserved
+    # first; a full disk is then an OSError, and the value stays in memory.
+    pytest.importorskip("lmdb")
+    if not hasattr(os, "posix_fallocate"):
+        pytest.skip("no posix_fallocate here")
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    path = str(tmp_path / "chest")
+    c = Chest(path=path, available_memory=0, packed="lmdb")
+    with pytest.warns(ChestWarning, match="lock file"):
+        c["important"] = "only in memory so far"
+    assert c["important"] == "only in memory so far" and "important" in c.inmem
+    monkeypatch.undo()
+    c.flush()  # room again
+    c.close()
+    assert Chest(path=path, readonly=True)["important"] == "only in memory so far"
+
+
 @pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
 def test_a_lost_index_beside_packed_values_is_an_error(tmp_path, engine):
     # The chest opened as a new one and removed every packed value as
