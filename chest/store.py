@@ -211,7 +211,17 @@ class Store:
             separated = self._separate_shared_files()
             if replayed or separated:
                 # Make the recovery durable; this also empties the journal.
-                self.write_index(list(self.files))
+                try:
+                    self.write_index(list(self.files))
+                except OSError as e:
+                    self.close()
+                    raise OSError(
+                        e.errno, f"cannot open the chest at {self.path} for writing: "
+                                 f"the changes since its last flush, in its journal, "
+                                 f"are saved in its index first, and that failed "
+                                 f"({describe(e)}); nothing is lost: open it again "
+                                 f"once there is room, or now with readonly=True",
+                        self.index_path) from e
         self._scanned.clear()
 
     def _separate_shared_files(self) -> bool:

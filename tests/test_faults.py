@@ -580,6 +580,43 @@ def test_deleting_keys_on_a_disk_too_full_for_the_index_saves_the_values(
         again.close()
 
 
+@pytest.mark.parametrize("engine", [None, "sqlite"])
+def test_a_crashed_chest_on_a_full_disk_says_how_to_open_it(tmp_path, monkeypatch,
+                                                             engine):
+    # Recovery saves the journal's changes in the index first: on a full disk
+    # that raised a bare OSError from the store, saying nothing of what to do.
+    import chest.store
+    path = str(tmp_path / "chest")
+    result = run(f"""
+import os
+from chest import Chest
+c = Chest(path={path!r}, available_memory=0, packed={engine!r})
+c["flushed"] = "f"
+c.flush()
+for i in range(20):
+    c[i] = ("spilled since the flush", i)
+os._exit(0)
+""")
+    assert result.returncode == 0, result.stderr
+
+    def full(folder, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", folder)
+
+    monkeypatch.setattr(chest.store, "write_index_file", full)
+    with pytest.raises(OSError, match="readonly=True") as e:
+        Chest(path=path)
+    assert e.value.errno == errno.ENOSPC and path in str(e.value)
+    reader = Chest(path=path, readonly=True)
+    assert len(reader) == 21 and reader[19] == ("spilled since the flush", 19)
+    reader.close()
+    monkeypatch.undo()  # room again
+    c = Chest(path=path)
+    try:
+        assert len(c) == 21 and c[3] == ("spilled since the flush", 3) and c["flushed"] == "f"
+    finally:
+        c.close()
+
+
 def test_flush_to_a_folder_that_cannot_be_written_says_what_is_not_saved(
         tmp_path, monkeypatch):
     import chest.store
