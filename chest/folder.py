@@ -43,7 +43,7 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
 from . import lock as _lock
 from .errors import FolderError, IndexFileError, describe
 from .journal import IN_JOURNAL, JOURNAL_NAME, RECORD, read_journal
-from .files import OLD_PREFIX, TMP_PREFIX
+from .files import OLD_PREFIX, TMP_PREFIX, is_temp_name
 from .index import (ENGINE_NAMES, HEADER, INDEX_MAGIC, INDEX_NAME, Slot, holds_a_chest,
                     is_valid_place, parse_index)
 from .names import IDENTIFIER, key_to_filename
@@ -738,7 +738,7 @@ def damaged_name(engine: str) -> str:
 def leftover_kind(name: str) -> Optional[str]:
     """What a leftover of a crash (``.tmp.*``, ``.old.*``) is; None otherwise."""
     base = name.rpartition("/")[2]
-    if base.startswith(TMP_PREFIX):
+    if is_temp_name(base):  # (a user's .tmp.notes is not chest's)
         return "a temporary file left by an interrupted write"
     if base.startswith(OLD_PREFIX):
         return "a retired value file, kept until a flush that did not happen"

@@ -29,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Set
 
-from .folder import (Entry, PackedReader, describe_place, engine_filename, full_path,
-                     leftover_kind, retired_name, is_chest_file, check_value_bytes,
+from .folder import (Entry, Loaded, PackedReader, describe_place, engine_filename,
+                     full_path, retired_name, is_chest_file, check_value_bytes,
                      check_value_file, effective_entries, is_journal_place,
                      journal_changes, journal_sizes, place_sizes, read_index,
                      read_journal_file, read_journal_value, walk_files)
@@ -38,6 +38,7 @@ from .index import is_slot, is_valid_place
 from .journal import JOURNAL_NAME
 from .progress import Progress
 from .names import safe_name
+from .repair import DamagedSlots, Leftovers, packed_readers
 
 __all__ = ["Report", "find_problems"]
 
@@ -73,19 +74,28 @@ def find_problems(path: str, deep: bool = False, quiet: bool = False) -> Report:
         The problems (an unreadable index, missing files or slots, sizes
         that differ from the index, values that do not load, journal
         records the index lacks, leftovers of a crash, files and packed
-        slots no key refers to, a packed database that cannot be read) and
-        counts.
+        slots no key refers to, a packed database that cannot be read, and
+        which of its values cannot) and counts.
     """
     index = read_index(path)
     journal = read_journal_file(path)
     files = walk_files(path)
-    with PackedReader(path) as packed:
-        return _find(path, index, journal, files, packed, deep, quiet)
+    with packed_readers(path) as (packed, damaged):
+        return _find(path, index, journal, files, packed, damaged, deep, quiet)
 
 
 def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
-          packed: PackedReader, deep: bool, quiet: bool) -> Report:
-    slots = packed.info.sizes
+          packed: PackedReader, salvage: DamagedSlots, deep: bool,
+          quiet: bool) -> Report:
+    slots = dict(packed.info.sizes)
+    # A database that cannot be read whole is read one slot at a time (as
+    # the chest reads it): the slots of the keys and of the journal's records.
+    places = [e.name for e in index.entries] + [name for _, name, _ in journal.records]
+    for place in places:
+        if is_valid_place(place) and is_slot(place) and place[0] in packed.info.errors:
+            size = salvage.read(place, load=deep).size
+            if size is not None:
+                slots[place] = size
     sizes = place_sizes(files, slots)
     sizes.update(journal_sizes(journal.records))
     problems: List[str] = []
@@ -96,9 +106,19 @@ def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
                              if is_slot(e.name) and e.name[0] == engine)
                  for engine in packed.info.files}
     for engine, why in sorted(packed.info.errors.items()):
-        problems.append(f"damaged: {engine_filename(engine)} cannot be read ({why}): "
-                        f"the packed values of {in_engine[engine]} keys in the index "
-                        f"cannot be read")
+        unread = [(e.key, salvage.read(e.name, load=deep).why)
+                  for e in entries.values()
+                  if is_slot(e.name) and e.name[0] == engine and e.name not in slots]
+        if len(unread) == in_engine[engine]:  # not one can be read: one problem
+            problems.append(f"damaged: {engine_filename(engine)} cannot be read "
+                            f"({why}): the packed values of {in_engine[engine]} keys "
+                            f"in the index cannot be read")
+            continue
+        problems.append(f"damaged: {engine_filename(engine)} cannot be read whole "
+                        f"({why}): the packed values of {len(unread)} of its "
+                        f"{in_engine[engine]} keys cannot be read; repair copies the "
+                        f"others to a fresh database")
+        problems.extend(f"damaged: key {key!r}: {reason}" for key, reason in unread)
     for engine, why in sorted(packed.info.unavailable.items()):
         problems.append(f"unchecked: {engine_filename(engine)} cannot be read by this "
                         f"Python ({why}): the packed values of {in_engine[engine]} "
@@ -154,6 +174,9 @@ def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
             if deep:
                 if is_journal_place(e.name):
                     loaded = check_value_bytes(read_journal_value(path, e.name))
+                elif is_slot(e.name) and e.name[0] in packed.info.errors:
+                    read = salvage.read(e.name)
+                    loaded = read.loaded or Loaded(False, False, read.why)
                 elif is_slot(e.name):
                     loaded = packed.check(e.name)
                 else:
@@ -184,8 +207,11 @@ def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
     referred.update(name for _, name, _ in journal.records
                     if name is not None and (isinstance(name, str) or
                                              is_valid_place(name)))
+    # Only what the chest wrote is a leftover (what opening it for writing,
+    # or repair, removes): a user's .tmp.notes is a file no key refers to.
+    leftovers = Leftovers(path, (name for name in referred if isinstance(name, str)))
     for name in sorted(files):
-        kind = leftover_kind(name)
+        kind = leftovers.kind(name)
         if name in named:
             continue
         if kind is not None:

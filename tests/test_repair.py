@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import re
+import shutil
 
 import pytest
 
@@ -13,27 +15,33 @@ from test_folder import (BIG, change_slots, crash_packed, damage_database,  # no
                          engine, make_packed, slot_of, snapshot_data)
 
 from chest import Chest, cli, folder
+from chest import repair as repair_module
 from chest.folder import Entry, read_index, read_packed
+from chest.index import write_index_file as write_with_retired
 from chest.packed import ENGINES
 from chest.repair import write_index_file
 from chest.store import INDEX_NAME, Store, hashed_name
+
+
+#: A temporary file as the chest names them (chest.files.temp_name).
+TMP = ".tmp.x.0123456789ab"
 
 
 def test_repair_garbage_index_recovers_keys_from_file_names(sample, capsys):
     index = os.path.join(sample, INDEX_NAME)
     with open(index, "wb") as f:
         f.write(b"garbage" * 10)
-    with open(os.path.join(sample, ".tmp.x.1"), "wb") as f:
+    with open(os.path.join(sample, TMP), "wb") as f:  # as temp_name makes them
         f.write(b"half")
     assert cli.main(["repair", sample]) == 1  # the file of key 7 is left, keyless
     out = capsys.readouterr().out
     assert "add    ('a', 'b') (file name, file _a/b)" in out
     assert f"leave  {hashed_name(7)}: no key can be read from its name" in out
-    assert "remove .tmp.x.1" in out
+    assert f"remove {TMP}" in out
     assert "copy   .keys -> .keys.damaged" in out
     with open(os.path.join(sample, ".keys.damaged"), "rb") as f:
         assert f.read() == b"garbage" * 10
-    assert not os.path.exists(os.path.join(sample, ".tmp.x.1"))
+    assert not os.path.exists(os.path.join(sample, TMP))
     c = Chest(path=sample)
     try:
         assert dict(c) == {("a", "b"): "ab", ("p", "q", "r"): {"n": 1},
@@ -265,8 +273,13 @@ def test_repair_moves_a_damaged_database_aside(tmp_path, engine, capsys):
     out = capsys.readouterr().out
     name = ENGINES[engine].filename
     assert f"move   {name} -> {name}.damaged: it cannot be read (" in out
-    assert f"drop   'x' (index, slot " in out and f"of {name}): {name} cannot be read" \
-        in out
+    # Nothing in it can be read (its header is garbage): each key says so.
+    for key in ("'x'", r"\('a', 'b'\)", "7"):
+        assert re.search(rf"drop   {key} \(index, slot \d+ of {re.escape(name)}\): "
+                         rf"(slot \d+ cannot be read from the damaged|"
+                         rf"\S+ cannot be opened) .*{re.escape(name)}", out), key
+    assert "are dropped ('x', ('a', 'b'), 7)" in out
+    assert "copy" not in out  # no fresh database: the chest makes one when it writes
     assert "1 from the index" in out and "3 dropped" in out
     with open(db + ".damaged", "rb") as f:
         assert f.read() == damaged
@@ -407,3 +420,273 @@ def test_repair_keeps_the_values_a_crashed_write_through_chest_kept_in_its_journ
         assert dict(c) == {"flushed": "F2", "counter": 42}
     finally:
         c.close()
+
+
+# -- only the chest's own leftovers are removed --------------------------------------
+#: Files a user may keep in a chest's folder, whose names start as the chest's
+#: temporary and retired files do, but are not of their patterns.
+USERS = [".tmp.notes", ".old.config", "sub/.tmp.draft", ".old.x.txt", ".tmp.x.1",
+         "_a/.tmp.b.12"]
+#: Leftovers the chest wrote: a temporary file as temp_name makes them, the
+#: retired copies of files keys have.
+CHESTS = [TMP, "_a/.tmp.b.0123456789ab", ".old.x", "_a/.old.b"]
+
+
+def add_files(path, names):
+    for name in names:
+        filename = os.path.join(path, *name.split("/"))
+        os.makedirs(os.path.dirname(filename), exist_ok=True)
+        with open(filename, "w") as f:
+            f.write(f"the user's own {name}\n")
+
+
+@pytest.mark.parametrize("index", ["readable", "garbage"])
+def test_repair_removes_only_the_leftovers_the_chest_wrote(sample, capsys, index):
+    # repair removed every .tmp.* and .old.* file at any depth, the user's too.
+    add_files(sample, USERS + CHESTS)
+    if index == "garbage":
+        with open(os.path.join(sample, INDEX_NAME), "wb") as f:
+            f.write(b"garbage")
+    cli.main(["repair", sample])
+    out = capsys.readouterr().out
+    for name in CHESTS:
+        assert f"remove {name}\n" in out
+        assert not os.path.exists(os.path.join(sample, name)), name
+    for name in USERS:
+        with open(os.path.join(sample, name)) as f:
+            assert f.read() == f"the user's own {name}\n", name
+        assert f"remove {name}\n" not in out
+    assert "leave  .tmp.notes: a hidden file chest did not write" in out
+    assert "leave  .old.config: a hidden file chest did not write" in out \
+        or "leave  .old.config: it does not load" in out  # (index lost: a candidate)
+    assert cli.main(["repair", sample]) == 1  # the user's files are left, keyless
+    assert "nothing to repair" in capsys.readouterr().out
+    for name in USERS:
+        assert os.path.exists(os.path.join(sample, name)), name
+
+
+def test_repair_removes_what_opening_for_writing_removes(sample, tmp_path):
+    add_files(sample, USERS + CHESTS)
+    opened = str(tmp_path / "opened")
+    shutil.copytree(sample, opened)
+    Chest(path=opened).close()
+    assert cli.main(["repair", "--quiet", sample]) == 1  # (the user's files: left)
+    left = {name for name in USERS + CHESTS
+            if os.path.exists(os.path.join(sample, name))}
+    assert left == set(USERS)
+    assert left == {name for name in USERS + CHESTS
+                    if os.path.exists(os.path.join(opened, name))}
+
+
+def test_repair_removes_the_retired_copies_the_index_lists(sample, capsys):
+    # A key deleted, its retired copy listed in the index the writer wrote
+    # before it died: that copy is the chest's, though no key has its name.
+    index = read_index(sample)
+    add_files(sample, [".old.gone", ".old.kept"])
+    write_with_retired(sample, [(e.key, e.name, e.size) for e in index.entries],
+                       retired=[".old.gone"])
+    assert cli.main(["verify", sample]) == 1
+    out = capsys.readouterr().out
+    assert "leftover: .old.gone (a retired value file" in out
+    assert "orphan: .old.kept is a file no key refers to" in out
+    assert cli.main(["repair", sample]) == 1  # .old.kept is left
+    out = capsys.readouterr().out
+    assert "remove .old.gone\n" in out and "leave  .old.kept: a hidden file" in out
+    assert files_in(sample).count(".old.kept") == 1
+    assert ".old.gone" not in files_in(sample)
+
+
+# -- a damaged packed database: what can be read is kept ------------------------------
+def damage_a_page(path, engine):
+    """4 KiB of garbage over one page in the middle of the database (pages
+    are 4 KiB in both engines), as a bad disk sector would leave it; returns
+    the database's bytes after."""
+    db = os.path.join(path, ENGINES[engine].filename)
+    size = os.path.getsize(db)
+    with open(db, "r+b") as f:
+        f.seek(size // 2 // 4096 * 4096)
+        f.write(random.Random(0).randbytes(4096))
+    with open(db, "rb") as f:
+        return f.read()
+
+
+def packed_many(tmp_path, engine):
+    """A crashed copy of a chest of 300 packed values (flushed) and 30 more in
+    the journal only, with 3 values in files; its database has a bad page."""
+    with Chest(path=str(tmp_path / "live"), available_memory=1000,
+               packed=engine) as closed:  # (closed: SQLite's log goes into the file)
+        for i in range(300):
+            closed[f"s{i}"] = ("small", i, "x" * (i * 10))
+        for i in range(3):
+            closed[f"big{i}"] = b"B" * 100_000
+    live = Chest(path=str(tmp_path / "live"), available_memory=1000)
+    try:
+        for i in range(300, 330):
+            live[f"s{i}"] = ("small", i, "x" * 10)
+            live.move_to_disk(f"s{i}")  # a slot, recorded in the journal only
+        copy = str(tmp_path / "crashed")
+        shutil.copytree(live.path, copy)  # what kill -9 would leave
+    finally:
+        live.close()
+    damage_a_page(copy, engine)
+    return copy
+
+
+def readable(path):
+    """key -> value of every key the chest reads (read-only), and the keys it
+    cannot read."""
+    c = Chest(path=path, readonly=True)
+    try:
+        values, unread = {}, set()
+        for key in list(c):
+            try:
+                values[key] = c[key]
+            except Exception:
+                unread.add(key)
+        return values, unread
+    finally:
+        c.close()
+
+
+def test_verify_names_the_keys_a_damaged_database_loses(tmp_path, engine, capsys):
+    # verify said the packed values of all the keys cannot be read.
+    path = packed_many(tmp_path, engine)
+    values, unread = readable(path)
+    assert unread and len(values) > 250  # the damage costs a few keys only
+    before = snapshot_data(path)
+    for deep in ([], ["--deep"]):
+        assert cli.main(["verify", *deep, path]) == 1
+        lines = capsys.readouterr().out.splitlines()
+        db = ENGINES[engine].filename
+        assert lines[0].startswith(f"damaged: {db} cannot be read whole (")
+        assert lines[0].endswith(f"the packed values of {len(unread)} of its "
+                                 f"{len(unread) + len(values) - 3} keys cannot be "
+                                 f"read; repair copies the others to a fresh database")
+        named = {line.split("'")[1] for line in lines
+                 if line.startswith("damaged: key ")}
+        assert named == unread
+        assert f"damaged: key {sorted(unread)[0]!r}: slot " in "\n".join(lines)
+    assert snapshot_data(path) == before
+
+
+def test_repair_keeps_what_a_damaged_database_still_reads(tmp_path, engine, capsys):
+    # repair moved the database aside and dropped every packed key (299 of
+    # 302 readable keys), though the chest read all but one of them.
+    path = packed_many(tmp_path, engine)
+    values, unread = readable(path)
+    db = ENGINES[engine].filename
+    with open(os.path.join(path, db), "rb") as f:
+        damaged = f.read()
+    before = snapshot_data(path)
+    assert cli.main(["repair", "--dry-run", path]) == 1
+    assert snapshot_data(path) == before
+    assert not [n for n in os.listdir(path) if n.startswith(".tmp.")]
+    capsys.readouterr()
+
+    assert cli.main(["repair", path]) == 1  # keys were dropped
+    out = capsys.readouterr().out
+    dropped = {line.split("'")[1] for line in out.splitlines()
+               if line.startswith("drop   ")}
+    assert dropped == unread
+    for key in unread:
+        assert re.search(rf"drop   '{key}' \((index|journal), slot \d+ of "
+                         rf"{re.escape(db)}\): slot \d+ (cannot be read from|is not "
+                         rf"found in) the damaged {re.escape(db)}", out), key
+    assert (f"copy   the {len(values) - 3} values of kept keys in {db} (all read and "
+            f"loaded) to a fresh {db}") in out
+    assert f"move   {db} -> {db}.damaged: it cannot be read (" in out
+    assert f"{len(unread)} dropped" in out
+    # The damaged database is kept as it was, for the user only.
+    with open(os.path.join(path, db + ".damaged"), "rb") as f:
+        assert f.read() == damaged
+    assert not [n for n in os.listdir(path) if n.startswith(".tmp.")]
+    assert cli.main(["verify", "--deep", path]) == 0
+    capsys.readouterr()
+    assert reopened(path) == (values, engine)
+    c = Chest(path=path, available_memory=0)
+    try:
+        c["new"] = "small"  # the fresh database takes new values
+        c.flush()
+        assert c.store.slots["new"][0] == engine
+    finally:
+        c.close()
+    assert reopened(path)[0] == {**values, "new": "small"}
+    assert cli.main(["verify", "--deep", path]) == 0
+
+
+def test_repair_that_cannot_make_the_fresh_database_changes_nothing(
+        tmp_path, engine, monkeypatch, capsys):
+    path = packed_many(tmp_path, engine)
+    before = snapshot_data(path)
+    made = []
+
+    def full_disk(name, folder, **kwargs):
+        made.append(folder)
+        raise OSError(28, "No space left on device", folder)
+
+    monkeypatch.setattr(repair_module, "open_engine", full_disk)
+    assert cli.main(["repair", path]) == 2
+    err = capsys.readouterr().err
+    assert "failed copying the values that can be read from the damaged" in err
+    assert "left as they were" in err
+    assert made and all(not os.path.exists(f) for f in made)
+    assert snapshot_data(path) == before
+
+
+def test_repair_removes_a_fresh_database_it_did_not_finish(tmp_path, engine, capsys):
+    path = make_packed(str(tmp_path / "c"), engine)
+    folder = os.path.join(path, ".tmp.packed.0123456789ab")
+    os.mkdir(folder)
+    with open(os.path.join(folder, ENGINES[engine].filename), "wb") as f:
+        f.write(b"half a database")
+    mine = os.path.join(path, ".tmp.packed.notes")  # not the chest's
+    os.mkdir(mine)
+    add_files(path, [f".tmp.packed.notes/{ENGINES[engine].filename}"])
+    assert cli.main(["verify", path]) == 1
+    assert (f"leftover: .tmp.packed.0123456789ab/{ENGINES[engine].filename} (a packed "
+            f"database repair was building when it stopped)") in capsys.readouterr().out
+    assert cli.main(["repair", path]) == 1  # the user's file is left
+    assert not os.path.exists(folder)
+    assert os.path.exists(os.path.join(mine, ENGINES[engine].filename))
+
+
+def test_repair_stopped_before_its_index_leaves_a_chest_that_reads_the_same(
+        tmp_path, engine, monkeypatch, capsys):
+    # The fresh database takes the damaged one's place before the new index
+    # is written: with the old index (and journal) it holds every value that
+    # could be read, so a repair that stops there loses nothing.
+    path = packed_many(tmp_path, engine)
+    values, unread = readable(path)
+
+    def stop(*args, **kwargs):
+        raise OSError(28, "No space left on device", os.path.join(path, INDEX_NAME))
+
+    monkeypatch.setattr(repair_module, "write_index_file", stop)
+    assert cli.main(["repair", path]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert os.path.exists(os.path.join(path, ENGINES[engine].filename + ".damaged"))
+    assert readable(path) == (values, unread)
+    monkeypatch.undo()
+    assert cli.main(["repair", path]) == 1
+    assert f"{len(unread)} dropped" in capsys.readouterr().out
+    assert reopened(path) == (values, engine)
+    assert cli.main(["verify", "--deep", path]) == 0
+
+
+def test_repair_reads_a_damaged_lmdb_database_without_its_lock_file(tmp_path, capsys):
+    # Without its -lock, LMDB's database is read unlocked; the lmdb package
+    # refuses to open one file twice in a process, so the reader that found
+    # the damage is closed before the slots are read one by one.
+    pytest.importorskip("lmdb")
+    path = packed_many(tmp_path, "lmdb")
+    values, unread = readable(path)
+    os.remove(os.path.join(path, ".packed.lmdb-lock"))
+    assert cli.main(["verify", path]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert {line.split("'")[1] for line in lines
+            if line.startswith("damaged: key ")} == unread
+    assert cli.main(["repair", path]) == 1
+    out = capsys.readouterr().out
+    assert "already open" not in out
+    assert f"{len(unread)} dropped" in out
+    assert reopened(path) == (values, "lmdb")

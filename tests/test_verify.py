@@ -75,16 +75,39 @@ def test_verify_checksum_mismatch(sample, capsys):
 
 
 def test_verify_leftover_and_orphan(sample, capsys):
-    with open(os.path.join(sample, ".tmp.x.1"), "wb") as f:
-        f.write(b"half")
+    with open(os.path.join(sample, ".tmp.x.0123456789ab"), "wb") as f:
+        f.write(b"half")  # as chest.files.temp_name names them
     with open(os.path.join(sample, "stray"), "wb") as f:
         f.write(b"mine")
     assert cli.main(["verify", sample]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == [
-        "leftover: .tmp.x.1 (a temporary file left by an interrupted write)",
+        "leftover: .tmp.x.0123456789ab (a temporary file left by an interrupted "
+        "write)",
         "orphan: stray is a file no key refers to"]
     assert lines[2].startswith("2 problems")
+
+
+def test_verify_tells_a_users_dot_files_from_the_chests_leftovers(sample, capsys):
+    # Only names the chest makes are its leftovers (what repair, or opening
+    # the chest for writing, removes); a user's .tmp.notes is not one.
+    os.makedirs(os.path.join(sample, "sub"))
+    for name in (".tmp.notes", ".old.config", "sub/.tmp.draft", ".old.x.txt",
+                 ".old.x", "_a/.old.b"):
+        with open(os.path.join(sample, name), "w") as f:
+            f.write("mine")
+    assert cli.main(["verify", sample]) == 1
+    lines = capsys.readouterr().out.splitlines()[:-1]
+    assert sorted(lines) == sorted([
+        "orphan: .tmp.notes is a file no key refers to",
+        "orphan: .old.config is a file no key refers to",
+        "orphan: sub/.tmp.draft is a file no key refers to",
+        "orphan: .old.x.txt is a file no key refers to",
+        # Retired copies of files keys have: the chest's.
+        "leftover: .old.x (a retired value file, kept until a flush that did not "
+        "happen)",
+        "leftover: _a/.old.b (a retired value file, kept until a flush that did not "
+        "happen)"])
 
 
 def test_verify_crashed_chest(crashed, capsys):
