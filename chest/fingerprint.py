@@ -237,6 +237,10 @@ def _labels_token(labels: List[Any], numpy: Any) -> Optional[Tuple[Any, ...]]:
     return None
 
 
+#: Lengths of strings hashed at once (512 KiB as int64).
+_LENGTHS_AT_ONCE = 65536
+
+
 def _arrow_strings_token(array: Any, numpy: Any) -> Optional[Tuple[Any, ...]]:
     """The strings of a pyarrow-backed string array, by content: the
     lengths, the text and where the nulls are, streamed chunk by chunk, so
@@ -261,7 +265,12 @@ def _arrow_strings_token(array: Any, numpy: Any) -> Optional[Tuple[Any, ...]]:
             continue
         ends = numpy.frombuffer(offsets, dtype=width,
                                 count=start + size + 1)[start:]
-        lengths.update(numpy.diff(ends).astype(numpy.int64))
+        # A part at a time: the lengths of a million strings as int64 are
+        # 8 MB (with the diff's copy, 12 MB more in memory while a frame is
+        # written, for its column of strings).
+        for first in range(0, size, _LENGTHS_AT_ONCE):
+            part = ends[first:first + _LENGTHS_AT_ONCE + 1]
+            lengths.update(numpy.diff(part).astype(numpy.int64))
         first, last = int(ends[0]), int(ends[-1])
         if last > first:
             text.update(memoryview(data)[first:last])
