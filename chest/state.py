@@ -140,6 +140,17 @@ if yaml is not None:
 
     _StateDumper.add_representer(str, _state_str)
 
+    def _state_int(dumper: Any, value: int) -> Any:
+        # An int of more digits than Python turns into text (4,300) is pickled:
+        # YAML's text of it could not be read back either.
+        try:
+            str(value)
+        except ValueError:
+            return _pickled(dumper, value)
+        return dumper.represent_int(value)
+
+    _StateDumper.add_representer(int, _state_int)
+
     class _LineDumper(_StateDumper):
         """The dumper of one appended line: strings double-quoted, so that a
         line break in one is written ``\\n`` (YAML would fold it across lines
@@ -188,7 +199,10 @@ def _scalar(value: Any) -> Optional[str]:
     if t is bool:
         return "true" if value else "false"
     if t is int:
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # over Python's limit of digits: pickled (below)
+            return None
     if t is float:
         if value != value or value in (float("inf"), float("-inf")):
             return None  # (.nan, .inf: PyYAML)

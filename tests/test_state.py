@@ -100,6 +100,23 @@ def test_values_yaml_cannot_carry_round_trip(tmp_path):
         s.close()
 
 
+def test_ints_over_pythons_digit_limit_round_trip(tmp_path):
+    # str() of an int of more than 4,300 digits raises: setting one raised
+    # ValueError (the state unchanged, but the value refused).
+    path = str(tmp_path / "s.yaml")
+    big = 7 ** 10_000
+    with State(path) as s:
+        s.big = big
+        s.items = [1]
+        s["items"].append(-big)
+        s.n = 5
+    copy = copy_of(path, tmp_path)
+    for p in (path, copy):
+        s = State(p)
+        assert s.big == big and s["items"] == [1, -big] and s.n == 5
+        s.close()
+
+
 def test_a_line_cut_by_a_crash_is_dropped(tmp_path):
     path = str(tmp_path / "s.yaml")
     with State(path, kept=1) as s:
