@@ -69,6 +69,22 @@ _NO_KEY = object()
 LOOK = 8
 
 
+def _same(key: Hashable, keep: Any) -> bool:
+    """Is ``key`` the key ``keep``, as a dict finds keys (the same object,
+    or an equal hash and ``==``)? Never raises: a user's key whose ``__eq__``
+    assumes the other is of its own class (``self.name == other.name``)
+    raised AttributeError out of every eviction, and the key taken stayed
+    in memory for good."""
+    if key is keep:
+        return True
+    if keep is _NO_KEY:
+        return False
+    try:
+        return hash(key) == hash(keep) and bool(key == keep)
+    except Exception:
+        return False
+
+
 class Policy:
     """Priorities ``(weight(size, clean), last use)`` in a ``heapdict``,
     lowest out first; subclasses define :meth:`weight` (or, as
@@ -138,7 +154,7 @@ class Policy:
         all the same. Keys passed over stay where they were.
         """
         key, where = self._take()
-        if not (key is keep or key == keep) and (spare is None or not spare(key)):
+        if not _same(key, keep) and (spare is None or not spare(key)):
             return key  # (the common case: nothing passed over, nothing to put back)
         passed = [(key, where)]
         choice: Any = _NO_KEY
@@ -148,14 +164,14 @@ class Policy:
                     key, where = self._take()
                 except KeyError:
                     break
-                if (key is keep or key == keep) or (spare is not None and spare(key)):
+                if _same(key, keep) or (spare is not None and spare(key)):
                     passed.append((key, where))
                 else:
                     choice = key
                     break
             if choice is _NO_KEY:  # all passed over: the first but keep leaves
                 first = next((i for i, (k, _) in enumerate(passed)
-                              if not (k is keep or k == keep)), 0)
+                              if not _same(k, keep)), 0)
                 choice = passed.pop(first)[0]
         finally:
             for key, where in reversed(passed):

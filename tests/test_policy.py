@@ -145,6 +145,43 @@ def test_pop_keeps_a_key_while_another_can_go():
     assert q.pop() is None  # None is a key like any other
 
 
+class NamedKey:
+    """A common user key: its == assumes the other is one too."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __eq__(self, other):
+        return self.name == other.name
+
+
+@pytest.mark.parametrize("policy", ["clean-first", "lru", "largest"])
+def test_keys_whose_eq_takes_only_their_own_kind(policy):
+    # Every eviction compared the key it took with `keep` (a sentinel, or
+    # the key just read) by ==: AttributeError out of c[k] = v, and the key
+    # taken stayed in memory, over the budget, for good.
+    import numpy as np
+
+    from chest import Chest
+
+    c = Chest(available_memory=300_000, policy=policy)
+    for name in "abcdef":
+        c[NamedKey(name)] = np.zeros(20_000)  # 160 kB: one fits
+        c[5] = np.zeros(10)
+        assert c[NamedKey(name)].shape == (20_000,)
+        assert c.memory_usage <= 300_000
+    assert sorted(k.name for k in c if isinstance(k, NamedKey)) == list("abcdef")
+    p = make_policy(policy)
+    p.add(NamedKey("x"), 10, clean=True)
+    p.add(7, 10)
+    p.add(NamedKey("y"), 20)
+    popped = [p.pop(keep=7) for _ in range(3)]
+    assert [type(k) for k in popped] == [NamedKey, NamedKey, int]
+
+
 def test_clean_first_is_the_default_and_rereads_write_nothing(tmp_path):
     import numpy as np
 
