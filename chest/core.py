@@ -969,6 +969,17 @@ class Chest(MutableMapping):
         self.memory.hold(key, value, size)
         self._unwritable[key] = error
 
+    def _as_it_left(self, value: Any, data: Optional[bytes]) -> Any:
+        """A value taken back from flight: itself, unless its queued pickle
+        ``data`` says it was changed in place after it left memory (by a
+        caller that kept it); then the value as it left, from the pickle.
+        (It was returned changed: which value a key read depended on whether
+        enough other values had left to commit the queue, and a flush then
+        wrote the changed one.) Lock held."""
+        if data is None or self.codec.unchanged(bytes_token(data), value):
+            return value
+        return self.codec.loads(data)
+
     def _make_room_beside_read(self, incoming: int) -> Optional[threading.Thread]:
         """Start evicting in a thread while a large file is read, so that
         writing or checking the values that leave overlaps the read; None
@@ -1023,7 +1034,7 @@ class Chest(MutableMapping):
                     # packed) holds it as it was. Its commit finds the key
                     # no longer in flight and backs off.
                     stats.hits += 1
-                    value = self.flight.take_back(key)
+                    value = self._as_it_left(*self.flight.take_back(key))
                     self.memory.keep(key, value, nbytes(value))
                     over = self.memory.used > self._available_memory
                     break
@@ -1283,7 +1294,7 @@ class Chest(MutableMapping):
         for key in list(self.flight.values):
             # Another thread is writing it; write it now, its commit will
             # see that the key is no longer in flight and back off.
-            value = self.flight.take_back(key)
+            value = self._as_it_left(*self.flight.take_back(key))
             size = nbytes(value)
             try:
                 self._write(key, value, size)

@@ -16,7 +16,7 @@ more: it never writes and takes no lock (the caller holds the chest's).
 (True, True)
 >>> flight.queue("k", value, 232, 7, b"pickle")
 6
->>> flight.take_back("k") is value, flight.queued, "k" in flight
+>>> flight.take_back("k") == (value, b"pickle"), flight.queued, "k" in flight
 (True, {}, False)
 >>> flight.start("k", value); flight.queue("k", value, 232, 8, b"pickle")
 6
@@ -25,7 +25,7 @@ more: it never writes and takes no lock (the caller holds the chest's).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, List, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 __all__ = ["InFlight", "Queued"]
 
@@ -64,14 +64,19 @@ class InFlight:
         """``key``'s value is written and committed."""
         del self.values[key]
 
-    def take_back(self, key: Hashable) -> Any:
-        """``key``'s value, no longer in flight (read back, or kept in
-        memory because it could not be written); its queued pickle, if any,
-        is dropped. KeyError if it is not in flight."""
+    def take_back(self, key: Hashable) -> Tuple[Any, Optional[bytes]]:
+        """``key``'s value, no longer in flight (read back, or written by a
+        flush), and its queued pickle, taken out of the queue (None if it
+        was not queued: its write is under way). The pickle is the key's
+        value as it left memory: the caller compares the value with it (a
+        caller that kept the value may have changed it in place since).
+        KeyError if it is not in flight."""
         value = self.values.pop(key)
-        if self.queued:
-            self._unqueue(key)
-        return value
+        entry = self.queued.pop(key, None) if self.queued else None
+        if entry is None:
+            return value, None
+        self.queued_bytes -= len(entry[4])
+        return value, entry[4]
 
     def discard(self, key: Hashable) -> None:
         """Forget ``key``'s value in flight, if any (set or deleted)."""

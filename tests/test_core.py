@@ -1010,6 +1010,37 @@ def test_an_evicted_value_changed_after_it_left_is_not_taken_back(
     assert float(again["x"][0]) == 0.0 and float(again["x"][1]) == -2.0
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+@pytest.mark.parametrize("flush", [False, True])
+def test_a_small_value_changed_after_its_pickle_was_queued_is_not_taken_back(
+        tmp_path, engine, flush):
+    # A small value that left memory waits, pickled, for one commit of the
+    # packed engine with others. Changed in place meanwhile by a caller who
+    # kept it, it was read back changed (and a flush wrote the change);
+    # after the commit, the value as it left was read. Now: as it left.
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    c = Chest(path=str(tmp_path / "c"), available_memory=600_000, packed=engine)
+    a = np.full(1000, 1.0)          # 8 kB: packed
+    c["a"] = a
+    for i in range(10):
+        c[i] = np.full(10_000, float(i))  # 80 kB each: "a" leaves
+    assert "a" not in c.inmem and "a" in c.flight.queued
+    a[0] = 99.0                     # changed after it left
+    if flush:
+        c.flush()
+    else:
+        assert float(c["a"][0]) == 1.0
+    c["a"][1] = 5.0                 # changed while the chest holds it: kept
+    c.close()
+    again = Chest(path=str(tmp_path / "c"))
+    try:
+        assert float(again["a"][0]) == 1.0
+        assert float(again["a"][1]) == 5.0
+    finally:
+        again.close()
+
+
 def test_an_evicted_value_held_elsewhere_is_not_brought_back_once_the_key_changes(
         make_chest):
     c = make_chest(available_memory=10**6)

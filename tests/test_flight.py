@@ -19,7 +19,7 @@ def test_a_value_landed_or_taken_back_is_no_longer_in_flight():
     assert not flight.is_current("c", None)  # not in flight: never current
     flight.landed("a")
     assert "a" not in flight and len(flight) == 1
-    assert flight.take_back("b") is b and not flight
+    assert flight.take_back("b") == (b, None) and not flight
     with pytest.raises(KeyError):
         flight.take_back("b")
 
@@ -39,6 +39,15 @@ def test_the_queue_keeps_one_pickle_a_key_and_counts_its_bytes():
     assert flight.queued_bytes == 0 and "k" in flight  # still in flight
     flight.clear()
     assert not flight and not flight.queued
+
+
+def test_a_value_taken_back_comes_with_its_queued_pickle():
+    flight = InFlight()
+    value = {"x": 1}
+    flight.start("k", value)
+    flight.queue("k", value, 100, 1, b"12345")
+    assert flight.take_back("k") == (value, b"12345")  # the key's value as it left
+    assert not flight and not flight.queued and flight.queued_bytes == 0
 
 
 class ReadBackWhileWriting:
