@@ -25,8 +25,8 @@ this module's pieces:
 (2, ['b', 'c'], False)
 >>> worker_budget("/nowhere") is None
 True
->>> freed = FreedMemory(every=60.0)
->>> freed.release(), freed.release()   # the second within a minute: skipped
+>>> freed = FreedMemory(every=0.05)
+>>> freed.release(), freed.release()   # the second: done 50 ms later
 (True, False)
 """
 from __future__ import annotations
@@ -117,7 +117,8 @@ class FreedMemory:
     """Gives back to the operating system the memory that allocators keep
     after the program freed it: pyarrow's pool (if pyarrow is imported) and
     glibc's ``malloc`` (``malloc_trim``), at most once every ``every``
-    seconds. Never raises.
+    seconds (a request within that time is carried out when it is up).
+    Never raises.
 
     Why: a dask.distributed worker pauses when its process memory passes 80%
     of its limit, and calls ``evict()`` until it is below its target. Once
@@ -133,15 +134,43 @@ class FreedMemory:
         self.every = every
         self._last = -float("inf")
         self._lock = threading.Lock()
+        self._pending: Optional[threading.Timer] = None
 
     def release(self) -> bool:
-        """Release now, unless it was done less than ``every`` seconds ago:
-        whether it was done."""
+        """Release now: whether it was done. Asked again less than
+        ``every`` seconds after the last time, it is done once that time
+        is up, in a thread (a worker stops calling ``evict()`` once its store
+        is empty: a request dropped there was never made again, and a store
+        emptied twice within a second gave nothing back the second time)."""
         with self._lock:
-            now = time.monotonic()
-            if now - self._last < self.every:
+            wait = self._last + self.every - time.monotonic()
+            if wait > 0:
+                if self._pending is None:
+                    self._defer(wait)
                 return False
-            self._last = now
+            self._last = time.monotonic()
+        self._give_back()
+        return True
+
+    def _defer(self, wait: float) -> None:
+        """Release in ``wait`` seconds (lock held)."""
+        try:
+            timer = threading.Timer(wait, self._deferred)
+            timer.daemon = True
+            timer.start()
+        except Exception as e:  # no thread to be had: as before, dropped
+            logger.debug("freed memory not given back later: %r", e)
+            return
+        self._pending = timer
+
+    def _deferred(self) -> None:
+        with self._lock:
+            self._pending = None
+            self._last = time.monotonic()
+        self._give_back()
+
+    @staticmethod
+    def _give_back() -> None:
         pyarrow = sys.modules.get("pyarrow")
         if pyarrow is not None:
             try:
@@ -154,7 +183,6 @@ class FreedMemory:
                 trim(0)
             except Exception as e:
                 logger.debug("malloc_trim failed: %r", e)
-        return True
 
 
 #: The one every chest uses: the allocators are the process's.

@@ -4,6 +4,7 @@ from __future__ import annotations
 import platform
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -96,8 +97,23 @@ def test_freed_memory_goes_back_from_pyarrow_and_malloc(monkeypatch):
     freed = worker.FreedMemory(every=3600)
     assert freed.release() is True
     assert release.calls == [()] and trim.calls == [(0,)]
-    assert freed.release() is False  # within the hour: not again
+    assert freed.release() is False  # within the hour: not now
     assert len(release.calls) == 1 and len(trim.calls) == 1
+    freed._pending.cancel()
+
+
+def test_freed_memory_asked_too_soon_is_given_back_later(monkeypatch):
+    # Dropped, a request was never made again: a worker calls evict() only
+    # while its store holds something, so a store emptied twice within a
+    # second gave nothing back the second time.
+    trim = _Recorder()
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setattr(worker, "_malloc_trim", lambda: trim)
+    freed = worker.FreedMemory(every=0.2)
+    assert freed.release() is True and len(trim.calls) == 1
+    assert freed.release() is False and freed.release() is False  # one later
+    time.sleep(0.5)
+    assert len(trim.calls) == 2 and freed._pending is None
 
 
 def test_freed_memory_never_raises(monkeypatch):
