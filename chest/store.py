@@ -684,10 +684,11 @@ class Store:
             with self._engine_lock:
                 engine = self._engines.get(name)
                 if engine is None:
-                    if self.journal is not None:
+                    if self.journal is not None and not self._index_found:
                         # Before the database holds anything, so that a folder
                         # with values in it always has an index or a journal
-                        # (see _refuse_values_without_index).
+                        # (see _refuse_values_without_index); once there is an
+                        # index, it is never removed.
                         self.journal.touch()
                     engine = open_engine(name, self.path, readonly=self.readonly,
                                          durable=self.durable, file_mode=self.file_mode)

@@ -1477,6 +1477,14 @@ def test_a_lost_index_beside_packed_values_is_an_error(tmp_path, engine):
         assert sum(1 for _ in left.slots(0)) == 50  # all still there
     finally:
         left.close()
+    os.remove(os.path.join(path, c.store.packed_path(engine)))  # (its files)
+    with Chest(path=path, packed=engine) as c:  # a new chest: a journal first
+        c["x"] = "small"
+        c.move_to_disk("x")
+        assert os.path.exists(os.path.join(path, JOURNAL_NAME))
+    with Chest(path=path) as c:  # read, once there is an index: none
+        assert c["x"] == "small"
+    assert not os.path.exists(os.path.join(path, JOURNAL_NAME))
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
