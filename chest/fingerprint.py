@@ -8,7 +8,9 @@ eviction time:
 - immutable values (``None``, numbers, ``str``, ``bytes``, and tuples or
   frozensets of those) cannot change: their token is :data:`IMMUTABLE`;
 - numpy arrays and ``bytearray`` get a 64-bit xxh3 hash of their memory
-  (15-25 GB/s) together with dtype and shape;
+  (15-25 GB/s) together with dtype (with its metadata) and shape; a
+  read-only map of the chest's own file (``mmap=True``) only its dtype,
+  shape and strides: its data cannot change, its view can;
 - pandas ``DataFrame``, ``Series`` and ``Index`` (exact classes) get a
   tuple of everything a pickle of them holds: the class, shape, index and
   column labels with their names (``freq`` of datetime indexes), dtypes,
@@ -80,19 +82,30 @@ def unchanged(token: Hashable, value: Any, dumps: Callable[[Any], bytes]) -> boo
     """Does ``value`` still match ``token`` (from :func:`fingerprint` or
     :func:`bytes_token`)?
 
-    A read-only memory map of the key's own file always does.
     """
     if type(token) is tuple and token[0] == "bytes":
         try:
             return bytes_token(dumps(value)) == token
         except Exception:
             return False
-    return _is_mapped_array(value) or fingerprint(value) == token
+    now = fingerprint(value)
+    if type(now) is tuple and now[0] == "mapped" and type(token) is tuple \
+            and token[0] == "ndarray":
+        # A map of the file written from the array the token is of: the
+        # same data, so the same value if it is viewed the same way.
+        return now[1:] == token[1:4]
+    return now == token
 
 
-def _is_mapped_array(value: Any) -> bool:
-    numpy = sys.modules.get("numpy")
-    return numpy is not None and type(value) is numpy.ndarray and _is_mapped(value)
+def _dtype_kind(dtype: Any) -> Any:
+    """What of a dtype a token holds: its str ('<f8', with the byte order),
+    or its pickle where that says more: a structured dtype's str is only
+    its width ('|V12'; its fields' names, types and byte order are in the
+    pickle), and metadata (``np.dtype('f8', metadata={...})``, h5py's
+    enums) is not in the str either."""
+    if dtype.fields is None and dtype.metadata is None:
+        return dtype.str
+    return pickle.dumps(dtype, protocol=5)
 
 
 class FileMap(mmap.mmap):
@@ -124,14 +137,14 @@ def fingerprint(value: Any) -> Optional[Hashable]:
     if type(value) is bytearray:
         return ("bytearray", len(value), xxhash.xxh3_64_intdigest(value))
     if numpy is not None and type(value) is numpy.ndarray:
-        if _is_mapped(value):
-            return IMMUTABLE  # a read-only map of a file no one changes
         dtype = value.dtype
+        if _is_mapped(value):
+            # A read-only map of a file no one changes: its data cannot
+            # change, but its shape and dtype can (``a.shape = ...``).
+            return ("mapped", _dtype_kind(dtype), value.shape, value.strides)
         if dtype.hasobject:
             return None
-        # A structured dtype's str is only its width ('|V12'): its fields'
-        # names, types and byte order are in its pickle.
-        kind = dtype.str if dtype.fields is None else pickle.dumps(dtype, protocol=5)
+        kind = _dtype_kind(dtype)
         if value.flags.c_contiguous:
             data = value
         elif value.flags.f_contiguous:

@@ -958,6 +958,21 @@ def test_mmap_loads_read_only_maps_and_evicts_them_for_free(make_chest, chest_pa
         make_chest("other", mmap=True, dump=json.dump, load=json.load, mode="t")
 
 
+def test_a_mapped_array_reshaped_in_place_is_written(make_chest, chest_path):
+    # A read-only map's data cannot change, but its shape and dtype can:
+    # taken for unchanged, the change was lost.
+    c = make_chest(available_memory=10**6, mmap=True)
+    c["x"] = np.arange(100_000.0)
+    c["y"] = np.arange(100_000.0)   # x goes to disk
+    x = c["x"]                      # mapped
+    x.shape = (100, 1000)
+    del x
+    c["y"]                          # x leaves memory: written
+    c.close()
+    again = make_chest(path=chest_path)
+    assert again["x"].shape == (100, 1000)
+
+
 # -- values evicted while something else holds them ------------------------
 def test_an_evicted_value_still_held_elsewhere_comes_back_without_a_read(make_chest):
     c = make_chest(available_memory=10**6)

@@ -393,7 +393,9 @@ def test_a_read_only_map_of_a_users_file_is_not_immutable(tmp_path):
     writable.close()
 
 
-def test_an_array_over_the_chests_own_map_is_immutable(tmp_path):
+def test_an_array_over_the_chests_own_map_changes_only_its_view(tmp_path):
+    # Its data cannot change; its shape and dtype can (they were taken for
+    # unchanged: the change was never written).
     from chest import serialize
 
     path = tmp_path / "value"
@@ -402,8 +404,23 @@ def test_an_array_over_the_chests_own_map_is_immutable(tmp_path):
     with open(path, "rb") as f:
         a = serialize.load_mapped(f)
     assert not a.flags.writeable
-    assert fingerprint(a) is IMMUTABLE
-    assert unchanged(("ndarray",), a, pickle.dumps)
+    token = fingerprint(a)
+    assert token[0] == "mapped" and unchanged(token, a, pickle.dumps)
+    assert fingerprint(a) == token  # (no hash of the data: nothing to read)
+    a.shape = (1000, 100)
+    assert not unchanged(token, a, pickle.dumps)
+    a.shape = (100_000,)
+    assert unchanged(token, a, pickle.dumps)
+    a.dtype = ">f8"
+    assert not unchanged(token, a, pickle.dumps)
+
+
+def test_dtype_metadata_is_in_the_token():
+    x = np.arange(10.0).astype(np.dtype("f8", metadata={"unit": "m"}))
+    token = fingerprint(x)
+    x.dtype = np.dtype("f8", metadata={"unit": "km"})
+    assert fingerprint(x) != token
+    assert fingerprint(np.arange(10.0)) != token
 
 
 def test_a_wide_frame_of_short_columns_gets_no_token():
