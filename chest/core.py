@@ -1105,8 +1105,19 @@ class Chest(MutableMapping):
     # -- dask.distributed's spilling interface -----------------------------------
     @property
     def fast(self) -> Dict[Hashable, Any]:
-        """The values in memory (what a distributed worker may ask to evict)."""
-        return self.inmem
+        """The values in memory (what a distributed worker may ask to evict).
+
+        Read while empty, it gives freed memory back to the system (see
+        :class:`~chest.worker.FreedMemory`: at most once a second). A
+        worker reads it only when its process is over its spill threshold,
+        and stops there if it is empty: a worker paused with nothing in its
+        store stays paused unless its memory goes down by itself. One stalled
+        so, with dask's own SpillBuffer, until giving memory back took it
+        from 273 to 244 MiB and it resumed."""
+        inmem = self.inmem
+        if not inmem:
+            FREED_MEMORY.release()
+        return inmem
 
     @property
     def slow(self) -> OnDiskKeys:

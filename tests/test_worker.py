@@ -146,3 +146,18 @@ def test_evict_gives_freed_memory_back_once_nothing_is_left(monkeypatch, tmp_pat
         assert c.evict() == -1 and calls == [1, 1]
     finally:
         c.close()
+
+
+def test_fast_read_while_empty_gives_freed_memory_back(monkeypatch, tmp_path):
+    # A worker over its spill threshold reads `fast` and stops there if it
+    # is empty: the one moment a paused worker with an empty store asks.
+    calls = []
+    monkeypatch.setattr(core, "FREED_MEMORY",
+                        types.SimpleNamespace(release=lambda: calls.append(1)))
+    c = Chest(path=str(tmp_path / "c"), available_memory=10**6)
+    try:
+        assert not c.fast and calls == [1]
+        c["a"] = bytes(1000)
+        assert c.fast and calls == [1]
+    finally:
+        c.close()
