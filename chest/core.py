@@ -1166,8 +1166,10 @@ class Chest(MutableMapping):
                     return
                 raise KeyError(key)
             self._writable("move a value to disk")
-            value = self.inmem[key]
             self._on_overflow(key)
+            value = self.inmem.get(key, _MISSING)
+            if value is _MISSING:
+                return  # the callback deleted (or moved) it: nothing to move
             if not self._is_clean(key, value):
                 try:
                     self._write(key, value, self._sizes[key])
@@ -1314,6 +1316,8 @@ class Chest(MutableMapping):
                 failures[key] = e
         self._pack_all()
         for key in list(self.inmem):
+            if key not in self.inmem:
+                continue  # an on_overflow callback deleted (or moved) it meanwhile
             try:
                 self.move_to_disk(key)
             except Exception as e:

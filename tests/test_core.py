@@ -863,6 +863,26 @@ def test_on_overflow_that_changes_the_evicted_key(make_chest, change):
     assert c.memory_usage == sum(c._sizes.values()) <= c.available_memory
 
 
+def test_on_overflow_deleting_keys_during_flush_and_move_to_disk(make_chest):
+    # A key the callback deleted while flush() wrote the others was reported
+    # as unwritten ("stay in memory only": KeyError); move_to_disk of a key
+    # the callback deleted raised KeyError.
+    def on_overflow(key):
+        if key == "a" and "b" in c:
+            del c["b"]
+        if key == "self":
+            del c["self"]
+
+    c = make_chest(available_memory=10**6, on_overflow=on_overflow)
+    c["a"], c["b"], c["z"] = [1], [2], [3]
+    c.flush()
+    assert sorted(c) == ["a", "z"] and not c.inmem
+    c["self"] = [4]
+    c.move_to_disk("self")
+    assert "self" not in c
+    c.close()
+
+
 def test_prefetch_and_get_from_disk(make_chest):
     c = make_chest(available_memory=10**6)
     for i in range(5):
