@@ -912,6 +912,30 @@ def test_prefetch_with_a_user_open_many(make_chest):
     assert len(opened) == 2 and set(c.inmem) == {1, 2}
 
 
+def test_prefetch_with_a_user_open_many_keeps_the_budget_as_it_goes(make_chest):
+    # A batch of up to 512 values was loaded before any left (116 MB held
+    # through a 20 MB budget); chest 0.2.3 shrank after each value.
+    import pickle
+
+    most = [0]
+
+    def load(f):
+        most[0] = max(most[0], c.memory_usage)
+        return pickle.load(f)
+
+    def open_many(names, mode):
+        from chest.codec import open_many as _open_many
+        return _open_many(names, mode)
+
+    c = make_chest(available_memory=2_000_000, open_many=open_many, load=load)
+    for i in range(10):
+        c[i] = np.zeros(50_000)  # 400 kB each: 4 MB in all
+    c.flush()
+    c.prefetch(list(range(10)))
+    assert most[0] <= 2_000_000 and c.memory_usage <= 2_000_000
+    assert c.inmem and all(float(c[i][0]) == 0.0 for i in range(10))
+
+
 def test_prefetch_with_a_user_open_many_names_the_missing_key_and_file(make_chest):
     def open_many(names, mode):
         from chest.codec import open_many as _open_many
