@@ -400,6 +400,17 @@ class Chest(MutableMapping):
         with self.lock:
             return self.policy.priorities()
 
+    @property
+    def counter(self) -> int:
+        """chest 0.2.3's use counter: a number that grows with every use of
+        a key (the policy's clock; reading it changes nothing else)."""
+        return self.policy.clock()
+
+    @property
+    def _explicitly_given_path(self) -> bool:
+        # (chest 0.2.3's name, which its own tests read: was a path given?)
+        return not self.session.temporary
+
     # -- MutableMapping --------------------------------------------------------
     def __getitem__(self, key: Hashable) -> Any:
         value = self.inmem.get(key, _MISSING)  # (a miss raising KeyError costs more)

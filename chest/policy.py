@@ -144,6 +144,11 @@ class Policy:
         self.heap.clear()
         self._last_use.clear()
 
+    def clock(self) -> int:
+        """A number that grows with every use of a key (chest 0.2.3's
+        ``counter``)."""
+        return next(self._ticks)
+
     def pop(self, keep: Any = _NO_KEY,
             spare: Optional[Callable[[Hashable], bool]] = None) -> Hashable:
         """Remove and return the key to evict next; KeyError if there is none.

@@ -506,6 +506,21 @@ def test_index_is_the_chests_own_versioned_format(make_chest):
         assert f.read(12) == b"chest-index\n"
 
 
+def test_the_original_chests_other_names(make_chest):
+    # chest 0.2.3's own tests read these (and import chest.utils).
+    from chest.utils import raise_KeyError, raises
+
+    c = make_chest(available_memory=10**6)
+    assert c._explicitly_given_path
+    before = c.counter
+    c["x"] = 1
+    c["x"]
+    assert c.counter > before
+    assert raises(KeyError, lambda: raise_KeyError("x"))
+    from chest import Chest
+    assert not Chest()._explicitly_given_path
+
+
 def test_a_chest_of_the_original_chest_reopens(chest_path):
     # chest 0.2.3 wrote its index with the user's dump (pickle protocol 1).
     os.makedirs(os.path.join(chest_path, "_spam"))
