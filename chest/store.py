@@ -31,10 +31,12 @@ import os
 import shutil
 import time
 import threading
+import warnings
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional,
                     Set, Tuple, Union)
 
-from .errors import DiskBudgetError, IndexFileError, ValueFileError, describe
+from .errors import (ChestWarning, DiskBudgetError, IndexFileError, ValueFileError,
+                     describe)
 from .files import (FILE_MODE, OLD_PREFIX, TEMP_EXTRA, TMP_PREFIX, Written,
                     is_temp_name, make_folder, open_raw, read_whole, remove_quietly,
                     size_of_open_file, sync_dir, temp_name)
@@ -178,6 +180,9 @@ class Store:
         self._retired_slots: Set[Slot] = set()  # slots the index on disk names
         self._engines: Dict[str, PackedEngine] = {}
         self._scanned: Dict[str, Dict[int, int]] = {}  # while opening
+        #: key -> its file name in a chest 0.2 index that this chest would
+        #: not make (see _legacy_name): given a name of its own on opening.
+        self._legacy_names: Dict[Hashable, str] = {}
         #: engine -> why it could not be read when the store opened.
         self.broken: Dict[str, str] = {}
         # Slots are numbered from one counter for every engine, never reused,
@@ -209,7 +214,8 @@ class Store:
             self._journaled_keys = {key for key, _, _ in journaled}
             self._recover_slots()
             separated = self._separate_shared_files()
-            if replayed or separated:
+            renamed = self._adopt_legacy_names()
+            if replayed or separated or renamed:
                 # Make the recovery durable; this also empties the journal.
                 try:
                     self.write_index(list(self.files))
@@ -222,7 +228,27 @@ class Store:
                                  f"({describe(e)}); nothing is lost: open it again "
                                  f"once there is room, or now with readonly=True",
                         self.index_path) from e
+            for old in renamed:  # (the index written names them no more)
+                try:
+                    os.remove(old)
+                except FileNotFoundError:
+                    pass
         self._scanned.clear()
+
+    def _adopt_legacy_names(self) -> List[str]:
+        """Give each key whose chest 0.2 file name this chest would not make
+        (over 200 bytes, or starting with a dot) a name of its own: a hard
+        link (or copy) now, the old name removed once an index that no longer
+        names it is written (the caller does). The old names, absolute."""
+        old_names = []
+        for key, name in self._legacy_names.items():
+            if self.names.get(key) != name:
+                continue
+            source = self.full_path(self.names.pop(key))
+            self.commit(key, self.link_temp(source, self.prepare(key)))
+            old_names.append(source)
+        self._legacy_names.clear()
+        return old_names
 
     def _separate_shared_files(self) -> bool:
         """Give every key its own file where a chest 0.2 index had two keys
@@ -1011,16 +1037,39 @@ class Store:
                 raise IndexFileError(filename, f"bad file name {name!r} of key {key!r}")
             if os.path.isabs(name):
                 name = os.path.relpath(name, self.path)
-            safe = safe_name(name)
+            safe = safe_name(name) or self._legacy_name(key, name, filename)
             if safe is None:
-                raise IndexFileError(
-                    filename, f"unsafe file name {name!r} of key {key!r}")
+                continue  # (warned: left out, its file left where it is)
             try:
                 size = os.stat(self.full_path(safe)).st_size
             except FileNotFoundError:
                 continue  # chest 0.2 listed keys that were never written
             entries.append((key, safe, size))
         return entries
+
+    def _legacy_name(self, key: Hashable, name: str, filename: str) -> Optional[str]:
+        """A chest 0.2 file name this chest would not make, as it can be
+        kept: ``./x`` and ``d//x`` as ``x`` and ``d/x``; a name inside the
+        folder over 200 bytes (chest 0.2 named an identifier key by itself)
+        or starting with a dot, kept to be given a name of its own on
+        opening; None, with a warning, for a name outside the folder or one
+        of this chest's own (the key is left out, its file left alone: one
+        such name no longer refuses the whole chest)."""
+        parts = [p for p in name.replace(os.sep, "/").split("/") if p not in ("", ".")]
+        joined = "/".join(parts)
+        if parts and safe_name(joined) == joined:
+            return joined
+        if parts and all(p != ".." and "\0" not in p and "\\" not in p
+                         and len(p.encode("utf-8", "surrogatepass")) <= 255
+                         and not p.startswith((TMP_PREFIX, OLD_PREFIX, ".packed."))
+                         and p not in (INDEX_NAME, JOURNAL_NAME) for p in parts):
+            self._legacy_names[key] = joined
+            return joined
+        warnings.warn(f"chest at {self.path}: its chest 0.2 index {filename} names "
+                      f"the file {name!r} for key {key!r}, outside the folder or one "
+                      f"of the chest's own: the key is left out (its file, if any, is "
+                      f"left where it is)", ChestWarning, stacklevel=2)
+        return None
 
     def _replay_journal(self) -> List[Tuple[Hashable, Optional[str], int]]:
         """Add the keys written (and drop those deleted) since the index was

@@ -539,6 +539,39 @@ def test_a_chest_of_the_original_chest_reopens(chest_path):
     again.close()
 
 
+def test_names_the_original_chest_made_that_this_one_would_not(chest_path):
+    # One name over 200 bytes (chest 0.2.3 named an identifier key by itself),
+    # starting with a dot, or written './x' or 'd//x' refused the whole chest
+    # (IndexFileError: unsafe file name). Now each key is kept (the first two
+    # get a name of their own on opening); a name outside the folder leaves
+    # its key out, with a warning, and its file alone.
+    long = "p" * 230
+    names = {long: long, "dot": ".dot", "here": "./here", "deep": "d//deep",
+             "out": "../outside"}
+    os.makedirs(os.path.join(chest_path, "d"))
+    for key, name in names.items():
+        with open(os.path.join(chest_path, name), "wb") as f:
+            pickle.dump(f"value of {key}", f, protocol=1)
+    with open(os.path.join(chest_path, ".keys"), "wb") as f:
+        pickle.dump(list(names.items()), f, protocol=1)
+    kept = {key: f"value of {key}" for key in names if key != "out"}
+    with pytest.warns(ChestWarning, match="'../outside' for key 'out'"):
+        reader = Chest(path=chest_path, readonly=True)
+    assert dict(reader.items()) == kept
+    reader.close()
+    with pytest.warns(ChestWarning, match="left out"):
+        c = Chest(path=chest_path)
+    assert dict(c.items()) == kept
+    assert not os.path.exists(os.path.join(chest_path, long))  # renamed
+    assert not os.path.exists(os.path.join(chest_path, ".dot"))
+    c[long] = "set again"
+    c.close()
+    again = Chest(path=chest_path)
+    assert again[long] == "set again" and again["dot"] == "value of dot"
+    again.close()
+    assert os.path.exists(os.path.join(os.path.dirname(chest_path), "outside"))
+
+
 def test_keys_sharing_a_file_in_a_chest_of_the_original_get_their_own(chest_path):
     # chest 0.2.3 gave 1 and '1' one file; setting one then left the other
     # (or itself) with the wrong value, also after reopening.
