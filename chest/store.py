@@ -239,7 +239,9 @@ class Store:
         """Give each key whose chest 0.2 file name this chest would not make
         (over 200 bytes, or starting with a dot) a name of its own: a hard
         link (or copy) now, the old name removed once an index that no longer
-        names it is written (the caller does). The old names, absolute."""
+        names it is written (the caller does). The old names, absolute.
+        (If that cannot be done, a full disk, opening for writing fails: an
+        index names only names this chest makes, and a reader opens.)"""
         old_names = []
         for key, name in self._legacy_names.items():
             if self.names.get(key) != name:

@@ -572,6 +572,33 @@ def test_names_the_original_chest_made_that_this_one_would_not(chest_path):
     assert os.path.exists(os.path.join(os.path.dirname(chest_path), "outside"))
 
 
+def test_a_long_original_name_on_a_full_disk_opens_for_reading(chest_path, monkeypatch):
+    import errno
+
+    import chest.store
+
+    long = "p" * 230
+    os.makedirs(chest_path)
+    with open(os.path.join(chest_path, long), "wb") as f:
+        pickle.dump("long", f, protocol=1)
+    with open(os.path.join(chest_path, ".keys"), "wb") as f:
+        pickle.dump([(long, long)], f, protocol=1)
+
+    def full(self, source, filename):
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(chest.store.Store, "link_temp", full)
+    with pytest.raises(OSError, match="No space"):
+        Chest(path=chest_path)
+    reader = Chest(path=chest_path, readonly=True)
+    assert reader[long] == "long"
+    reader.close()
+    monkeypatch.undo()
+    again = Chest(path=chest_path)
+    assert again[long] == "long" and not os.path.exists(os.path.join(chest_path, long))
+    again.close()
+
+
 def test_keys_sharing_a_file_in_a_chest_of_the_original_get_their_own(chest_path):
     # chest 0.2.3 gave 1 and '1' one file; setting one then left the other
     # (or itself) with the wrong value, also after reopening.
