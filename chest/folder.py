@@ -59,7 +59,8 @@ __all__ = [
     "Entry", "IndexInfo", "JournalInfo", "Loaded", "check_folder", "read_index",
     "read_journal_file", "walk_files", "effective_entries", "journal_changes",
     "lock_state", "check_value_file", "key_from_name", "BACKUP_NAME",
-    "full_path", "retired_name", "stat_size", "is_chest_file", "leftover_kind",
+    "full_path", "retired_name", "ENGINE_FILES", "stat_size", "is_chest_file",
+    "leftover_kind",
     "place_text", "describe_place", "engine_filename", "PackedInfo", "PackedReader",
     "read_packed", "place_sizes", "check_value_bytes", "open_packed", "damaged_name",
     "is_journal_place", "journal_sizes", "read_journal_value",
@@ -158,7 +159,7 @@ def check_folder(path: str) -> str:
         raise FolderError(f"cannot read the folder {path}: {e.strerror or e}") from e
     if INDEX_NAME in names or JOURNAL_NAME in names:
         return path
-    if all(n.startswith((TMP_PREFIX, OLD_PREFIX)) or n in _ENGINE_FILES for n in names):
+    if all(n.startswith((TMP_PREFIX, OLD_PREFIX)) or n in ENGINE_FILES for n in names):
         return path
     raise FolderError(f"{path} is not a chest folder: it has no {INDEX_NAME} index "
                       f"and no {JOURNAL_NAME}")
@@ -309,7 +310,8 @@ def place_sizes(files: Mapping[str, int], slots: Mapping[Slot, int]) -> Dict[Any
 
 
 # -- places and packed values -------------------------------------------------------
-_ENGINE_FILES = frozenset(f for name in ENGINE_NAMES for f in engine_files(name))
+#: The files of every packed engine (a database and its companions).
+ENGINE_FILES = frozenset(f for name in ENGINE_NAMES for f in engine_files(name))
 
 
 def engine_filename(engine: str) -> str:
@@ -724,7 +726,7 @@ def is_chest_file(name: str) -> bool:
     """The chest's own files at the top of its folder: index, journal, the
     packed engines' files and their companions, and the copies ``repair``
     keeps of damaged ones."""
-    return name in (INDEX_NAME, JOURNAL_NAME) or name in _ENGINE_FILES or \
+    return name in (INDEX_NAME, JOURNAL_NAME) or name in ENGINE_FILES or \
         name.startswith(BACKUP_NAME) or \
         any(name.startswith(damaged_name(engine)) for engine in ENGINE_NAMES)
 

@@ -50,7 +50,8 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
 
 from .lock import WriterLock, held_here
 from .errors import ChestLockedError, FolderError, describe
-from .folder import (BACKUP_NAME, Entry, IndexInfo, JournalInfo, Loaded, PackedReader,
+from .folder import (BACKUP_NAME, ENGINE_FILES, Entry, IndexInfo, JournalInfo,
+                     Loaded, PackedReader,
                      damaged_name, describe_place, engine_filename, full_path,
                      place_sizes, place_text, retired_name, is_chest_file, check_folder,
                      check_value_bytes, check_value_file, effective_entries,
@@ -86,8 +87,6 @@ def _take_writer_lock(path: str) -> WriterLock:
 #: replaces: a folder ``.tmp.packed.<12 hex digits>`` in the chest's folder
 #: (a crash of ``repair`` leaves it; the next ``repair`` removes it).
 REBUILD_BASE = "packed"
-
-_ENGINE_FILES = frozenset(f for engine in ENGINE_NAMES for f in engine_files(engine))
 
 
 class Leftovers:
@@ -145,7 +144,7 @@ class Leftovers:
         """What the leftover ``name`` (relative, '/'-separated) is, for
         humans; None if the chest did not write it."""
         folder, _, base = name.rpartition("/")
-        if is_rebuild_folder(folder) and base in _ENGINE_FILES:
+        if is_rebuild_folder(folder) and base in ENGINE_FILES:
             return "a packed database repair was building when it stopped"
         if is_temp_name(base):
             return "a temporary file left by an interrupted write"

@@ -134,10 +134,17 @@ def test_malloc_trim_is_found_on_glibc():
     assert worker._malloc_trim() is not None
 
 
-def test_evict_gives_freed_memory_back_once_nothing_is_left(monkeypatch, tmp_path):
+@pytest.fixture
+def releases(monkeypatch):
+    """The calls every chest makes to give freed memory back."""
     calls = []
     monkeypatch.setattr(core, "FREED_MEMORY",
                         types.SimpleNamespace(release=lambda: calls.append(1)))
+    return calls
+
+
+def test_evict_gives_freed_memory_back_once_nothing_is_left(releases, tmp_path):
+    calls = releases
     c = Chest(path=str(tmp_path / "c"), available_memory=10**6)
     try:
         c["a"], c["b"] = bytes(1000), bytes(1000)
@@ -148,12 +155,10 @@ def test_evict_gives_freed_memory_back_once_nothing_is_left(monkeypatch, tmp_pat
         c.close()
 
 
-def test_fast_read_while_empty_gives_freed_memory_back(monkeypatch, tmp_path):
+def test_fast_read_while_empty_gives_freed_memory_back(releases, tmp_path):
     # A worker over its spill threshold reads `fast` and stops there if it
     # is empty: the one moment a paused worker with an empty store asks.
-    calls = []
-    monkeypatch.setattr(core, "FREED_MEMORY",
-                        types.SimpleNamespace(release=lambda: calls.append(1)))
+    calls = releases
     c = Chest(path=str(tmp_path / "c"), available_memory=10**6)
     try:
         assert not c.fast and calls == [1]
