@@ -866,7 +866,7 @@ class Chest(MutableMapping):
                 if self._is_clean(key, value):
                     self._let_go(key, value, size)
                     return size
-                self.flight.start(key, value)
+                self.flight.start(key, value, size)
                 try:
                     filename = None if self._packs(size) else self.store.prepare(key)
                 except Exception as e:
@@ -980,16 +980,14 @@ class Chest(MutableMapping):
         self.memory.hold(key, value, size)
         self._unwritable[key] = error
 
-    def _as_it_left(self, value: Any, data: Optional[bytes]) -> Any:
-        """A value taken back from flight: itself, unless its queued pickle
-        ``data`` says it was changed in place after it left memory (by a
-        caller that kept it); then the value as it left, from the pickle.
-        (It was returned changed: which value a key read depended on whether
-        enough other values had left to commit the queue, and a flush then
-        wrote the changed one.) Lock held."""
-        if data is None or self.codec.unchanged(bytes_token(data), value):
-            return value
-        return self.codec.loads(data)
+    def _changed_since(self, value: Any, data: bytes) -> bool:
+        """Was ``value``, taken back from flight, changed in place after it
+        left memory (by a caller that kept it), as its queued pickle
+        ``data`` says? Then the key's value is the one in the pickle, as it
+        left. (It was returned changed: which value a key read depended on
+        whether enough other values had left to commit the queue, and a
+        flush then wrote the changed one.) Lock held."""
+        return not self.codec.unchanged(bytes_token(data), value)
 
     def _make_room_beside_read(self, incoming: int) -> Optional[threading.Thread]:
         """Start evicting in a thread while a large file is read, so that
@@ -1045,8 +1043,13 @@ class Chest(MutableMapping):
                     # packed) holds it as it was. Its commit finds the key
                     # no longer in flight and backs off.
                     stats.hits += 1
-                    value = self._as_it_left(*self.flight.take_back(key))
-                    self.memory.keep(key, value, nbytes(value))
+                    value, size, data = self.flight.take_back(key)
+                    if data is None or not self._changed_since(value, data):
+                        # (As it left: counted as it left, not sized again.)
+                        self.memory.keep(key, value, size)
+                    else:
+                        value = self.codec.loads(data)
+                        self.memory.keep(key, value, nbytes(value))
                     over = self.memory.used > self._available_memory
                     break
                 if self._left:
@@ -1322,8 +1325,10 @@ class Chest(MutableMapping):
         for key in list(self.flight.values):
             # Another thread is writing it; write it now, its commit will
             # see that the key is no longer in flight and back off.
-            value = self._as_it_left(*self.flight.take_back(key))
-            size = nbytes(value)
+            value, size, data = self.flight.take_back(key)
+            if data is not None and self._changed_since(value, data):
+                value = self.codec.loads(data)
+                size = nbytes(value)
             try:
                 self._write(key, value, size)
             except Exception as e:

@@ -11,14 +11,14 @@ more: it never writes and takes no lock (the caller holds the chest's).
 
 >>> flight = InFlight()
 >>> value = {"a": 1}
->>> flight.start("k", value)
+>>> flight.start("k", value, 232)
 >>> flight.is_current("k", value), "k" in flight
 (True, True)
 >>> flight.queue("k", value, 232, 7, b"pickle")
 6
->>> flight.take_back("k") == (value, b"pickle"), flight.queued, "k" in flight
+>>> flight.take_back("k") == (value, 232, b"pickle"), flight.queued, "k" in flight
 (True, {}, False)
->>> flight.start("k", value); flight.queue("k", value, 232, 8, b"pickle")
+>>> flight.start("k", value, 232); flight.queue("k", value, 232, 8, b"pickle")
 6
 >>> [entry[3] for entry in flight.take_queue()], flight.queued_bytes
 ([8], 0)
@@ -40,6 +40,8 @@ class InFlight:
     def __init__(self) -> None:
         #: key -> the value being written for it.
         self.values: Dict[Hashable, Any] = {}
+        #: key -> the size its value was counted with in memory.
+        self.sizes: Dict[Hashable, int] = {}
         #: key -> its queued pickle (a read takes it out in O(1)).
         self.queued: Dict[Hashable, Queued] = {}
         #: The bytes of the queued pickles.
@@ -51,9 +53,11 @@ class InFlight:
     def __len__(self) -> int:
         return len(self.values)
 
-    def start(self, key: Hashable, value: Any) -> None:
-        """``key``'s ``value`` leaves memory, to be written."""
+    def start(self, key: Hashable, value: Any, size: int) -> None:
+        """``key``'s ``value`` (of ``size`` bytes in memory) leaves memory,
+        to be written."""
         self.values[key] = value
+        self.sizes[key] = size
 
     def is_current(self, key: Hashable, value: Any) -> bool:
         """Is ``value`` still the one in flight for ``key`` (not set,
@@ -62,26 +66,28 @@ class InFlight:
 
     def landed(self, key: Hashable) -> None:
         """``key``'s value is written and committed."""
-        del self.values[key]
+        del self.values[key], self.sizes[key]
 
-    def take_back(self, key: Hashable) -> Tuple[Any, Optional[bytes]]:
+    def take_back(self, key: Hashable) -> Tuple[Any, int, Optional[bytes]]:
         """``key``'s value, no longer in flight (read back, or written by a
-        flush), and its queued pickle, taken out of the queue (None if it
-        was not queued: its write is under way). The pickle is the key's
-        value as it left memory: the caller compares the value with it (a
-        caller that kept the value may have changed it in place since).
-        KeyError if it is not in flight."""
+        flush), the size it left memory with, and its queued pickle, taken
+        out of the queue (None if it was not queued: its write is under
+        way). The pickle is the key's value as it left memory: the caller
+        compares the value with it (a caller that kept the value may have
+        changed it in place since). KeyError if it is not in flight."""
         value = self.values.pop(key)
+        size = self.sizes.pop(key)
         entry = self.queued.pop(key, None) if self.queued else None
         if entry is None:
-            return value, None
+            return value, size, None
         self.queued_bytes -= len(entry[4])
-        return value, entry[4]
+        return value, size, entry[4]
 
     def discard(self, key: Hashable) -> None:
         """Forget ``key``'s value in flight, if any (set or deleted)."""
         if self.values:
             self.values.pop(key, None)
+            self.sizes.pop(key, None)
             if self.queued:
                 self._unqueue(key)
 
@@ -104,6 +110,7 @@ class InFlight:
     def clear(self) -> None:
         """Nothing in flight, nothing queued."""
         self.values.clear()
+        self.sizes.clear()
         self.take_queue()
 
     def _unqueue(self, key: Hashable) -> None:

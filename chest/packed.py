@@ -433,8 +433,13 @@ class LMDBEngine(PackedEngine):
 
     def get(self, slot: int) -> Optional[bytes]:
         try:
-            with self._environment().begin(buffers=False) as txn:
+            # (Aborted, not ended by ``with``: a read transaction's commit
+            # cost 1 us more, half of what a small read costs LMDB.)
+            txn = self._environment().begin(buffers=False)
+            try:
                 data = txn.get(slot.to_bytes(8, "big"))
+            finally:
+                txn.abort()
         except lmdb.Error as e:
             raise as_os_error(e, self.path) from e
         return None if data is None else bytes(data)

@@ -1538,3 +1538,40 @@ def test_a_pandas_value_read_back_unchanged_is_not_written_again(make_chest, che
         expected.iloc[3] = -1.0
     assert got.equals(expected)
     again.close()
+
+
+class _Sized:
+    """A small value that counts how often chest sizes it."""
+
+    calls = 0
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Sized) and other.n == self.n
+
+
+@nbytes.register(_Sized)
+def _size_sized(value: _Sized) -> int:
+    _Sized.calls += 1
+    return 1000 + value.n
+
+
+def test_a_value_taken_back_from_flight_is_not_sized_again(make_chest):
+    # Evicted to the packing queue (not committed yet), then read: the same
+    # object comes back, counted with the size it left with. A value read
+    # from disk is sized again (a list unpickled holds more room than the
+    # one that was set: the size it left with would undercount it).
+    _Sized.calls = 0
+    c = make_chest(available_memory=2500, packed="sqlite")
+    for i in range(3):
+        c[i] = _Sized(i)
+    assert _Sized.calls == 3 and len(c.inmem) == 2 and len(c.flight) == 1
+    evicted = next(k for k in range(3) if k not in c.inmem)
+    assert c[evicted] == _Sized(evicted)
+    assert _Sized.calls == 3 and c.memory.sizes[evicted] == 1000 + evicted
+    c.close()
+    reopened = make_chest(available_memory=2500)
+    assert reopened[evicted] == _Sized(evicted)
+    assert _Sized.calls == 4  # read from disk: sized

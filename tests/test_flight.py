@@ -13,13 +13,13 @@ from chest.flight import InFlight
 def test_a_value_landed_or_taken_back_is_no_longer_in_flight():
     flight = InFlight()
     a, b = [1], [2]
-    flight.start("a", a)
-    flight.start("b", b)
+    flight.start("a", a, 56)
+    flight.start("b", b, 56)
     assert flight.is_current("a", a) and not flight.is_current("a", b)
     assert not flight.is_current("c", None)  # not in flight: never current
     flight.landed("a")
     assert "a" not in flight and len(flight) == 1
-    assert flight.take_back("b") == (b, None) and not flight
+    assert flight.take_back("b") == (b, 56, None) and not flight
     with pytest.raises(KeyError):
         flight.take_back("b")
 
@@ -27,10 +27,10 @@ def test_a_value_landed_or_taken_back_is_no_longer_in_flight():
 def test_the_queue_keeps_one_pickle_a_key_and_counts_its_bytes():
     flight = InFlight()
     value = {"x": 1}
-    flight.start("k", value)
+    flight.start("k", value, 100)
     assert flight.queue("k", value, 100, 1, b"12345") == 5
     assert flight.queue("k", value, 100, 2, b"123") == 3  # evicted again
-    flight.start("j", 0)
+    flight.start("j", 0, 28)
     assert flight.queue("j", 0, 28, 3, b"77") == 5
     flight.discard("j")                                 # set or deleted
     assert list(flight.queued) == ["k"] and flight.queued_bytes == 3
@@ -44,9 +44,10 @@ def test_the_queue_keeps_one_pickle_a_key_and_counts_its_bytes():
 def test_a_value_taken_back_comes_with_its_queued_pickle():
     flight = InFlight()
     value = {"x": 1}
-    flight.start("k", value)
+    flight.start("k", value, 100)
     flight.queue("k", value, 100, 1, b"12345")
-    assert flight.take_back("k") == (value, b"12345")  # the key's value as it left
+    # The key's value as it left, and the size it was counted with.
+    assert flight.take_back("k") == (value, 100, b"12345")
     assert not flight and not flight.queued and flight.queued_bytes == 0
 
 
