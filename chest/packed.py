@@ -42,6 +42,7 @@ import threading
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Type
 
 from .files import FILE_MODE
+from .lmdbfile import missing_page
 
 try:  # an extra: chest[lmdb]
     import lmdb
@@ -315,6 +316,7 @@ class _Environments:
                 env.close()
                 raise
             if not readonly:
+                _cover_last_page(env, path)
                 for name in (path, path + "-lock"):  # what the umask took
                     try:
                         if os.stat(name).st_mode & 0o777 != file_mode:
@@ -336,6 +338,8 @@ class _Environments:
                 return
             held[2] -= 1
             if held[2] == 0:
+                if not held[1]:
+                    _cover_last_page(held[0], path)
                 held[0].close()
                 del self._open[real]
 
@@ -369,15 +373,32 @@ def _reserve_lock_file(name: str, file_mode: int) -> None:
 
 def _check_length(env: Any, path: str) -> None:
     """OSError if the database's file is shorter than the pages its last
-    commit uses (cut short by a copy, a full disk, a person): LMDB reads
-    them through a memory map, and reading past the file's end killed the
-    process with SIGBUS."""
-    last_page = env.info()["last_pgno"]
-    need = (last_page + 1) * env.stat()["psize"]
+    commit refers to (cut short by a copy, a full disk, a person): LMDB
+    reads them through a memory map, and reading past the file's end killed
+    the process with SIGBUS. A file shorter than its last page number says
+    is walked (:mod:`chest.lmdbfile`): LMDB counts pages a commit took and
+    freed unwritten, and the file of a cleanly closed chest was taken for
+    one cut short (its values unreadable, ``repair`` dropping them all)."""
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     size = os.path.getsize(path)
-    if size < need:
-        raise OSError(errno.EIO, f"the database is cut short: {size} bytes, where "
-                                 f"its pages take {need}", path)
+    if size >= need:
+        return
+    missing = missing_page(path)
+    if missing is not None:
+        raise OSError(errno.EIO, f"the database is cut short: {size} bytes, without "
+                                 f"{missing} that its last commit refers to", path)
+
+
+def _cover_last_page(env: Any, path: str) -> None:
+    """Make the file as long as its last page number says (the pages past
+    its end are free ones, never read: a hole), so that the next opening
+    needs no walk. Never raises."""
+    try:
+        need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        if os.path.getsize(path) < need:
+            os.truncate(path, need)
+    except (OSError, lmdb.Error):
+        pass
 
 
 class LMDBEngine(PackedEngine):
