@@ -1041,9 +1041,13 @@ class Chest(MutableMapping):
                     # Back in memory: the caller may change it in place, and
                     # the write under way (or the pickle waiting to be
                     # packed) holds it as it was. Its commit finds the key
-                    # no longer in flight and backs off.
+                    # at a new version and backs off. (Not in flight was not
+                    # enough: evicted again meanwhile, the same object was
+                    # in flight again, and the older pickle was committed
+                    # and let it go: the key then read that pickle.)
                     stats.hits += 1
                     value, size, data = self.flight.take_back(key)
+                    self._keys[key] = next(self._versions)
                     if data is None or not self._changed_since(value, data):
                         # (As it left: counted as it left, not sized again.)
                         self.memory.keep(key, value, size)
@@ -1324,8 +1328,9 @@ class Chest(MutableMapping):
         self._commit_packing(self.flight.take_queue())
         for key in list(self.flight.values):
             # Another thread is writing it; write it now, its commit will
-            # see that the key is no longer in flight and back off.
+            # see the key at a new version and back off.
             value, size, data = self.flight.take_back(key)
+            self._keys[key] = next(self._versions)
             if data is not None and self._changed_since(value, data):
                 value = self.codec.loads(data)
                 size = nbytes(value)
