@@ -26,17 +26,31 @@ Values YAML cannot carry
 Dicts and lists in it
     come back as views whose changes are written (``s.items.append(x)``,
     ``s["cfg"]["n"] += 1``, ``del``, ``insert``, ``setdefault``): each
-    change appends the whole top-level value it is in.
+    call appends the whole top-level value it is in, once (``extend``,
+    ``update``, ``clear``, ``+=``: one line, all of the call or none of it
+    after a crash); a change that cannot be written is undone. What they
+    give back is plain, none of it the state's: ``copy()``, ``copy.copy``,
+    ``pickle``, a slice, ``+``, ``*``, ``|``, ``pop()``; ``s.to_dict()`` is
+    the whole state so (``dict(s)`` holds views). Not dicts and lists
+    themselves: ``json.dumps(s.cfg)`` needs ``s.cfg.copy()``. Nested dicts
+    keep their order in the file; only the top-level keys are sorted. A
+    value that holds itself (a list in itself) is refused (ValueError).
 A crash
-    A last line YAML cannot read (cut short by a power loss without
-    ``durable``, or left unfinished by a person) is left out when the file is
-    opened, with a warning, and kept in ``<path>.dropped``; every change whose
-    call returned is there. The lock is taken on the file at the path: one
+    Appended lines begin with their key double-quoted (``"n": 1234``); a
+    person's lines and a rewritten file's have plain keys. A last line
+    without its line break that begins as an appended line does (cut short
+    by a power loss without ``durable``, or by a copy taken while it was
+    appended: ``"n": 12`` of ``"n": 1234`` would read as a value never
+    set), or that YAML cannot read (left unfinished by a person), is left
+    out when the file is read, with a warning, and kept in
+    ``<path>.dropped``; every change whose call returned is there. A
+    person's last ``n: 5`` without a line break is read. The lock is taken on the file at the path: one
     that a rewrite replaced is let go of and the new one locked. A rewrite
     that a crash stopped before its rename leaves ``.tmp.<name>.<hex>``
     beside the file: the next writer to open it removes it. A reader
     (``readonly=True``) that finds a last line without its line break reads
-    again for up to ~50 ms: it may be a line being appended.
+    again for up to ~50 ms: it may be a line being appended. A path that is
+    a symlink: its target is the file (rewritten in place of the link).
 Objects held twice
     are written twice (no YAML anchors: one repeated in two appended lines
     would make the file unreadable); a person's alias (``b: *a``) gives
@@ -51,6 +65,8 @@ Examples
 >>> s = State(path, last_id=0, seen=[])
 >>> s.last_id += 1
 >>> s.seen.append("a")
+>>> s.to_dict()                          # a plain copy
+{'last_id': 1, 'seen': ['a']}
 >>> s.close()
 >>> print(open(path).read(), end="")
 last_id: 1
@@ -91,8 +107,12 @@ __all__ = ["State"]
 #: Appended lines may take this many bytes before the file is rewritten whole
 #: (and more than the document itself).
 FOLD_AFTER = 64 * 1024
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SCALARS = (bool, int, float, str, type(None))
+#: How every appended line begins: its key, double-quoted (a person's file
+#: and a rewritten one have plain keys, so a last line without its line
+#: break that begins so was cut short while it was appended; a person's
+#: last ``n: 5`` without one is read as it is).
+_APPENDED = re.compile(r'"')
 
 
 # -- YAML with the tags of the values it cannot carry ------------------------------
@@ -169,8 +189,6 @@ if yaml is not None:
 # is matched first, so that "\\ud83d" is left alone.)
 _SURROGATES = re.compile(r"(\\\\)|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
 _LONE_SURROGATE = re.compile(r"(\\\\)|\\u(d[89a-f][0-9a-f]{2})")
-#: YAML 1.1's words for true, false and null (any case: "Yes", "NULL"...).
-_RESERVED = frozenset({"y", "n", "yes", "no", "true", "false", "on", "off", "null", "~"})
 #: YAML reads a key written as ``key: value`` only up to 1024 characters.
 _LONGEST_KEY = 1000
 
@@ -218,12 +236,10 @@ def _scalar(value: Any) -> Optional[str]:
 
 @functools.lru_cache(maxsize=1024)
 def _key(key: str) -> Optional[str]:
-    """``key`` as the key of a line (plain if it can be, else quoted); None
-    if a line cannot hold it (too long for a YAML simple key)."""
-    if _PLAIN_KEY.match(key) and key.lower() not in _RESERVED:
-        text: Optional[str] = key
-    else:
-        text = _quoted(key)
+    """``key`` as the key of an appended line: double-quoted (see
+    ``_APPENDED``); None if a line cannot hold it (too long for a YAML
+    simple key)."""
+    text = _quoted(key)
     return text if text is not None and len(text) <= _LONGEST_KEY else None
 
 
@@ -236,7 +252,8 @@ def _line(key: str, value: Any) -> Optional[str]:
     text = _scalar(value)
     if text is None:
         text = yaml.dump(_plain(value), Dumper=_LineDumper, default_flow_style=True,
-                         width=2**31 - 1, allow_unicode=False).rstrip("\n")
+                         sort_keys=False, width=2**31 - 1,
+                         allow_unicode=False).rstrip("\n")
         if text.endswith("\n..."):  # a document end marker after a scalar
             text = text[:-4]
         if "\n" in text:
@@ -259,8 +276,22 @@ _MISSING: Any = object()
 
 
 # -- views of dicts and lists in the state ------------------------------------------
+def _refused(what: str, path: str) -> ValueError:
+    """The error of a value that holds itself (or is nested deeper than the
+    interpreter's recursion limit): written without anchors, it has no end."""
+    return ValueError(f"{what} cannot be written to the state {path}: it holds itself "
+                      f"(a list or dict inside itself), or is nested too deep for YAML")
+
+
 class _View:
-    """A dict or list inside the state: changes are written through."""
+    """A dict or list inside the state: changes are written through.
+
+    Every change is one call on the view, one write of the top-level value
+    (a crash keeps all of it or none of it), undone if it cannot be
+    written. What it gives back is plain, none of it the state's: a copy
+    (``copy()``, ``copy.copy``, ``pickle``), a slice, ``+``, ``*``, ``|``,
+    a popped value. Not a dict or list itself: ``json.dumps`` and
+    ``yaml.safe_dump`` need ``view.copy()``."""
 
     def __init__(self, state: "State", top: str, target: Any, root: Any) -> None:
         self._state = state
@@ -270,6 +301,15 @@ class _View:
 
     def _wrap(self, value: Any) -> Any:
         return self._state._view(self._top, value, self._root)
+
+    def _plain(self, value: Any) -> Any:
+        """``value`` as the view keeps it (plain, copied if a dict or list)."""
+        if type(value) in _SCALARS:
+            return value
+        try:
+            return _plain(value)
+        except RecursionError:
+            raise _refused(f"a value put in {self._top!r}", self._state._path) from None
 
     def _check(self) -> None:
         """Before a change (lock held): the state may be written, and this
@@ -281,8 +321,53 @@ class _View:
                            f"value of {self._top!r} (set again, deleted, or read "
                            f"again from its file): read {self._top!r} again")
 
-    def _changed(self) -> None:
-        self._state._write_key(self._top)
+    def _change(self, change: Callable[[Any], Any]) -> Any:
+        """``change(target)``, then one write of the top-level value; undone
+        if either raises (a value that cannot be written, a full disk): a
+        change left in memory would be in every later write, each refused.
+        One write a call, not an item: the mixins' item at a time wrote
+        400 items' ``extend`` in 0.60 s, ``reverse`` 1.6 s, a dict's
+        ``update`` 2.3 s (each a write of the whole value); now ~0.01 s."""
+        with self._state._lock:
+            self._check()
+            target = self._target
+            before = target.copy()  # (the change is to this dict or list only)
+            try:
+                result = change(target)
+                self._state._write_key(self._top)
+            except BaseException:
+                self._undo(target, before)
+                raise
+            return result
+
+    @staticmethod
+    def _undo(target: Any, before: Any) -> None:
+        raise NotImplementedError
+
+    def _stored(self, at: Any, value: Any) -> bool:
+        """Is ``value`` the view of what is stored at ``at`` already? (What
+        ``x[at] += other`` sets after changing it in place, and wrote.)"""
+        if not isinstance(value, _View):
+            return False
+        try:
+            return value._target is self._target[at]
+        except (KeyError, IndexError, TypeError):
+            return False
+
+    def copy(self) -> Any:
+        """A plain copy of what the view shows (its dicts and lists copied
+        too: changes to it are not the state's)."""
+        with self._state._lock:  # (not while another thread changes it)
+            return _plain(self._target)
+
+    __copy__ = copy
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return copy.deepcopy(self._target, memo)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        plain = self.copy()  # (pickled as the plain dict or list)
+        return type(plain), (plain,)
 
     def __eq__(self, other: object) -> bool:
         return self._target == (other._target if isinstance(other, _View) else other)
@@ -290,37 +375,70 @@ class _View:
     def __repr__(self) -> str:
         return repr(self._target)
 
-    def __copy__(self) -> Any:
-        """A plain copy of what the view shows (changes to it are not the state's)."""
-        return copy.copy(self._target)
+    def __len__(self) -> int:
+        return len(self._target)
 
-    def __deepcopy__(self, memo: Any) -> Any:
-        return copy.deepcopy(self._target, memo)
+    def __contains__(self, value: object) -> bool:
+        return value in self._target
 
     __hash__ = None  # type: ignore[assignment]
 
 
+def _other(value: Any, kind: type) -> Any:
+    """``value`` (a view's plain copy) if it is a ``kind``, else NotImplemented."""
+    if isinstance(value, _View):
+        value = _plain(value._target)
+    return value if isinstance(value, kind) else NotImplemented
+
+
 class _DictView(_View, MutableMapping):
+    @staticmethod
+    def _undo(target: Any, before: Any) -> None:
+        target.clear()
+        target.update(before)  # (in its order)
+
     def __getitem__(self, key: Any) -> Any:
         return self._wrap(self._target[key])
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        with self._state._lock:
-            self._check()
-            self._target[key] = _plain(value)
-            self._changed()
+        if self._stored(key, value):
+            return
+        value = self._plain(value)
+        self._change(lambda t: t.__setitem__(key, value))
 
     def __delitem__(self, key: Any) -> None:
-        with self._state._lock:
-            self._check()
-            del self._target[key]
-            self._changed()
+        self._change(lambda t: t.__delitem__(key))
 
     def __iter__(self) -> Iterator[Any]:
         return iter(list(self._target))
 
-    def __len__(self) -> int:
-        return len(self._target)
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        """As dict's: the value removed (plain: no longer the state's)."""
+        with self._state._lock:
+            if key not in self._target and default is not _MISSING:
+                return default
+            return self._change(lambda t: t.pop(key))
+
+    def popitem(self) -> Tuple[Any, Any]:
+        """As dict's (the last key): the item removed, its value plain."""
+        return self._change(lambda t: t.popitem())
+
+    def clear(self) -> None:
+        if self._target:
+            self._change(lambda t: t.clear())
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        """As dict's: one write, however many keys."""
+        if isinstance(other, Mapping):
+            pairs = [(k, other[k]) for k in other]
+        elif hasattr(other, "keys"):
+            pairs = [(k, other[k]) for k in other.keys()]
+        else:
+            pairs = [(k, v) for k, v in other]
+        pairs.extend(kwargs.items())
+        if pairs:
+            plain = [(k, self._plain(v)) for k, v in pairs]
+            self._change(lambda t: t.update(plain))
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         """As dict's, giving what is stored (a view of a dict or list)."""
@@ -329,37 +447,111 @@ class _DictView(_View, MutableMapping):
                 self[key] = default
             return self[key]
 
+    def __or__(self, other: Any) -> Any:
+        other = _other(other, dict)
+        return NotImplemented if other is NotImplemented else {**self.copy(), **other}
+
+    def __ror__(self, other: Any) -> Any:
+        other = _other(other, dict)
+        return NotImplemented if other is NotImplemented else {**other, **self.copy()}
+
+    def __ior__(self, other: Any) -> "_DictView":
+        self.update(other)
+        return self
+
 
 class _ListView(_View, MutableSequence):
+    @staticmethod
+    def _undo(target: Any, before: Any) -> None:
+        target[:] = before
+
     def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return _plain(self._target[i])  # (a new list, as a list's slice)
         return self._wrap(self._target[i])
 
     def __setitem__(self, i: Any, value: Any) -> None:
-        with self._state._lock:
-            self._check()
-            self._target[i] = _plain(list(value)) if isinstance(i, slice) else _plain(value)
-            self._changed()
+        if isinstance(i, slice):
+            value = [self._plain(v) for v in value]
+        elif self._stored(i, value):
+            return
+        else:
+            value = self._plain(value)
+        self._change(lambda t: t.__setitem__(i, value))
 
     def __delitem__(self, i: Any) -> None:
-        with self._state._lock:
-            self._check()
-            del self._target[i]
-            self._changed()
+        self._change(lambda t: t.__delitem__(i))
 
-    def __len__(self) -> int:
-        return len(self._target)
+    def __iter__(self) -> Iterator[Any]:
+        return (self._wrap(v) for v in list(self._target))
 
     def insert(self, i: int, value: Any) -> None:
-        with self._state._lock:
-            self._check()
-            self._target.insert(i, _plain(value))
-            self._changed()
+        value = self._plain(value)
+        self._change(lambda t: t.insert(i, value))
+
+    def append(self, value: Any) -> None:
+        value = self._plain(value)
+        self._change(lambda t: t.append(value))
+
+    def extend(self, values: Any) -> None:
+        """As list's: one write, however many items."""
+        plain = [self._plain(v) for v in values]
+        if plain:
+            self._change(lambda t: t.extend(plain))
+
+    def pop(self, i: int = -1) -> Any:
+        """As list's: the item removed (plain: no longer the state's)."""
+        return self._change(lambda t: t.pop(i))
+
+    def remove(self, value: Any) -> None:
+        self._change(lambda t: t.remove(value))
+
+    def clear(self) -> None:
+        if self._target:
+            self._change(lambda t: t.clear())
+
+    def reverse(self) -> None:
+        self._change(lambda t: t.reverse())
 
     def sort(self, **kwargs: Any) -> None:
-        with self._state._lock:
-            self._check()
-            self._target.sort(**kwargs)
-            self._changed()
+        self._change(lambda t: t.sort(**kwargs))
+
+    def __iadd__(self, values: Any) -> "_ListView":
+        self.extend(values)
+        return self
+
+    def __imul__(self, n: Any) -> Any:
+        self._change(lambda t: t.__setitem__(slice(None), _plain(t * n)))
+        return self
+
+    def __add__(self, other: Any) -> Any:
+        other = _other(other, list)
+        return NotImplemented if other is NotImplemented else self.copy() + other
+
+    def __radd__(self, other: Any) -> Any:
+        other = _other(other, list)
+        return NotImplemented if other is NotImplemented else other + self.copy()
+
+    def __mul__(self, n: Any) -> Any:
+        return _plain(self._target * n)  # (each item a copy of its own)
+
+    __rmul__ = __mul__
+
+    def __lt__(self, other: Any) -> bool:
+        other = _other(other, list)
+        return NotImplemented if other is NotImplemented else self._target < other
+
+    def __le__(self, other: Any) -> bool:
+        other = _other(other, list)
+        return NotImplemented if other is NotImplemented else self._target <= other
+
+    def __gt__(self, other: Any) -> bool:
+        other = _other(other, list)
+        return NotImplemented if other is NotImplemented else self._target > other
+
+    def __ge__(self, other: Any) -> bool:
+        other = _other(other, list)
+        return NotImplemented if other is NotImplemented else self._target >= other
 
 
 # -- the state ------------------------------------------------------------------------
@@ -388,7 +580,7 @@ class State(MutableMapping):
     ``s.name`` reads a key (AttributeError if missing), ``s.name = v`` sets
     it; names starting with ``_`` are plain attributes. A stored name wins
     over the mapping's methods ``items``, ``values``, ``get``, ``pop``,
-    ``popitem``, ``clear``, ``update`` and ``setdefault``: with a key
+    ``popitem``, ``clear``, ``update``, ``setdefault`` and ``to_dict``: with a key
     ``items``, ``s.items`` is its value (``State.items(s)`` the method).
     Other names of the class (``keys``, ``path``, ``close``...) are always
     the class's: ``s.path = v`` raises AttributeError, ``s["path"] = v``
@@ -406,7 +598,10 @@ class State(MutableMapping):
             raise ValueError("a State writes every change through: write_through=False "
                              "is not an option")
         object.__setattr__(self, "_lock", threading.RLock())
-        self._path = os.path.abspath(os.fspath(path))
+        self._given = os.path.abspath(os.fspath(path))
+        # A symlink's target is the file: a rewrite renames a new one into
+        # place, which would replace the link itself.
+        self._path = os.path.realpath(self._given)
         self._durable = durable
         self._readonly = readonly
         self._lock_timeout = lock_timeout
@@ -458,7 +653,7 @@ class State(MutableMapping):
         """The file's text, read beside a writer: a last line without its
         line break may be a line being appended (a prefix of "n: 1234" reads
         as another number), so it is read again, up to ~50 ms, until it ends
-        with one; past that it is taken as a person left it."""
+        with one; past that it is left out as cut short (:meth:`_parse`)."""
         deadline = time.monotonic() + 0.05
         while True:
             with open(self._path, "rb") as f:
@@ -511,18 +706,33 @@ class State(MutableMapping):
             os.close(fd)
 
     def _parse(self, text: str) -> Dict[str, Any]:
+        cut = text.rfind("\n") + 1
+        if cut < len(text) and _APPENDED.match(text, cut):
+            # A last line without its line break, begun as a line the state
+            # appends: cut short (a crash, or a copy taken while it was
+            # appended; "counter: 12" of "counter: 1234" reads as a value
+            # never set). Left out, and kept beside the file (once the rest
+            # is read: a file that cannot be opened keeps nothing aside).
+            try:
+                rest: Optional[Dict[str, Any]] = self._parse(text[:cut])
+            except FolderError:
+                rest = None  # (the line may end a person's "[1,\nx]": read whole)
+            if rest is not None:
+                self._keep_dropped(text[cut:], "it has no line break (cut short "
+                                               "while it was written?)")
+                return rest
         try:
             data = yaml.load(text, Loader=_StateLoader) if text else None
         except yaml.YAMLError as e:
             if text.endswith("\n"):
                 raise FolderError(f"cannot read the state {self._path}: {e}") from e
-            # The last line is cut short (a crash), or a person left it
-            # unfinished: dropped, and kept beside the file (once the rest
-            # is read: a file that cannot be opened keeps nothing aside).
-            cut = text.rfind("\n") + 1
+            # A person left the last line unfinished: dropped, kept aside.
             rest = self._parse(text[:cut])
-            self._keep_dropped(text[cut:], e)
+            self._keep_dropped(text[cut:], str(e))
             return rest
+        except RecursionError:
+            raise FolderError(f"cannot read the state {self._path}: nested too "
+                              f"deep") from None
         if data is None:
             return {}
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
@@ -530,19 +740,27 @@ class State(MutableMapping):
                               f"mapping of names to values")
         # Each key its own dicts and lists (a person's alias, "b: *a", would
         # share one list between two keys, and a change of one write the other).
-        return {k: _plain(v) for k, v in data.items()}
+        plain = {}
+        for key, value in data.items():
+            try:
+                plain[key] = _plain(value)
+            except RecursionError:  # (an alias inside its anchor: "a: &x [1, *x]")
+                raise FolderError(f"cannot read the state {self._path}: {key!r} holds "
+                                  f"itself (an alias inside its own anchor), which "
+                                  f"the state cannot write") from None
+        return plain
 
-    def _keep_dropped(self, line: str, error: BaseException) -> None:
-        """A last line YAML cannot read: appended to ``<path>.dropped`` (not
-        by a read-only state), and a warning names it."""
+    def _keep_dropped(self, line: str, reason: str) -> None:
+        """A last line left out: appended to ``<path>.dropped`` (not by a
+        read-only state), and a warning names it."""
         where = f"{self._path}.dropped"
         if self._readonly:
             where = "nowhere (read-only)"
         else:
             with open(where, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
-        warnings.warn(f"the last line of the state {self._path} cannot be read and "
-                      f"is left out ({line[:80]!r}; kept in {where}): {error}",
+        warnings.warn(f"the last line of the state {self._path} is left out "
+                      f"({line[:80]!r}; kept in {where}): {reason}",
                       ChestWarning, stacklevel=4)
 
     def _appendable(self, text: str) -> bool:
@@ -599,8 +817,11 @@ class State(MutableMapping):
 
     def _rewrite(self) -> None:
         """Write the state whole, beside the file, and rename it into place."""
-        text = yaml.dump(_plain(self._data), Dumper=_StateDumper, sort_keys=True,
-                         default_flow_style=False, allow_unicode=True) if self._data else ""
+        # Sorted keys at the top only: a nested dict keeps its order (YAML's
+        # sort_keys would sort it, and the next run read it sorted).
+        values = {k: self._data[k] for k in sorted(self._data)}
+        text = yaml.dump(_plain(values), Dumper=_StateDumper, sort_keys=False,
+                         default_flow_style=False, allow_unicode=True) if values else ""
         data = text.encode("utf-8")
         folder, base = os.path.split(self._path)
         tmp = temp_name(folder, base)
@@ -637,10 +858,13 @@ class State(MutableMapping):
     def _write_key(self, key: str) -> None:
         """Append ``key``'s value (lock held); rewrite the file once the
         appended lines outgrow the document, or if no line can hold it."""
-        line = _line(key, self._data[key])
-        if line is None:
-            self._rewrite()
-            return
+        try:
+            line = _line(key, self._data[key])
+            if line is None:
+                self._rewrite()
+                return
+        except RecursionError:  # (a tuple, a set, in itself: YAML recurses)
+            raise _refused(repr(key), self._path) from None
         self._append(line)
         if self._appended > max(FOLD_AFTER, self._document):
             self._rewrite()
@@ -666,7 +890,15 @@ class State(MutableMapping):
         with self._lock:
             self._ensure_writable()
             old = self._data.get(key, _MISSING)
-            self._data[key] = value if type(value) in _SCALARS else _plain(value)
+            if type(value) in _SCALARS:
+                self._data[key] = value
+            elif isinstance(value, _View) and value._target is old:
+                return  # (s.items += [x]: changed in place, and written)
+            else:
+                try:
+                    self._data[key] = _plain(value)
+                except RecursionError:
+                    raise _refused(repr(key), self._path) from None
             try:
                 self._write_key(key)
             except BaseException:
@@ -713,6 +945,33 @@ class State(MutableMapping):
                 self[key] = default
             return self[key]
 
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        """As dict's: the value removed (plain: no longer the state's)."""
+        with self._lock:
+            self._ensure_writable()
+            if key not in self._data:
+                if default is _MISSING:
+                    raise KeyError(key)
+                return default
+            value = self._data[key]
+            del self[key]
+            return value
+
+    def popitem(self) -> Tuple[str, Any]:
+        """The first key and its value (plain), removed."""
+        with self._lock:
+            self._ensure_writable()
+            for key in self._data:
+                return key, self.pop(key)
+            raise KeyError(f"popitem(): the state at {self._path} is empty")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The state's values as a plain dict: its dicts and lists are copies,
+        not views (``dict(s)`` holds the state's views: a change to them
+        is written)."""
+        with self._lock:
+            return _plain(self._data)
+
     def clear(self) -> None:
         """Remove every key: one rewrite of the file."""
         with self._lock:
@@ -755,8 +1014,8 @@ class State(MutableMapping):
     # -- closing -----------------------------------------------------------------------
     @property
     def path(self) -> str:
-        """The state's YAML file."""
-        return self._path
+        """The state's YAML file (as given: a symlink's target is written)."""
+        return self._given
 
     def close(self) -> None:
         """Leave the file a plain mapping with sorted keys; let go of it. The
@@ -784,17 +1043,17 @@ class State(MutableMapping):
 
     def __copy__(self) -> Any:
         raise TypeError(f"a State holds its file's lock and cannot be copied: "
-                        f"dict(state) is a copy of {self._path}'s values")
+                        f"state.to_dict() is a plain copy of {self._path}'s values")
 
     def __deepcopy__(self, memo: Any) -> Any:
         return self.__copy__()
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(f"a State holds its file's lock and cannot be pickled: "
-                        f"pickle dict(state), the values of {self._path}")
+                        f"pickle state.to_dict(), the values of {self._path}")
 
     def __repr__(self) -> str:
-        return f"State({self._path!r}, {self._data!r})"
+        return f"State({self._given!r}, {self._data!r})"
 
 
 class _KeyOrMethod:
@@ -818,5 +1077,5 @@ class _KeyOrMethod:
 
 
 for _name in ("items", "values", "get", "pop", "popitem", "clear", "update",
-              "setdefault"):
+              "setdefault", "to_dict"):
     setattr(State, _name, _KeyOrMethod(_name, getattr(State, _name)))

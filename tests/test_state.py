@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+import warnings
+
 import pytest
 from conftest import kill_when_busy
 
@@ -123,7 +125,7 @@ def test_a_line_cut_by_a_crash_is_dropped(tmp_path):
         pass
     with open(path, "a") as f:
         f.write("kept: 2\nhalf: [1, 2")  # the last line, cut short
-    with pytest.warns(ChestWarning, match="cannot be read"):
+    with pytest.warns(ChestWarning, match="is left out"):
         s = State(path)
     assert dict(s) == {"kept": 2}
     assert open(path + ".dropped").read() == "half: [1, 2\n"  # nothing is lost
@@ -438,3 +440,218 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path):
     for readonly in (False, True):
         with pytest.raises(FolderError, match="not UTF-8"):
             State(path, readonly=readonly)
+
+
+def test_a_nested_change_that_cannot_be_written_changes_nothing(tmp_path):
+    # It stayed in memory: every later write of the key (and each rewrite,
+    # close() too) raised again.
+    path = str(tmp_path / "s.yaml")
+    s = State(path, cfg={"n": 1}, items=[2, 1], other=0)
+    failing = [lambda: s.cfg.__setitem__("bad", threading.Lock()),
+               lambda: s.cfg.update({"m": 2, "bad": threading.Lock()}),
+               lambda: s.cfg.setdefault("bad", threading.Lock()),
+               lambda: s.items.append(threading.Lock()),
+               lambda: s.items.extend([2, threading.Lock()]),
+               lambda: s.items.insert(0, threading.Lock()),
+               lambda: s.items.__setitem__(slice(0, 1), [threading.Lock()])]
+    for change in failing:
+        with pytest.raises(TypeError):
+            change()
+        assert s.cfg == {"n": 1} and s.items == [2, 1]
+    with pytest.raises(TypeError):
+        s.items.sort(key=lambda x: "a" if x == 1 else 0)  # cannot be compared
+    assert s.items == [2, 1]
+    s.cfg["n"] = 2
+    s.items.append(3)
+    del s.other
+    s.close()
+    assert yaml.safe_load(open(path)) == {"cfg": {"n": 2}, "items": [2, 1, 3]}
+
+
+def test_a_copy_taken_while_a_line_is_appended_leaves_it_out(tmp_path):
+    # "counter: 12" of "counter: 1234" was read as 12, "flag: tr" as "tr".
+    path = str(tmp_path / "s.yaml")
+    s = State(path, counter=1000, flag=False)
+    s.counter = 1234
+    s.flag = True
+    data = open(path, "rb").read()
+    s.close()
+    for cut in (3, 6, 9):  # '..1234\n"flag": tr', '.."flag":', '..1234\n"fla'
+        copied = str(tmp_path / f"copy{cut}.yaml")
+        open(copied, "wb").write(data[:-cut])
+        for readonly in (True, False):
+            with pytest.warns(ChestWarning, match="no line break"):
+                c = State(copied, readonly=readonly)
+            assert dict(c) == {"counter": 1234, "flag": False}
+            c.close()
+    first = str(tmp_path / "first.yaml")  # the first line of a new file
+    open(first, "w").write('"counter": 12')
+    with pytest.warns(ChestWarning, match="no line break"):
+        assert dict(State(first, readonly=True)) == {}
+    edited = str(tmp_path / "edited.yaml")  # a person's last line, no break
+    open(edited, "w").write("a: 1\ncounter: 12")
+    for readonly in (True, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            c = State(edited, readonly=readonly)
+        assert dict(c) == {"a": 1, "counter": 12}
+        c.close()
+    other = str(tmp_path / "flow.yaml")  # what a person writes stays read
+    open(other, "w").write("a: [1,\nb]")
+    assert dict(State(other, readonly=True)) == {"a": [1, "b"]}
+
+
+def test_to_dict_is_a_plain_copy_of_the_state(tmp_path):
+    # The advice was dict(state): it holds the state's views, and a change
+    # to it was written.
+    path = str(tmp_path / "s.yaml")
+    s = State(path, cfg={"n": 1, "l": [1]}, n=5)
+    with pytest.raises(TypeError, match=r"state\.to_dict\(\)"):
+        copy.copy(s)
+    with pytest.raises(TypeError, match=r"state\.to_dict\(\)"):
+        pickle.dumps(s)
+    plain = s.to_dict()
+    assert plain == {"cfg": {"n": 1, "l": [1]}, "n": 5}
+    assert type(plain["cfg"]) is dict and type(plain["cfg"]["l"]) is list
+    assert pickle.loads(pickle.dumps(plain)) == plain
+    plain["cfg"]["n"] = 99
+    plain["cfg"]["l"].append(2)
+    assert s.cfg == {"n": 1, "l": [1]}
+    assert State(path, readonly=True).cfg == {"n": 1, "l": [1]}
+    assert pickle.loads(pickle.dumps(dict(s))) == {"cfg": {"n": 1, "l": [1]}, "n": 5}
+    s["to_dict"] = "a key"  # a stored name wins, as for items, get...
+    assert s.to_dict == "a key" and State.to_dict(s)["to_dict"] == "a key"
+    s.close()
+
+
+def test_views_behave_as_the_lists_and_dicts_they_show(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    s = State(path, done=["a", ["b"]], cfg={"n": 1, "l": [1]})
+    done, cfg = s.done, s.cfg
+    made = [done + ["x"], ["x"] + done, done * 2, 2 * done, done.copy(),
+            copy.copy(done), pickle.loads(pickle.dumps(done)), done[:1], done[::-1],
+            cfg | {"m": 2}, {"m": 2} | cfg, cfg.copy(), copy.copy(cfg),
+            pickle.loads(pickle.dumps(cfg)), copy.deepcopy(cfg)]
+    assert made == [["a", ["b"], "x"], ["x", "a", ["b"]], ["a", ["b"]] * 2,
+                    ["a", ["b"]] * 2, ["a", ["b"]], ["a", ["b"]], ["a", ["b"]], ["a"],
+                    [["b"], "a"], {"n": 1, "l": [1], "m": 2},
+                    {"m": 2, "n": 1, "l": [1]}, {"n": 1, "l": [1]}, {"n": 1, "l": [1]},
+                    {"n": 1, "l": [1]}, {"n": 1, "l": [1]}]
+    for value in made:  # plain, and none of it the state's
+        assert type(value) in (list, dict)
+        for item in (value.values() if type(value) is dict else value):
+            if type(item) is list:
+                item.append("not the state's")
+    assert s.done == ["a", ["b"]] and s.cfg == {"n": 1, "l": [1]}
+    assert done < ["b"] and done <= ["a", ["b"]] and done > ["a"] and done >= done
+    assert not done < ["a"] and ["a"] < done and done == ["a", ["b"]] != ["a"]
+    assert "a" in done and ["b"] in done and "n" in cfg and "x" not in cfg
+    s.done += ["c"]
+    s.done *= 2
+    s.cfg |= {"m": 2}
+    s.cfg["l"] += [2]
+    assert yaml.safe_load(open(path)) == {"done": ["a", ["b"], "c"] * 2,
+                                          "cfg": {"n": 1, "l": [1, 2], "m": 2}}
+    s.close()
+
+
+def test_a_call_on_a_view_is_one_write(tmp_path, monkeypatch):
+    # The mixins changed one item at a time, each a write of the whole
+    # value: 1,000 items took seconds, and a kill left half of a call done.
+    path = str(tmp_path / "s.yaml")
+    s = State(path, items=[], cfg={}, n=0)
+    writes = []
+    write_key = State._write_key
+    monkeypatch.setattr(State, "_write_key",
+                        lambda self, key: (writes.append(key), write_key(self, key)))
+    calls = [lambda: s.items.extend(range(1000)), lambda: s.items.reverse(),
+             lambda: s.items.remove(500), lambda: s.items.pop(),
+             lambda: s.items.sort(), lambda: s.items.clear(),
+             lambda: s.__setattr__("items", s.items.__iadd__([1, 2, 3])),
+             lambda: s.cfg.update({str(i): i for i in range(1000)}),
+             lambda: s.cfg.pop("7"), lambda: s.cfg.popitem(),
+             lambda: s.cfg.setdefault("new", []), lambda: s.cfg.clear(),
+             lambda: s.cfg.__setitem__("l", [1]),
+             lambda: s.cfg.__setitem__("l", s.cfg["l"].__iadd__([2]))]
+    for call in calls:
+        writes.clear()
+        call()
+        assert writes == [writes and writes[0]] and writes[0] in ("items", "cfg")
+    s.close()
+    assert yaml.safe_load(open(path)) == {"items": [1, 2, 3], "cfg": {"l": [1, 2]},
+                                          "n": 0}
+
+
+def test_a_value_that_holds_itself_is_refused_by_name(tmp_path):
+    # A bare RecursionError, the state and the file not named.
+    path = str(tmp_path / "s.yaml")
+    s = State(path, cfg={})
+    looped = [1]
+    looped.append(looped)
+    through_a_tuple = []
+    through_a_tuple.append((through_a_tuple,))
+    for value in (looped, through_a_tuple):
+        with pytest.raises(ValueError, match="'x'.*holds itself"):
+            s.x = value
+        with pytest.raises(ValueError, match="'cfg'.*holds itself"):
+            s.cfg["x"] = value
+    assert dict(s) == {"cfg": {}}
+    s.y = 1
+    s.close()
+    edited = str(tmp_path / "edited.yaml")
+    with open(edited, "w") as f:
+        f.write("a: &x [1, *x]\n")
+    for readonly in (False, True):
+        with pytest.raises(FolderError, match="edited.yaml: 'a' holds itself"):
+            State(edited, readonly=readonly)
+
+
+def test_nested_dicts_keep_their_order(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    s = State(path, z=0)
+    s.steps = {"fetch": 1, "build": {"b": 1, "a": 2}, "deploy": 3}
+    order = ["fetch", "build", "deploy"]
+    assert list(State(path, readonly=True).steps) == order
+    s.close()
+    again = State(path)
+    assert list(again) == ["steps", "z"]  # the top level: sorted
+    assert list(again.steps) == order and list(again.steps["build"]) == ["b", "a"]
+    again.close()
+
+
+def test_a_state_file_that_is_a_symlink_stays_one(tmp_path):
+    (tmp_path / "real").mkdir()
+    real = str(tmp_path / "real" / "state.yaml")
+    with open(real, "w") as f:
+        f.write("a: 1\nb: 2\n")
+    link = str(tmp_path / "state.yaml")
+    os.symlink(real, link)
+    s = State(link)
+    s.a = 2
+    del s.b  # a rewrite
+    assert os.path.islink(link) and yaml.safe_load(open(real)) == {"a": 2}
+    s.close()
+    assert os.path.islink(link) and open(real).read() == "a: 2\n"
+    assert s.path == link
+
+
+def test_pop_gives_the_plain_value(tmp_path):
+    # It gave a view: a change to it raised RuntimeError (a key popped from
+    # the state) or wrote the key it had left (a nested one).
+    path = str(tmp_path / "s.yaml")
+    s = State(path, first=[0], cfg={"n": 1}, jobs=[{"id": 1}, {"id": 2}],
+              more={"x": [1], "y": {"z": 1}})
+    popped = [State.popitem(s), s.pop("cfg"), s.jobs.pop(), s.more.pop("x"),
+              s.more.popitem()]
+    assert popped == [("first", [0]), {"n": 1}, {"id": 2}, [1], ("y", {"z": 1})]
+    size = os.path.getsize(path)
+    for value in popped:
+        value = value[1] if type(value) is tuple else value
+        if type(value) is dict:
+            value["changed"] = True
+        else:
+            value.append("changed")
+    assert os.path.getsize(path) == size
+    assert dict(s) == {"jobs": [{"id": 1}], "more": {}}
+    assert s.pop("missing", 0) == 0 and s.more.pop("missing", 0) == 0
+    s.close()
