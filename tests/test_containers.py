@@ -686,3 +686,263 @@ def test_a_new_container_at_the_path_of_one_open_here_is_refused(tmp_path):
         c.close()
     with List(path=path) as again:
         assert list(again) == ["a", "b", "c"]
+
+
+# -- reverse() writes its flag as sort() does, or changes nothing ------------------
+@pytest.mark.parametrize("kwargs", [
+    pytest.param({"write_through": True}, id="write-through"),
+    pytest.param({}, id="spilling")])
+def test_a_reverse_whose_flag_cannot_be_written_changes_nothing(tmp_path, kwargs):
+    # The flag was flipped before it was written: after the failure the next
+    # append took a position already taken and overwrote an item.
+    path = str(tmp_path / "l")
+    l = List([("x" * 100, i) for i in range(5)], path=path, max_disk="2KiB", **kwargs)
+    try:
+        l.flush()
+        i = 5
+        with pytest.raises(Exception):
+            while True:  # up to max_disk
+                l.append(("x" * 100, i))
+                l.flush()
+                i += 1
+        before = [x[1] for x in l]
+        with pytest.raises(Exception):
+            l.reverse()
+        assert [x[1] for x in l] == before
+        del l[0], l[0]  # room again
+        l.append(("new", -1))
+        expected = before[2:] + [-1]
+        assert [x[1] for x in l] == expected
+        assert len(l.chest) == len(l) + (_META in l.chest)
+    finally:
+        l.close()
+    with List(path=path) as again:
+        assert [x[1] for x in again] == expected
+
+
+REVERSING_CHILD = '''
+import os, sys
+from chest import List
+l = List(path=sys.argv[1], available_memory=5000, policy="largest")
+l.reverse()
+for i in range(100, 400):
+    l.append(("x" * 2000, i))  # evicted (journaled) after the flag
+os.kill(os.getpid(), 9)
+'''
+
+
+def test_kill_9_after_reverse_keeps_the_reversed_order(tmp_path):
+    # reverse() without write_through kept its flag in memory: the items
+    # appended after it reached the disk, the flag did not, and the list
+    # reopened in an order it never had.
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "l")
+    with List(range(10), path=path):
+        pass
+    subprocess.run([sys.executable, "-c", REVERSING_CHILD, path], check=False)
+    with List(path=path) as l:
+        found = [x if isinstance(x, int) else x[1] for x in l]
+    assert found[:10] == list(range(9, -1, -1)), found[:12]
+    assert found[10:] == list(range(100, 100 + len(found) - 10))
+
+
+# -- threads -------------------------------------------------------------------------
+def test_threads_share_a_list():
+    # Two appends at once took the same position: the second overwrote the
+    # first (4 threads x 2000 appends left 4000 items).
+    import sys
+
+    l = List()
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        def work(t):
+            for i in range(2000):
+                if i % 10 == 3:
+                    l.insert(i % 7, (t, i))
+                else:
+                    l.append((t, i))
+                l[-1], len(l[:3])
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    try:
+        items = list(l)
+        assert len(items) == len(l) == 8000 == len(set(items))
+        assert len(l.chest) == 8000 + (_META in l.chest)
+        assert l._positions == sorted(l._positions)
+    finally:
+        l.close()
+
+
+# -- sort() with a key that changes the list ---------------------------------------
+def test_a_sort_key_that_changes_the_list_gets_valueerror(tmp_path):
+    # It sorted the 3 items it had read into 6 new positions, wrote 3 of
+    # them and deleted all 6 old items: len 6, and reading raised KeyError.
+    path = str(tmp_path / "l")
+    l = List([3, 1, 2], path=path)
+    try:
+        for change in (lambda: l.append(9), lambda: l.insert(0, 9), lambda: l.pop(),
+                       lambda: l.__setitem__(0, 9), lambda: l.__delitem__(0),
+                       lambda: l.reverse(), lambda: l.sort(), lambda: l.clear(),
+                       lambda: l.extend([9]), lambda: l.remove(3)):
+            def key(x, change=change):
+                change()
+                return x
+
+            with pytest.raises(ValueError, match="^list modified during sort$"):
+                l.sort(key=key)
+            assert list(l) == [3, 1, 2] and len(l) == 3
+            assert len(l.chest) == 3 + (_META in l.chest)
+
+        def key(x):  # reading is fine; a refused change is no change
+            with pytest.raises(ValueError):
+                l.append(9)
+            return (l.index(x), l[0], len(l)) and -x
+
+        l.sort(key=key)
+        assert list(l) == [3, 2, 1]
+    finally:
+        l.close()
+    with List(path=path) as again:
+        assert list(again) == [3, 2, 1]
+
+
+# -- the List's own key and the user's dump -----------------------------------------
+def dump_bytes(value, f):
+    f.write(value)  # bytes only: a dump for a list of bytes
+
+
+def load_bytes(f):
+    return f.read()
+
+
+def dump_str(value, f):
+    f.write(value)
+
+
+def load_str(f):
+    return f.read()
+
+
+OWN_FORMATS = [
+    pytest.param({"dump": dump_bytes, "load": load_bytes}, [b"c", b"a", b"b"],
+                 id="bytes"),
+    pytest.param({"dump": dump_str, "load": load_str, "mode": "t"}, ["c", "a", "b"],
+                 id="text"),
+    pytest.param({"dump": json.dump, "load": json.load, "mode": "t"}, ["c", "a", "b"],
+                 id="json"),
+]
+
+
+@pytest.mark.parametrize("kwargs, items", OWN_FORMATS)
+@pytest.mark.parametrize("write_through", [False, True])
+def test_the_lists_own_key_needs_nothing_of_dump(tmp_path, kwargs, items,
+                                                 write_through):
+    # Its {"reversed": ...} went through the user's dump: with one for bytes
+    # only, sort() raised TypeError and reverse() was lost at close.
+    import warnings
+
+    path = str(tmp_path / "l")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        l = List(items, path=path, write_through=write_through, **kwargs)
+        try:
+            l.sort()
+            assert list(l) == sorted(items)
+            l.reverse()
+            l.append(items[0] * 2)
+            expected = list(l)
+            assert expected == sorted(items)[::-1] + [items[0] * 2]
+        finally:
+            l.close()
+        for _ in range(2):
+            with List(path=path, **kwargs) as again:
+                assert list(again) == expected
+    if kwargs["dump"] is json.dump:  # a dict json writes: written as before
+        with Chest(path=path, readonly=True, **kwargs) as c:
+            assert type(c[_META]) is dict and c[_META] == {"reversed": True}
+
+
+def test_a_list_whose_own_key_its_dump_wrote_still_opens(tmp_path):
+    # As a List made before kept it: {"reversed": True} through json.dump.
+    path = str(tmp_path / "l")
+    kwargs = {"dump": json.dump, "load": json.load, "mode": "t"}
+    with Chest(path=path, available_memory=0, **kwargs) as c:
+        c[(0,)], c[(1,)], c[(2,)] = "a", "b", "c"
+        c[_META] = {"reversed": True}
+    with List(path=path, **kwargs) as l:
+        assert list(l) == ["c", "b", "a"]
+        l.append("z")
+        l.reverse()
+    with List(path=path, **kwargs) as l:
+        assert list(l) == ["z", "a", "b", "c"]
+
+
+# -- loops over a List that changes ---------------------------------------------------
+def test_changing_a_list_while_looping_over_it_goes_as_for_a_list():
+    # It looped over a copy of the positions: a deleted item raised KeyError
+    # naming a position, an appended one was never visited.
+    def run(seq):
+        seen = []
+        for x in seq:
+            seen.append(x)
+            del seq[-1]
+        out = [seen, list(seq)]
+        seq[:] = [1, 2, 3, 4]
+        seen = []
+        for x in seq:
+            seen.append(x)
+            if x < 3:
+                seq.append(x * 10)
+        out += [seen, list(seq)]
+        seq[:] = [1, 2, 3, 4, 5]
+        seen = []
+        for x in reversed(seq):
+            seen.append(x)
+            if x == 4:
+                del seq[-3:]
+            seq.insert(0, 0)
+        return out + [seen, list(seq)]
+
+    l = List([1, 2, 3, 4], available_memory=0)
+    try:
+        assert run(l) == run([1, 2, 3, 4])
+    finally:
+        l.close()
+
+
+# -- as list: identity first, index's bounds ------------------------------------------
+def test_items_compare_by_identity_first():
+    nan = float("nan")
+    l = List([nan, 1])
+    on_disk = List([nan], available_memory=0)  # read back: another nan each time
+    try:
+        assert l == [nan, 1] and not l != [nan, 1] and [nan, 1] == l
+        assert l == l and not l != l and l <= l and l >= l and not l < l
+        assert on_disk == on_disk and on_disk <= on_disk and not on_disk != on_disk
+    finally:
+        l.close()
+        on_disk.close()
+
+
+def test_index_takes_the_bounds_list_index_takes():
+    np = pytest.importorskip("numpy")
+    l = List([1, 2, 3, 1])
+    try:
+        for args in [(1, None), (1, 0, None), (1, 1.0), (1, "0")]:
+            with pytest.raises(TypeError, match="slice indices must be integers"):
+                [1, 2, 3, 1].index(*args)
+            with pytest.raises(TypeError, match="slice indices must be integers"):
+                l.index(*args)
+        assert l.index(1, np.int64(1)) == 3 and l.index(1, -1) == 3
+        assert l.index(3, 0, np.int32(-1)) == 2
+    finally:
+        l.close()
