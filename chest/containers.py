@@ -245,6 +245,13 @@ class _Container:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # (Without this: "cannot pickle '_thread.RLock' object".)
+        kind = type(self).__name__
+        raise TypeError(f"a {kind} owns its folder {self.path} and cannot be pickled "
+                        f"(nor deep-copied): pickle {kind.lower()}(...) of it, or "
+                        f"reopen it with {kind}(path=...); copy() makes a new one")
+
 
 class List(_Container, MutableSequence):
     """A list whose items spill to disk and persist, as a chest's values.

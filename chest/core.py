@@ -603,6 +603,12 @@ class Chest(MutableMapping):
 
     __copy__ = copy
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # (Without this: "cannot pickle '_thread.RLock' object".)
+        raise TypeError(f"a chest owns its folder {self.path} and cannot be pickled "
+                        f"(nor deep-copied): pickle dict(chest), or reopen it with "
+                        f"Chest(path=...); chest.copy() makes a new chest")
+
     def _file_of(self, key: Hashable) -> Optional[str]:
         """The file that holds ``key``'s current value (for a link), if it is
         not in memory, not packed and not in the journal."""

@@ -946,3 +946,15 @@ def test_index_takes_the_bounds_list_index_takes():
         assert l.index(3, 0, np.int32(-1)) == 2
     finally:
         l.close()
+
+
+@pytest.mark.parametrize("kind", [List, Set])
+def test_pickling_or_deep_copying_a_container_is_a_clear_error(kind):
+    import copy
+    import pickle
+    with kind([1, 2]) as c:
+        for action in (pickle.dumps, copy.deepcopy):
+            with pytest.raises(TypeError, match=f"a {kind.__name__} owns its folder"):
+                action(c)
+        plain = list if kind is List else set
+        assert pickle.loads(pickle.dumps(plain(c))) == plain([1, 2])

@@ -1575,3 +1575,14 @@ def test_a_value_taken_back_from_flight_is_not_sized_again(make_chest):
     reopened = make_chest(available_memory=2500)
     assert reopened[evicted] == _Sized(evicted)
     assert _Sized.calls == 4  # read from disk: sized
+
+
+def test_pickling_or_deep_copying_a_chest_is_a_clear_error(make_chest):
+    import copy
+    c = make_chest()
+    c["a"] = [1]
+    for action in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match="owns its folder .*Chest\\(path="):
+            action(c)
+    assert pickle.loads(pickle.dumps(dict(c))) == {"a": [1]}
+    assert copy.copy(c)["a"] == [1]  # a new chest
