@@ -119,8 +119,9 @@ def between(low: Optional[Position], high: Optional[Position]) -> Position:
 
 
 class _State(dict):
-    """The List's own value (``{"reversed": bool, ...}``), as the List hands
-    it to a chest whose ``dump`` :func:`_own_format` wrapped."""
+    """The List's own value (``{"reversed": bool, ...}``), or a Set's value
+    of every element (empty), as they hand it to a chest whose ``dump``
+    :func:`_own_format` wrapped."""
 
 
 def _own_format(keywords: Dict[str, Any]) -> Dict[str, Any]:
@@ -790,6 +791,16 @@ class Set(_Container, MutableSet):
         for x in data:
             self.add(x)
 
+    def _chest_keywords(self, keywords: Dict[str, Any]) -> Dict[str, Any]:
+        """The user's keywords, with a ``dump`` and ``load`` that write each
+        element's value whatever the user's take (see :func:`_own_format`):
+        None for the default pickle (as before), else an empty
+        :class:`_State` (a dump of bytes only could not write None). What
+        an element's value is read as does not matter."""
+        own = _own_format(keywords)
+        self._member: Any = None if own is keywords else _State()
+        return own
+
     def __contains__(self, x: object) -> bool:
         return x in self.chest
 
@@ -802,7 +813,7 @@ class Set(_Container, MutableSet):
     def add(self, x: Hashable) -> None:
         """Add ``x`` (one write if it is new)."""
         if x not in self.chest:
-            self.chest[x] = None
+            self.chest[x] = self._member
 
     def discard(self, x: Hashable) -> None:
         """Remove ``x`` if it is there."""

@@ -871,6 +871,24 @@ def test_the_lists_own_key_needs_nothing_of_dump(tmp_path, kwargs, items,
             assert type(c[_META]) is dict and c[_META] == {"reversed": True}
 
 
+@pytest.mark.parametrize("kwargs, items", OWN_FORMATS)
+@pytest.mark.parametrize("write_through", [False, True])
+def test_a_sets_elements_need_nothing_of_dump(tmp_path, kwargs, items, write_through):
+    # Each element's value (None) went through the user's dump: one for
+    # bytes only could not add an element.
+    import warnings
+
+    path = str(tmp_path / "s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Set(items, path=path, write_through=write_through,
+                 available_memory=0, **kwargs) as s:
+            s.add(items[0] * 2)
+            s.discard(items[1])
+        with Set(path=path, **kwargs) as again:
+            assert set(again) == {items[0], items[2], items[0] * 2}
+
+
 def test_a_list_whose_own_key_its_dump_wrote_still_opens(tmp_path):
     # As a List made before kept it: {"reversed": True} through json.dump.
     path = str(tmp_path / "l")
