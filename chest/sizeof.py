@@ -577,6 +577,23 @@ def _keys_size(mapping: dict) -> Optional[int]:
 @nbytes.register(dict)
 def _size_dict(value: dict) -> int:
     if 0 < len(value) <= SAMPLE:
+        # A flat record ({"i": 5}: ASCII names, numbers and ASCII text), the
+        # commonest small value, in one loop: 1.1 us against 2.9 through
+        # the functions below (a fifth of an append written through). The
+        # same sum as theirs; anything else goes to them.
+        by_type, getsizeof = nbytes._by_type, sys.getsizeof
+        if by_type.get(str) is _size_str:
+            total = getsizeof(value)
+            for k, x in value.items():
+                if type(k) is not str or not k.isascii():
+                    break
+                func = by_type.get(type(x))
+                if func is getsizeof or (func is _size_str and x.isascii()):
+                    total += _ASCII_BASE + len(k) + getsizeof(x)
+                else:
+                    break
+            else:
+                return total
         keys = _keys_size(value)
         values = _scalars_size(value.values()) if keys is not None else None
         if keys is not None and values is not None:
