@@ -27,7 +27,8 @@ import os
 import threading
 import warnings
 import weakref
-from collections.abc import ItemsView, Mapping, MutableMapping
+from types import MappingProxyType
+from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
                     Optional, Tuple, Union)
 
@@ -277,7 +278,7 @@ class Chest(MutableMapping):
         except BaseException:
             self.session.end()  # nothing is left behind
             raise
-        if data:
+        if data is not None:  # (not "if data": a pandas Series has no truth value)
             self.update(data)
 
     def _set_up(self, dump: Callable[[Any, IO[Any]], None],
@@ -531,6 +532,28 @@ class Chest(MutableMapping):
             del self[key]
             return key, value
 
+    def pop(self, key: Hashable, default: Any = _MISSING) -> Any:
+        """Remove ``key`` and return its value, else ``default`` (KeyError
+        without one), as one step: a thread popping the same key meanwhile
+        gets the default, not a KeyError."""
+        with self.lock:
+            if key not in self._keys:
+                if default is _MISSING:
+                    raise KeyError(key)
+                return default
+            value = self[key]
+            del self[key]
+            return value
+
+    def setdefault(self, key: Hashable, default: Any = None) -> Any:
+        """``c[key]``, set to ``default`` first if missing, as one step (two
+        threads' ``setdefault(k, []).append(x)`` keep both appends)."""
+        with self.lock:
+            if key in self._keys:
+                return self[key]
+            self[key] = default
+            return default
+
     def clear(self) -> None:
         """Delete every key (without loading values from disk)."""
         with self.lock:
@@ -541,15 +564,20 @@ class Chest(MutableMapping):
         return key in self._keys
 
     def __iter__(self) -> Iterator[Hashable]:
+        # The keys when the loop starts, less those deleted meanwhile: a
+        # change during the loop (from it, or from another thread) never
+        # raises, as it would for a dict; new keys are not visited.
         with self.lock:
-            return iter(list(self._keys))
+            keys = list(self._keys)
+        return _still_in(keys, self)
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def __reversed__(self) -> Iterator[Hashable]:
         with self.lock:
-            return reversed(list(self._keys))
+            keys = list(self._keys)
+        return _still_in(reversed(keys), self)
 
     def __ior__(self, other: Any) -> "Chest":
         self.update(other)
@@ -569,7 +597,17 @@ class Chest(MutableMapping):
             return NotImplemented
         new = self.copy(empty=True)
         new.update(other)
-        new.update(self)
+        for key in list(self._keys):  # (values of its own, as copy() gives)
+            source = self._file_of(key)
+            if source is not None:
+                try:
+                    if key in new:
+                        del new[key]
+                    new._link(key, source)
+                    continue
+                except FileNotFoundError:
+                    pass  # changed meanwhile
+            new[key] = self._fresh_copy(key)
         return new
 
     def copy(self, path: Optional[Union[str, os.PathLike]] = None,
@@ -631,7 +669,12 @@ class Chest(MutableMapping):
                 else self.store.filename(key)
         if value is _MISSING:
             return self._read_file(key, filename, place)[0]
-        return copy.deepcopy(value)
+        try:
+            return copy.deepcopy(value)
+        except Exception:
+            # (A lock, a generator: kept in memory, as it cannot be written;
+            # shared then, as dict.copy() shares every value.)
+            return value
 
     @classmethod
     def fromkeys(cls, keys: Iterable[Hashable], value: Any = None,
@@ -644,6 +687,15 @@ class Chest(MutableMapping):
         for key in keys:
             new[key] = value
         return new
+
+    def keys(self) -> "_KeysView":
+        """The keys (reversible, with ``.mapping``, as a dict's view)."""
+        return _KeysView(self)
+
+    def values(self) -> "_ValuesView":
+        """The values (reversible, with ``.mapping``; keys deleted during a
+        loop are passed over)."""
+        return _ValuesView(self)
 
     def items(self) -> "_ItemsView":
         """The ``(key, value)`` pairs; ``x in c.items()`` is False (not an
@@ -1280,8 +1332,11 @@ class Chest(MutableMapping):
                             token = None if self.codec.default or \
                                 self.store.files[key] > SMALL_VALUE else \
                                 self.codec.token(value)
-                            self._keep_loaded(key, value, nbytes(value), token)
                             self.stats.reloads += 1
+                            size = nbytes(value)
+                            if size > self._available_memory:
+                                continue  # (as for a read: it would evict all)
+                            self._keep_loaded(key, value, size, token)
                             # Within the budget as it goes (a batch of 512
                             # values loaded before any left: 116 MB held
                             # through a 20 MB budget).
@@ -1389,8 +1444,8 @@ class Chest(MutableMapping):
             self._spilled_sizes.clear()
             self._changed = False
 
-    def update(  # type: ignore[override]  # (overwrite=: chest 0.2's API)
-            self, other: Any = (), overwrite: bool = True, **kwargs: Any) -> None:
+    def update(  # (overwrite=: chest 0.2's API)
+            self, other: Any = (), /, overwrite: bool = True, **kwargs: Any) -> None:
         """Add the contents of ``other`` (a mapping, pairs, or another chest).
 
         From another chest with the same file format, files are hard-linked
@@ -1539,8 +1594,71 @@ class Chest(MutableMapping):
             pass
 
 
+def _still_in(keys: Iterable[Hashable], c: "Chest") -> Iterator[Hashable]:
+    """``keys`` that are still in chest ``c`` when the loop reaches them.
+    (It holds ``c``: a temporary chest nothing else holds, ``s - t`` looped
+    over at once, must not be closed, emptied, under the loop.)"""
+    current = c._keys
+    for key in keys:
+        if key in current:
+            yield key
+
+
+class _KeysView(KeysView):
+    _mapping: "Chest"
+
+    @property
+    def mapping(self) -> "MappingProxyType[Hashable, Any]":
+        return MappingProxyType(self._mapping)
+
+    def __reversed__(self) -> Iterator[Hashable]:
+        return reversed(self._mapping)
+
+
+class _ValuesView(ValuesView):
+    _mapping: "Chest"
+
+    @property
+    def mapping(self) -> "MappingProxyType[Hashable, Any]":
+        return MappingProxyType(self._mapping)
+
+    def __iter__(self) -> Iterator[Any]:
+        return _values_of(iter(self._mapping), self._mapping)
+
+    def __reversed__(self) -> Iterator[Any]:
+        return _values_of(reversed(self._mapping), self._mapping)
+
+
+def _values_of(keys: Iterator[Hashable], c: "Chest") -> Iterator[Any]:
+    for key in keys:
+        try:
+            yield c[key]
+        except KeyError:
+            continue  # deleted since the loop reached it
+
+
 class _ItemsView(ItemsView):
+    _mapping: "Chest"
+
+    @property
+    def mapping(self) -> "MappingProxyType[Hashable, Any]":
+        return MappingProxyType(self._mapping)
+
     def __contains__(self, item: object) -> bool:
         if not isinstance(item, tuple) or len(item) != 2:
             return False
         return super().__contains__(item)
+
+    def __iter__(self) -> Iterator[Tuple[Hashable, Any]]:
+        return _items_of(iter(self._mapping), self._mapping)
+
+    def __reversed__(self) -> Iterator[Tuple[Hashable, Any]]:
+        return _items_of(reversed(self._mapping), self._mapping)
+
+
+def _items_of(keys: Iterator[Hashable], c: "Chest") -> Iterator[Tuple[Hashable, Any]]:
+    for key in keys:
+        try:
+            yield key, c[key]
+        except KeyError:
+            continue  # deleted since the loop reached it

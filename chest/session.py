@@ -56,16 +56,28 @@ class Session:
         #: A folder made here for this chest, removed when it ends.
         self.temporary = path is None
         self.readonly = readonly
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)):
+            # (Before any folder is made: a bad keyword leaves nothing behind.)
+            raise TypeError(f"lock_timeout must be a number of seconds, not "
+                            f"{lock_timeout!r}")
         self.lock_timeout = lock_timeout
         self.file_mode = file_mode
         self._writer_lock: Optional[WriterLock] = None
         self._finalizer: Optional[weakref.finalize] = None
         if path is not None:
             self.path = os.fspath(path)
+            if not isinstance(self.path, str):
+                raise TypeError(f"a chest's path is a str or os.PathLike of one, "
+                                f"not {type(path).__name__}: {path!r}")
             if readonly:
                 check_folder(self.path)  # a typo must not open an empty chest
         else:
             self.path = tempfile.mkdtemp(".chest", dir=parent)
+        #: The folder, whatever the working directory is later: the lock is
+        #: taken again after a close() on the folder the values are in (a
+        #: relative path after a chdir locked another folder, and left this
+        #: one open to a second writer).
+        self.folder = os.path.abspath(self.path)
 
     @property
     def locked(self) -> bool:
@@ -85,11 +97,11 @@ class Session:
         if self.temporary or self.readonly or self._writer_lock is not None:
             return
         try:
-            make_folder(self.path, self.file_mode)
+            make_folder(self.folder, self.file_mode)
         except FileExistsError:
             raise FolderError(f"{self.path} is a file, not a folder: a chest's "
                               f"path is a folder it owns") from None
-        self._writer_lock = WriterLock(self.path, self.lock_timeout)
+        self._writer_lock = WriterLock(self.folder, self.lock_timeout)
 
     def unlock(self) -> None:
         """Give the writer's lock back (if held)."""
@@ -104,7 +116,7 @@ class Session:
         if self.temporary:
             return
         for name in ("", *names):
-            path = os.path.join(self.path, name) if name else self.path
+            path = os.path.join(self.folder, name) if name else self.folder
             why = others_can_write(path, self.file_mode)
             if why is not None:
                 warnings.warn(
@@ -121,7 +133,7 @@ class Session:
         if self.temporary:
             if self._finalizer is None:
                 self._finalizer = weakref.finalize(
-                    chest, _remove_folder, os.path.abspath(self.path), self.owner_pid)
+                    chest, _remove_folder, self.folder, self.owner_pid)
         elif not self.readonly:
             _OPEN[id(chest)] = chest
 

@@ -1586,3 +1586,158 @@ def test_pickling_or_deep_copying_a_chest_is_a_clear_error(make_chest):
             action(c)
     assert pickle.loads(pickle.dumps(dict(c))) == {"a": [1]}
     assert copy.copy(c)["a"] == [1]  # a new chest
+
+
+# -- a probe of Chest as a dict (stop 22) ---------------------------------------------
+def test_views_are_reversible_and_name_their_mapping(make_chest):
+    c = make_chest()
+    c.update({"a": 1, "b": 2, "c": 3})
+    d = dict(c)
+    assert list(reversed(c.keys())) == list(reversed(d.keys()))
+    assert list(reversed(c.values())) == list(reversed(d.values()))
+    assert list(reversed(c.items())) == list(reversed(d.items()))
+    for view in (c.keys(), c.values(), c.items()):
+        assert view.mapping["b"] == 2
+        with pytest.raises(TypeError):
+            view.mapping["z"] = 1  # read-only, as a dict view's
+
+
+def test_update_takes_keys_named_other_and_self(make_chest):
+    c = make_chest()
+    c.update(other={"x": 1}, self=2)
+    c.update({"k": 3}, other=5)
+    assert dict(c) == {"other": 5, "self": 2, "k": 3}
+
+
+def test_pop_and_setdefault_are_one_step_each_for_threads(make_chest):
+    c = make_chest(available_memory=10**4)
+    keys = range(2000)
+    errors, popped = [], []
+    for k in keys:
+        c[k] = k
+
+    def pop():
+        try:
+            popped.extend(k for k in keys if c.pop(k, None) is not None)
+        except Exception as e:  # KeyError, before: the key gone between its steps
+            errors.append(e)
+
+    def append(t):
+        for k in keys:
+            c.setdefault(("list", k), []).append(t)
+
+    threads = [threading.Thread(target=pop) for _ in range(4)]
+    threads += [threading.Thread(target=append, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and sorted(popped) == list(keys)
+    assert all(sorted(c[("list", k)]) == [0, 1, 2, 3] for k in keys)
+
+
+@pytest.mark.parametrize("view", ["chest", "keys", "values", "items"])
+def test_a_loop_passes_over_keys_deleted_meanwhile(make_chest, view):
+    c = make_chest(available_memory=0)
+    c.update({k: [k] for k in range(6)})
+    seen = []
+    loop = {"chest": lambda: iter(c), "keys": c.keys, "values": c.values,
+            "items": c.items}[view]()
+    for x in loop:
+        seen.append(x)
+        if len(seen) == 2:
+            del c[3]
+            c[9] = [9]  # new keys are not visited
+    expected = [0, 1, 2, 4, 5]
+    assert seen == {"chest": expected, "keys": expected,
+                    "values": [[k] for k in expected],
+                    "items": [(k, [k]) for k in expected]}[view]
+
+
+def test_a_relative_path_names_the_same_folder_after_a_chdir(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    c = Chest(path="data")
+    c["x"] = 1
+    c.close()
+    monkeypatch.chdir(tmp_path / "b")
+    c["y"] = 2  # takes the writer's lock again: on a/data
+    try:
+        assert not (tmp_path / "b" / "data").exists()
+        script = ("from chest import Chest, ChestLockedError\n"
+                  f"try: Chest(path={str(tmp_path / 'a' / 'data')!r})\n"
+                  "except ChestLockedError: print('locked')\n")
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                text=True)
+        assert result.stdout.strip() == "locked", result.stderr
+    finally:
+        c.close()
+    assert Chest(path=str(tmp_path / "a" / "data"), readonly=True)["y"] == 2
+
+
+@pytest.mark.parametrize("bad", [{"path": b"chest"}, {"lock_timeout": "x"}])
+def test_a_bad_keyword_leaves_no_folder_behind(tmp_path, bad):
+    path = str(tmp_path / "chest")
+    kwargs = {"path": path, **bad}
+    if isinstance(kwargs["path"], bytes):
+        kwargs["path"] = path.encode()
+    with pytest.raises(TypeError, match="path|lock_timeout"):
+        Chest(**kwargs)
+    assert not os.path.exists(path)
+
+
+def test_data_may_be_a_series_or_an_array_of_pairs(make_chest):
+    pd = pytest.importorskip("pandas")
+    assert dict(make_chest("s", data=pd.Series({"a": 1, "b": 2}))) == {"a": 1, "b": 2}
+    assert dict(make_chest("a", data=np.array([[1, 2], [3, 4]]))) == {1: 2, 3: 4}
+
+
+def test_or_from_either_side_gives_values_of_their_own(make_chest):
+    c = make_chest(available_memory=100)
+    c["l"] = [1]
+    c["x"] = np.zeros(100)  # on disk (linked)
+    for new in ({} | c, c | {}):
+        new["l"].append(2)
+        new["x"][0] = 5
+        assert c["l"] == [1] and c["x"][0] == 0
+        new.close()
+    assert ({"l": 0, "k": 1} | c)["l"] == [1]  # the chest's value wins, as for dicts
+
+
+def test_a_copy_shares_a_value_that_cannot_be_copied(make_chest):
+    c = make_chest(path=None)  # (temporary: nothing written at close)
+    lock = threading.Lock()
+    c["lock"] = lock        # cannot be written: it stays in memory
+    c["l"] = [1]
+    new = c.copy()          # was TypeError: cannot pickle '_thread.lock'
+    assert new["lock"] is lock and new["l"] == [1] and new["l"] is not c["l"]
+    new.close()
+
+
+def test_prefetch_through_open_many_passes_over_a_value_larger_than_the_budget(
+        make_chest):
+    import contextlib
+
+    @contextlib.contextmanager
+    def my_open_many(names, mode="rb"):
+        files = [open(n, mode) for n in names]
+        try:
+            yield files
+        finally:
+            for f in files:
+                f.close()
+
+    c = make_chest(available_memory=2000, open_many=my_open_many)
+    c["a"], c["b"], c["big"] = np.zeros(100), np.ones(100), np.zeros(1000)
+    c.flush()
+    c.prefetch(["a", "b", "big"])
+    assert sorted(c.inmem) == ["a", "b"]
+
+
+def test_a_loop_holds_its_temporary_chest():
+    # A loop over a temporary chest nothing else holds (s - t looped over at
+    # once) must not see it closed and emptied under it.
+    assert list(iter(Chest(data={1: "a", 2: "b"}))) == [1, 2]
+    assert list(Chest(data={1: "a"}).items()) == [(1, "a")]
+    assert list(reversed(Chest(data={1: "a", 2: "b"}).values())) == ["b", "a"]
