@@ -8,7 +8,7 @@ Usage
 -----
 Run from the repository, with the ``bench`` extra installed::
 
-    python benchmarks/peers.py                      # everything, ~4 min on 2 cores
+    python benchmarks/peers.py                      # everything, ~10 min on 2 cores
     python benchmarks/peers.py --quick              # 32x smaller, CI smoke run
     python benchmarks/peers.py --only arrays --backends zict,floor
     python benchmarks/peers.py --dir /mnt/fast      # work under another disk

@@ -21,7 +21,8 @@ Commands::
 Exit codes: 0 all is well; 1 problems were found (or the index cannot be
 read; for ``repair``: keys were, or would be, dropped, or files left with
 no key); 2 the path is not a chest folder or cannot be read, a writer holds
-the lock (``repair``), or the command line is wrong.
+the lock (``repair``), its values are not pickles and ``--force`` is not
+given (``repair``), or the command line is wrong.
 
 ``verify --deep`` and ``repair`` load value files with ``pickle.load`` (the
 chest's default ``load``): only run them on chests you trust, and not on
@@ -338,7 +339,7 @@ exit codes:
   1  problems were found, or the index cannot be read; repair: keys were
      (or would be) dropped, or files left with no key
   2  not a chest folder, cannot be read, locked by a writer (repair),
-     or a wrong command line
+     not pickles and no --force (repair), or a wrong command line
 """
 
 

@@ -110,15 +110,18 @@ class IndexWriteError(ChestError, OSError):
 class ChestLockedError(ChestError):
     """Another process has the chest open for writing."""
 
-    def __init__(self, path: str, holder: str) -> None:
+    def __init__(self, path: str, holder: str, waited: float = 0.0) -> None:
         self.path = path
         self.holder = holder
+        self.waited = waited
+        wait = (f"waited {waited:g} s for it; close it there, wait longer"
+                if waited > 0 else "close it there, pass lock_timeout= to wait")
         super().__init__(
-            f"the chest at {path} is open for writing by {holder}; close it there, "
-            f"pass lock_timeout= to wait, or open it with readonly=True")
+            f"the chest at {path} is open for writing by {holder}; {wait}, or open "
+            f"it with readonly=True")
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return type(self), (self.path, self.holder)
+        return type(self), (self.path, self.holder, self.waited)
 
 
 class ReadOnlyError(ChestError):

@@ -44,7 +44,7 @@ class WriterLock:
                 if self._try_acquire():
                     return
             if time.monotonic() >= deadline:
-                raise ChestLockedError(folder, lock_holder(folder))
+                raise ChestLockedError(folder, lock_holder(folder), timeout)
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _try_acquire(self) -> bool:

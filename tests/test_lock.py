@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 
@@ -98,8 +99,11 @@ def test_lock_timeout_waits_for_the_holder(chest_path):
          "time.sleep(0.5)\nc.close()\n", chest_path + "-other"],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(ChestLockedError):
+    with pytest.raises(ChestLockedError, match="pass lock_timeout= to wait"):
         Chest(path=chest_path + "-other")
+    with pytest.raises(ChestLockedError, match="waited 0.01 s for it") as e:
+        Chest(path=chest_path + "-other", lock_timeout=0.01)
+    assert pickle.loads(pickle.dumps(e.value)).waited == 0.01
     waited = Chest(path=chest_path + "-other", lock_timeout=30)
     holder.wait(30)
     holder.stdout.close()
