@@ -1429,7 +1429,8 @@ class Chest(MutableMapping):
             self._changed = any(k not in self.store.files for k in self._keys)
 
     def drop(self) -> None:
-        """Remove the chest's folder and everything in it; the chest is empty."""
+        """Remove the chest's files, and its folder if nothing else is left in
+        it (files the chest did not write stay); the chest is empty."""
         with self.lock:
             if self.readonly:
                 raise ReadOnlyError(self.path, "drop the chest")

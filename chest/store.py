@@ -43,7 +43,7 @@ from .files import (FILE_MODE, OLD_PREFIX, TEMP_EXTRA, TMP_PREFIX, Written,
 from .index import (INDEX_MAGIC, INDEX_NAME, Place, Slot, as_key, holds_a_chest,
                     is_valid_place, parse_index, write_index_file)
 from .journal import IN_JOURNAL, JOURNAL_NAME, Journal, read_journal
-from .packed import ENGINES, PackedEngine, open_engine
+from .packed import ENGINES, PackedEngine, engine_files, open_engine
 from .names import MAX_PATH, fold, hashed_name, key_to_filename, safe_name
 
 logger = logging.getLogger(__name__)
@@ -1186,9 +1186,11 @@ class Store:
         sync_dir(folder)
 
     def drop(self) -> None:
-        """Remove the folder and forget every key."""
+        """Remove the chest's files and the folders it made, then its folder
+        if nothing else is left in it; forget every key. Files it did not
+        write stay (``rmtree`` of a chest at ``"."`` removed the user's)."""
         self.close()
-        shutil.rmtree(self.path, ignore_errors=True)
+        self._remove_own_files()
         self.names.clear()
         self.files.clear()
         self.slots.clear()
@@ -1203,6 +1205,31 @@ class Store:
         self._known_dirs.clear()
         self.disk_usage = 0
         self.close()
+
+    def _remove_own_files(self) -> None:
+        """What :meth:`drop` removes: value files by their names, the index,
+        the journal, the packed databases, leftovers of the chest's writes,
+        and folders left empty; not a folder holding another chest."""
+        own = {self.full_path(name) for name in self.names.values()}
+        own.update(self._retired)
+        tops = {INDEX_NAME, JOURNAL_NAME, INDEX_NAME + ".damaged"}
+        for engine in ENGINES:
+            tops.update(engine_files(engine))
+        folders = []
+        for folder, dirs, files in os.walk(self.path):
+            dirs[:] = [d for d in dirs if not holds_a_chest(os.path.join(folder, d))]
+            folders.append(folder)
+            for name in files:
+                path = os.path.join(folder, name)
+                if path in own or is_temp_name(name) or name.startswith(OLD_PREFIX) \
+                        or (folder == self.path and (name in tops or ".damaged" in name
+                                                     and name.startswith("."))):
+                    remove_quietly(path)
+        for folder in reversed(folders):  # (the deepest first; the chest's last)
+            try:
+                os.rmdir(folder)  # only if empty: a user's files stay
+            except OSError:
+                pass
 
     def close(self) -> None:
         """Release the journal's file descriptor and the packed engines

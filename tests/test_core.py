@@ -1741,3 +1741,30 @@ def test_a_loop_holds_its_temporary_chest():
     assert list(iter(Chest(data={1: "a", 2: "b"}))) == [1, 2]
     assert list(Chest(data={1: "a"}).items()) == [(1, "a")]
     assert list(reversed(Chest(data={1: "a", 2: "b"}).values())) == ["b", "a"]
+
+
+def test_drop_removes_the_chests_files_and_no_others(tmp_path):
+    # drop() was rmtree: a chest at "." removed the user's own files.
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "data.csv").write_text("1,2")
+    inner = Chest(path=str(folder / "inner"))  # another chest inside
+    inner["k"] = 1
+    inner.close()
+    c = Chest(path=str(folder), available_memory=0, packed="sqlite")
+    c["small"], c[("a", "b")], c["big"] = 1, 2, np.zeros(10_000)
+    c.flush()
+    c["small"] = 3          # the flushed copy retired, a journal appended
+    c.drop()
+    assert len(c) == 0
+    left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    assert left == ["inner", "inner/.keys", "inner/k", "notes.txt", "sub",
+                    "sub/data.csv"], left
+    assert Chest(path=str(folder / "inner"), readonly=True)["k"] == 1
+    alone = Chest(path=str(tmp_path / "alone"), available_memory=0)
+    alone[("x", "y")] = 1
+    alone.flush()
+    alone.drop()
+    assert not (tmp_path / "alone").exists()  # nothing else in it: gone
