@@ -53,6 +53,8 @@ class Session:
                  parent: Optional[Union[str, os.PathLike]] = None) -> None:
         #: The process that opened the chest: only it flushes or removes it.
         self.owner_pid = os.getpid()
+        if isinstance(path, str) and not path:
+            path = None  # (chest 0.2.3's "path or a temporary folder")
         #: A folder made here for this chest, removed when it ends.
         self.temporary = path is None
         self.readonly = readonly

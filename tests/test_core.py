@@ -1768,3 +1768,12 @@ def test_drop_removes_the_chests_files_and_no_others(tmp_path):
     alone.flush()
     alone.drop()
     assert not (tmp_path / "alone").exists()  # nothing else in it: gone
+
+
+def test_an_empty_path_is_a_temporary_chest_as_in_chest_0_2_3():
+    c = Chest(path="")  # was FileNotFoundError: ''
+    c["a"] = 1
+    folder = c.path
+    assert os.path.isdir(folder) and c["a"] == 1
+    c.close()
+    assert not os.path.exists(folder)
