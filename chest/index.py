@@ -177,9 +177,14 @@ def parse_index(filename: str, data: bytes) -> IndexContent:
             filename, f"format version {version} is newer than this chest "
             f"(reads up to {INDEX_VERSION}); upgrade chest")
     payload = data[HEADER.size:]
-    if len(payload) != length:
+    if len(payload) < length:
         raise IndexFileError(
-            filename, f"truncated: {len(payload)} of {length} bytes")
+            filename, f"truncated: {len(payload)} of {length} bytes" if length <=
+            2 * len(payload) + 4096 else "its header is corrupted (it gives a length "
+            f"of {length} bytes, for {len(payload)})")
+    if len(payload) != length:
+        raise IndexFileError(filename, f"corrupted: {len(payload)} bytes where its "
+                                       f"header gives {length}")
     if zlib.crc32(payload) != crc:
         raise IndexFileError(filename, "checksum mismatch: the file is corrupted")
     try:

@@ -994,6 +994,24 @@ def test_damaged_index_is_an_error_not_an_empty_chest(tmp_path):
     c.close()
 
 
+def test_a_changed_length_in_the_index_header_is_called_corruption(tmp_path):
+    # A changed byte of the length read "truncated: 51 of 6365935208268562483
+    # bytes".
+    path = str(tmp_path / "chest")
+    with Chest(path=path) as c:
+        c["a"] = 1
+    index = os.path.join(path, ".keys")
+    data = bytearray(open(index, "rb").read())
+    start = len(chest.index.INDEX_MAGIC)
+    version, length, crc = chest.index.HEADER.unpack_from(data, start)
+    for changed, reason in ((length * 1000, "header is corrupted"),
+                            (length - 3, "corrupted: .* where its header gives")):
+        chest.index.HEADER.pack_into(data, start, version, changed, crc)
+        open(index, "wb").write(data)
+        with pytest.raises(IndexFileError, match=reason):
+            Chest(path=path, readonly=True)
+
+
 # -- 5. two processes -------------------------------------------------------------
 
 LOCK_CHILD = '''
