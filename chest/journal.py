@@ -41,7 +41,8 @@ from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 import cloudpickle
 
-__all__ = ["Journal", "read_journal", "JOURNAL_NAME", "RECORD", "IN_JOURNAL"]
+__all__ = ["Journal", "read_journal", "read_journal_bytes", "read_journal_file_bytes",
+           "JOURNAL_NAME", "RECORD", "IN_JOURNAL"]
 
 JOURNAL_NAME = ".journal"
 #: A record that keeps the value itself says so in its place:
@@ -189,11 +190,21 @@ class Journal:
 
 def read_journal(filename: str) -> List[Record]:
     """Every whole record of a journal file, in order; [] if there is none."""
+    return read_journal_bytes(read_journal_file_bytes(filename))
+
+
+def read_journal_file_bytes(filename: str) -> bytes:
+    """A journal file's bytes; empty if there is none."""
     try:
         with open(filename, "rb") as f:
-            data = f.read()
+            return f.read()
     except FileNotFoundError:
-        return []
+        return b""
+
+
+def read_journal_bytes(data: bytes) -> List[Record]:
+    """Every whole record of the journal ``data``, in order (the offsets of
+    values kept in it are offsets in ``data``)."""
     records: List[Record] = []
     offset = 0
     while offset + RECORD.size <= len(data):

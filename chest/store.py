@@ -42,7 +42,8 @@ from .files import (FILE_MODE, OLD_PREFIX, TEMP_EXTRA, TMP_PREFIX, Written,
                     size_of_open_file, sync_dir, temp_name)
 from .index import (INDEX_MAGIC, INDEX_NAME, Place, Slot, as_key, holds_a_chest,
                     is_valid_place, parse_index, write_index_file)
-from .journal import IN_JOURNAL, JOURNAL_NAME, Journal, read_journal
+from .journal import (IN_JOURNAL, JOURNAL_NAME, Journal, read_journal_bytes,
+                      read_journal_file_bytes)
 from .packed import ENGINES, PackedEngine, engine_files, open_engine
 from .names import MAX_PATH, fold, hashed_name, key_to_filename, safe_name
 
@@ -212,6 +213,14 @@ class Store:
         if not readonly:
             self._recover(journaled)
             self._journaled_keys = {key for key, _, _ in journaled}
+            # Every slot the journal names, also one deleted since: a reader
+            # that read the journal may look for it, so it is never handed
+            # out again (it was, after a kill -9: the reader then got
+            # another key's value).
+            places: List[Any] = [place for _, place, _ in journaled]
+            self._journal_slot_max: int = max(
+                (p[1] for p in places if type(p) is tuple and len(p) == 2
+                 and p[0] in ENGINES and type(p[1]) is int), default=-1)
             self._recover_slots()
             separated = self._separate_shared_files()
             renamed = self._adopt_legacy_names()
@@ -429,7 +438,7 @@ class Store:
         except FileNotFoundError:
             old = self._flushed_copy(filename)
             if old is None:
-                raise ValueFileError(key, filename, "the file is missing") from None
+                raise ValueFileError(key, filename, self._missing_why()) from None
             return self.read_bytes(key, old)
         except OSError as e:  # a folder now, under a file now, unreadable
             raise ValueFileError(key, filename, describe(e)) from e
@@ -437,6 +446,14 @@ class Store:
             old = self._flushed_copy_or_raise(key, filename, len(data))
             return self.read_bytes(key, old)
         return data, time.perf_counter() - start
+
+    def _missing_why(self) -> str:
+        """Why a key's file is missing, as far as this store can tell."""
+        if self.readonly:
+            return ("the file is missing: the writer may have deleted or moved the "
+                    "key after this read-only chest was opened; reopen the chest to "
+                    "read it as it is now")
+        return "the file is missing"
 
     def _replaced_since_opened(self, key: Hashable, size: int) -> bool:
         """For a reader beside a writer: is the file not the one its index
@@ -557,7 +574,7 @@ class Store:
         except FileNotFoundError:
             old = self._flushed_copy(filename)
             if old is None:
-                raise ValueFileError(key, filename, "the file is missing") from None
+                raise ValueFileError(key, filename, self._missing_why()) from None
             return self.read(key, old)
         except (MemoryError, KeyboardInterrupt):
             raise
@@ -865,7 +882,7 @@ class Store:
         replaced = [place for place in
                     (self.indexed.get(key) for key in self._journaled_keys)
                     if isinstance(place, tuple) and place not in live]
-        highest = max([self._slot_mark - 1,
+        highest = max([self._slot_mark - 1, self._journal_slot_max,
                        *(place[1] for place in live if place is not None)])
         for name in ENGINES:
             if not os.path.exists(self.packed_path(name)):
@@ -886,6 +903,11 @@ class Store:
         self._next_slot = highest + 1
 
     # -- the index -----------------------------------------------------------
+    @property
+    def journal_path(self) -> str:
+        """Absolute path of the journal."""
+        return os.path.join(self.path, JOURNAL_NAME)
+
     @property
     def index_path(self) -> str:
         """Absolute path of the ``.keys`` index."""
@@ -1077,17 +1099,16 @@ class Store:
         """Add the keys written (and drop those deleted) since the index was
         written, as the journal recorded them; the records."""
         filename = os.path.join(self.path, JOURNAL_NAME)
-        records = read_journal(filename)
+        # One read for the records and the values in them: the writer
+        # empties the journal (and refills it) as it flushes, and a reader
+        # that read the file again for the values kept bytes of another
+        # record (another key's value, when the lengths matched).
+        blob = read_journal_file_bytes(filename)
+        records = read_journal_bytes(blob)
         if self.readonly and any(type(p) is tuple and p[0] == IN_JOURNAL
                                  for _, p, _ in records):
-            # A reader keeps the values the journal holds now: the writer
-            # empties the journal (and refills it) as it flushes, so an
-            # offset read later could hold another key's value.
-            try:
-                with builtins.open(filename, "rb") as f:
-                    blob = f.read()
-            except OSError:
-                blob = b""
+            # A reader keeps the values the journal holds now: an offset
+            # read later could hold another key's value.
             for key, place, _ in records:
                 if type(place) is tuple and place[0] == IN_JOURNAL:
                     self._journal_values[key] = blob[place[1]:place[1] + place[2]]

@@ -1926,3 +1926,116 @@ def test_a_crash_keeps_the_order_of_keys_set_again_since_the_index(tmp_path, kwa
         assert list(c) == ["first", "a", "b"] and c["a"] == "a2, written again after b"
     finally:
         c.close()
+
+
+# -- a probe of readers beside a writer, and kill -9 (stop 22) ------------------------
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+def test_a_slot_the_journal_named_is_never_handed_out_again(tmp_path, engine):
+    # k1 packed (its slot in the journal only), then set large (a file: the
+    # unflushed slot deleted), then kill -9: the next writer gave the slot
+    # to k2, and a reader opened before the crash read k2's value as k1's.
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    path = str(tmp_path / "c")
+    with Chest(path=path, packed=engine) as c:
+        c["a"] = "flushed"
+    writer = popen(f"""
+import sys
+from chest import Chest
+c = Chest(path={path!r}, packed={engine!r})
+c["k1"] = "value of k1"
+c.move_to_disk("k1")
+print("packed", flush=True); sys.stdin.readline()
+c["k1"] = b"x" * 100_000
+c.move_to_disk("k1")
+print("file", flush=True); sys.stdin.readline()
+""", stdin=True)
+    assert writer.stdout.readline().strip() == "packed"
+    reader = Chest(path=path, readonly=True)
+    writer.stdin.write("\n")
+    writer.stdin.flush()
+    assert writer.stdout.readline().strip() == "file"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    again = Chest(path=path)
+    again["k2"] = "value of k2"
+    again.move_to_disk("k2")
+    assert again.store.slots["k2"] != reader.store.slots["k1"]
+    try:
+        assert reader["k1"] in ("value of k1", b"x" * 100_000)
+    except ValueFileError as e:
+        assert "reopen" in str(e)
+    reader.close()
+    again.close()
+
+
+def test_a_reader_takes_the_journals_records_and_values_in_one_read(tmp_path,
+                                                                    monkeypatch):
+    # Records in one read, values in a second: a flush and a new journal in
+    # between gave the reader another key's bytes (same lengths, same offset).
+    path = str(tmp_path / "c")
+    writer = popen(f"""
+import sys
+from chest import Chest
+c = Chest(path={path!r}, write_through=True)
+c["k1"] = "value of k1"
+print("ready", flush=True); sys.stdin.readline()
+c.flush()
+c["k2"] = "value of k2"
+print("done", flush=True); sys.stdin.readline()
+c.close()
+""", stdin=True)
+    assert writer.stdout.readline().strip() == "ready"
+    parse = chest.store.read_journal_bytes
+
+    def parse_while_the_writer_works(data):
+        records = parse(data)
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "done"
+        return records
+
+    monkeypatch.setattr(chest.store, "read_journal_bytes", parse_while_the_writer_works)
+    reader = Chest(path=path, readonly=True)
+    monkeypatch.setattr(chest.store, "read_journal_bytes", parse)
+    try:
+        assert reader["k1"] == "value of k1"
+    finally:
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        writer.wait(30)
+        reader.close()
+
+
+class _LoadsBadly:
+    def __reduce__(self):
+        return (int, ("not a number",))  # pickles, and fails to load
+
+
+def test_a_journaled_value_that_cannot_be_loaded_names_the_key_and_journal(tmp_path):
+    # It raised KeyError('journal'): .get() took a stored key for missing.
+    path = str(tmp_path / "c")
+    c = Chest(path=path, write_through=True)
+    c["bad"] = _LoadsBadly()
+    c.evict()
+    reader = Chest(path=path, readonly=True)
+    for who in (c, reader):
+        with pytest.raises(ValueFileError, match="kept in the journal") as e:
+            who["bad"]
+        assert e.value.filename == os.path.join(path, JOURNAL_NAME)
+    reader.close()
+    del c["bad"]
+    c.close()
+
+
+@pytest.mark.parametrize("engine", [None, "sqlite"])
+def test_a_reader_missing_a_file_the_writer_deleted_is_told_to_reopen(tmp_path, engine):
+    path = str(tmp_path / "c")
+    with Chest(path=path, packed=engine) as c:
+        c["a"] = b"x" * 100_000  # a file
+    reader = Chest(path=path, readonly=True)
+    with Chest(path=path, packed=engine) as writer:
+        del writer["a"]
+    with pytest.raises(ValueFileError, match="missing.*reopen"):
+        reader["a"]
+    reader.close()
