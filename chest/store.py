@@ -1177,7 +1177,7 @@ class Store:
         left alone.
         """
         known: Optional[Set[Any]] = None  # made at the first .old. file seen
-        live_paths: Set[str] = set()
+        live_paths: Dict[str, Hashable] = {}
         for folder, dirs, bases in os.walk(self.path):
             dirs[:] = [d for d in dirs if not holds_a_chest(os.path.join(folder, d))]
             rel = os.path.relpath(folder, self.path)
@@ -1192,16 +1192,31 @@ class Store:
                     known = set(self.indexed.values())
                     known.update(name for _, name, _ in journaled if name is not None)
                     known.update(self.names.values())
-                    live_paths = {self.full_path(name) for key, name in self.names.items()
-                                  if key in self.files}
+                    live_paths = {self.full_path(name): key
+                                  for key, name in self.names.items() if key in self.files}
                 if prefix + base[len(OLD_PREFIX):] in known or \
                         prefix + base in self._retired_at_index:
                     full = os.path.join(folder, base)
                     live = os.path.join(folder, base[len(OLD_PREFIX):])
                     if live in live_paths and not os.path.exists(live):
                         os.replace(full, live)
+                        # Its size, not the index's: the copy put back may be
+                        # a later one (a file update() linked over the
+                        # flushed one, retired by a set before the crash).
+                        key = live_paths[live]
+                        size = os.stat(live).st_size
+                        self.disk_usage += size - self.files[key]
+                        self.files[key] = size
                     else:
                         self.discard(full)
+        # A file the index names that the journal moved its key away from
+        # (to the journal, a slot, another name) or deleted: retired, as it
+        # would have been had the process not died between the journal's
+        # record and the retiring (it was left for good, an orphan).
+        named = set(self.names.values())
+        for place in set(self.indexed.values()):
+            if isinstance(place, str) and place not in named:
+                self._retire_path(self.full_path(place))
 
     def _sync_dir(self, folder: str) -> None:
         sync_dir(folder)

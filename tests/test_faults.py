@@ -2039,3 +2039,54 @@ def test_a_reader_missing_a_file_the_writer_deleted_is_told_to_reopen(tmp_path, 
     with pytest.raises(ValueFileError, match="missing.*reopen"):
         reader["a"]
     reader.close()
+
+
+def test_a_file_put_back_after_a_crash_is_indexed_with_its_own_size(tmp_path):
+    # update() linked a file over k's flushed one; a set then retired it as
+    # .old.k; kill -9: recovery put it back under the index's older size,
+    # and verify (and every reader) found the file changed, for good.
+    path = str(tmp_path / "c")
+    child = run(f"""
+import os, signal
+from chest import Chest
+c = Chest(path={path!r})
+c["k"] = b"a" * 50_000
+c.flush()
+other = Chest()
+other["k"] = b"b" * 60_000
+other.flush()
+c.update(other)
+c["k"] = "new, in memory"
+os.kill(os.getpid(), signal.SIGKILL)
+""")
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    with Chest(path=path) as c:
+        assert c["k"] == b"b" * 60_000  # what update() left on disk
+    with Chest(path=path, readonly=True) as reader:
+        assert reader["k"] == b"b" * 60_000
+    verify = subprocess.run([sys.executable, "-m", "chest", "verify", "--deep", path],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout
+
+
+def test_a_file_the_journal_moved_its_key_away_from_is_removed(tmp_path):
+    # A kill -9 between a write-through's journal record and retiring the
+    # key's flushed file left that file for good (verify: an orphan).
+    path = str(tmp_path / "c")
+    child = run(f"""
+import os, signal
+import chest.store
+from chest import Chest
+c = Chest(path={path!r}, packed="sqlite", write_through=True)
+c["k"] = b"x" * 40_000  # over packed_limit: a file
+c.flush()
+chest.store.Store._retire_copy = lambda self, key: os.kill(os.getpid(), signal.SIGKILL)
+c["k"] = "small"        # journaled; then the file would have been retired
+""")
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    with Chest(path=path) as c:
+        assert c["k"] == "small"
+    assert "k" not in os.listdir(path)
+    verify = subprocess.run([sys.executable, "-m", "chest", "verify", "--deep", path],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout
