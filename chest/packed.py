@@ -301,6 +301,12 @@ class _Environments:
                 return held
             if held is not None:  # a reader has it: open it for writing
                 held[0].close()
+            if os.path.exists(path) and os.path.getsize(path) == 0:
+                # (LMDB writes its meta pages as it makes the file: an empty
+                # one was emptied. A writer made a new database over it, its
+                # values then "missing"; a reader said "Bad file descriptor".)
+                raise OSError(errno.EIO, "the database is empty (0 bytes): cut short "
+                                         "or damaged", path)
             if not readonly:
                 _reserve_lock_file(path + "-lock", file_mode)
             try:

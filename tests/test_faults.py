@@ -2090,3 +2090,22 @@ c["k"] = "small"        # journaled; then the file would have been retired
     verify = subprocess.run([sys.executable, "-m", "chest", "verify", "--deep", path],
                             capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout
+
+
+def test_an_emptied_lmdb_database_is_called_so_and_files_still_read(tmp_path):
+    # A writer made a new database over it ("slot 0 is missing"), a reader
+    # said "Bad file descriptor".
+    pytest.importorskip("lmdb")
+    path = str(tmp_path / "c")
+    with Chest(path=path, packed="lmdb") as c:
+        c["small"] = 1
+        c["large"] = np.arange(20_000)  # a file
+    db = os.path.join(path, ".packed.lmdb")
+    open(db, "wb").close()
+    for readonly in (True, False):
+        with Chest(path=path, readonly=readonly) as c:
+            with pytest.raises(ValueFileError, match=r"empty \(0 bytes\)") as e:
+                c["small"]
+            assert e.value.filename == db
+            assert (c["large"] == np.arange(20_000)).all()
+    assert os.path.getsize(db) == 0  # left as it was, for repair
