@@ -1607,24 +1607,23 @@ def _still_in(keys: Iterable[Hashable], c: "Chest") -> Iterator[Hashable]:
             yield key
 
 
-class _KeysView(KeysView):
+class _ChestView:
+    """What the chest's views add to collections.abc's: ``.mapping``, as a
+    dict's views have (read-only)."""
+
     _mapping: "Chest"
 
     @property
     def mapping(self) -> "MappingProxyType[Hashable, Any]":
         return MappingProxyType(self._mapping)
 
+
+class _KeysView(_ChestView, KeysView):
     def __reversed__(self) -> Iterator[Hashable]:
         return reversed(self._mapping)
 
 
-class _ValuesView(ValuesView):
-    _mapping: "Chest"
-
-    @property
-    def mapping(self) -> "MappingProxyType[Hashable, Any]":
-        return MappingProxyType(self._mapping)
-
+class _ValuesView(_ChestView, ValuesView):
     def __iter__(self) -> Iterator[Any]:
         return _values_of(iter(self._mapping), self._mapping)
 
@@ -1640,13 +1639,7 @@ def _values_of(keys: Iterator[Hashable], c: "Chest") -> Iterator[Any]:
             continue  # deleted since the loop reached it
 
 
-class _ItemsView(ItemsView):
-    _mapping: "Chest"
-
-    @property
-    def mapping(self) -> "MappingProxyType[Hashable, Any]":
-        return MappingProxyType(self._mapping)
-
+class _ItemsView(_ChestView, ItemsView):
     def __contains__(self, item: object) -> bool:
         if not isinstance(item, tuple) or len(item) != 2:
             return False
