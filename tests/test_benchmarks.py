@@ -32,9 +32,13 @@ def test_peers_quick_run_prints_every_workload(tmp_path):
 
 def test_small_bound_reads_back_from_each_store(tmp_path):
     out = run_script("small_bound.py", "--count", "3000", "--rounds", "1",
-                     "--stores", "bare,least,chest", tmp_path=tmp_path)
+                     "--stores", "bare,least,chest,bare:lmdb,least:lmdb,"
+                     "chest:lmdb,bare:sqlite,least:sqlite,chest:sqlite",
+                     tmp_path=tmp_path)
     lines = out.splitlines()[1:]
-    assert [line.split()[0] for line in lines] == ["bare", "least", "chest"]
+    assert [line.split()[0] for line in lines] == [
+        "bare", "least", "chest", "bare:lmdb", "least:lmdb", "chest:lmdb",
+        "bare:sqlite", "least:sqlite", "chest:sqlite"]
     assert all(float(line.split()[1]) > 0 for line in lines)
     assert os.listdir(tmp_path) == []
 

@@ -365,3 +365,23 @@ def test_small_dicts_keys_are_counted_as_one_by_one(record):
         else nbytes(k) + sys.getsizeof(v) + sum(map(nbytes, v))
         for k, v in record.items())
     assert nbytes(record) == one_by_one
+
+
+@pytest.mark.parametrize("record", [
+    {"a": 1, "b": "x" * 20, "c": [1, 2]},              # peers.py's small value
+    {"t": (1, 2.5, None, True, "x"), "n": 3},          # a tuple of scalars
+    {"l": [], "t": ()},                                # empty ones
+    {"l": ["\xe9"]},                                   # non-ASCII text inside
+    {"l": [10 ** 40, -1]},                             # wide ints
+    {"l": list(range(9))},                             # longer than the loop takes
+    {"l": [1, [2, 3]]},                                # a list inside the list
+    {"l": [1], "z": {"k": 2}},                         # a dict after the list
+])
+def test_records_with_short_lists_are_sized_as_their_parts(record):
+    def one(v):
+        if type(v) in (list, tuple):
+            return sys.getsizeof(v) + sum(map(one, v))
+        if type(v) is dict:
+            return sys.getsizeof(v) + sum(one(k) + one(x) for k, x in v.items())
+        return nbytes(v)
+    assert nbytes(record) == one(record)
