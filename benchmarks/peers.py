@@ -48,8 +48,13 @@ pyfloor
 Workloads
 ---------
 arrays
-    48 float64 arrays of 32 MiB through a 256 MiB budget: write all, then
-    read all in a random order, touching every 4096th element.
+    48 float64 arrays of 32 MiB through a 256 MiB budget: make and write
+    all, then read all in a random order, touching every 4096th element.
+    ``write`` is the whole loop that makes each array (``rng.random``, the
+    same work for every store) and sets it, as a program producing arrays
+    sees it: a store that writes behind the caller (chest) overlaps its
+    writes with the making of the next array. ``set`` is the time spent in
+    the set calls alone.
 small
     100,000 small dicts under int keys through a 1 MiB budget: write all,
     read all in a random order.
@@ -453,16 +458,20 @@ def run_arrays(store: MutableMapping, cfg: Result) -> Result:
     n = cfg["size"] // 8
     expected: Dict[str, float] = {}
     io = IO()
-    write = 0.0
+    in_set = 0.0
     os.sync()  # no backend inherits the dirty pages of the one before
+    phase = time.perf_counter()
     for i in range(cfg["count"]):
         key = f"array-{i}"
         x = rng.random(n)
         expected[key] = float(x[::4096].sum())
         start = time.perf_counter()
         store[key] = x
-        write += time.perf_counter() - start
+        in_set += time.perf_counter() - start
         del x
+    if hasattr(store, "shrink"):
+        store.shrink()  # (chest: until the last write behind is done)
+    write = time.perf_counter() - phase
     order = list(expected)
     random.Random(0).shuffle(order)
     read = 0.0
@@ -473,7 +482,8 @@ def run_arrays(store: MutableMapping, cfg: Result) -> Result:
         read += time.perf_counter() - start
         check(touched == expected[key], f"{key} came back changed")
     total = cfg["count"] * cfg["size"] / GB
-    return {"write_gbs": total / write, "read_gbs": total / read, **io.delta()}
+    return {"write_gbs": total / write, "set_gbs": total / in_set,
+            "read_gbs": total / read, **io.delta()}
 
 
 def small_value(i: int) -> Dict[str, Any]:
@@ -738,6 +748,7 @@ TRAFFIC = [("to disk MiB", "to_disk", "{:,.0f}", None),
 WALL = ("wall s", "wall_s", "{:.1f}", None)
 COLUMNS: Dict[str, List[Column]] = {
     "arrays": [("write GB/s", "write_gbs", "{:.2f}", True),
+               ("set GB/s", "set_gbs", "{:.2f}", None),
                ("read GB/s", "read_gbs", "{:.2f}", True), *RSS, *TRAFFIC,
                ("close s", "close_s", "{:.2f}", None), WALL],
     "small": [("write kops/s", "write_kops", "{:.1f}", True),

@@ -83,6 +83,9 @@ JOURNAL_FOLD = 32 * 2**20
 _FINGERPRINTS = Workers("chest-fingerprint")
 _ROOM_MAKERS = Workers("chest-make-room")
 
+#: A value on its way to disk: key, value, size, version, file name (None: packed).
+Spill = Tuple[Hashable, Any, int, int, Optional[str]]
+
 _DEFAULT_KEY_TO_FILENAME = key_to_filename  # the constructor's parameter hides it
 _MISSING = object()
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -351,6 +354,8 @@ class Chest(MutableMapping):
         # or adopt a dask worker's budget (see _writable).
         self._guarded = readonly or self._budget_of_worker is not None
         self._keys = dict(zip(self.store.files, self._versions))  # (in C)
+        # The eviction running behind the caller, and the process it began in.
+        self._behind: Optional[Tuple[Job, int]] = None
         self.session.watch(self)
 
     # -- the format (chest 0.2's attributes) ----------------------------------------
@@ -433,6 +438,8 @@ class Chest(MutableMapping):
             self._writable("set a key")
         if self.write_through:
             return self._set_through(key, value)
+        if self._behind is not None:
+            self._wait_behind()  # (at most one value over the budget)
         size = nbytes(value)
         with self.lock:
             if key in self.inmem and size <= self._available_memory:
@@ -460,7 +467,7 @@ class Chest(MutableMapping):
             self._closed = False
             over = self.memory.used > self._available_memory
         if over:
-            self.shrink()
+            self._shrink_behind(size)
 
     def _set_through(self, key: Hashable, value: Any) -> None:
         """``c[key] = value`` with ``write_through``: a small value is kept in
@@ -873,6 +880,7 @@ class Chest(MutableMapping):
         Values that cannot be written stay in memory (and over budget);
         eviction moves on to the next one. Writing happens outside the lock.
         """
+        self._wait_behind()
         self._shrink()
 
     def _shrink(self, keep: Any = _MISSING) -> None:
@@ -905,38 +913,48 @@ class Chest(MutableMapping):
         """Evict one value, ``keep`` last: the bytes freed, or -1 if none
         could be evicted."""
         while True:
-            with self.lock:
-                if self._guarded and not self.readonly and self.policy:
-                    # First: if the lock cannot be taken again, nothing is lost.
-                    self._writable("write to disk")
-                # Values something else holds (a task's input, an array the
-                # caller kept) are passed over: evicting them frees no memory.
-                popped = self.memory.pop_next(keep, spare_in_use=True)
-                if popped is None:
-                    return -1  # nothing in memory may leave
-                key, value, size = popped
-                if self.readonly:
-                    return size  # a copy of its file: let it go
-                version = self._keys[key]
-                if self._on_overflow is not _do_nothing:
-                    try:
-                        self._on_overflow(key)
-                    except BaseException:
-                        self.memory.keep(key, value, size)
-                        raise
-                    if self._keys.get(key, _MISSING) != version:
-                        return size  # the callback deleted or set the key: no write
-                if self._is_clean(key, value):
-                    self._let_go(key, value, size)
-                    return size
-                self.flight.start(key, value, size)
+            picked = self._pick(keep)
+            if isinstance(picked, int):
+                return picked
+            if picked is not None and self._spill(*picked):
+                return picked[2]
+
+    def _pick(self, keep: Any = _MISSING) -> Union[int, None, Spill]:
+        """Take the next value out of memory (``keep`` last): the bytes freed
+        if it left without a write (-1 if none could leave), or the
+        arguments of :meth:`_spill` to write it (it is in flight), or None
+        if it could not be written and stays in memory."""
+        with self.lock:
+            if self._guarded and not self.readonly and self.policy:
+                # First: if the lock cannot be taken again, nothing is lost.
+                self._writable("write to disk")
+            # Values something else holds (a task's input, an array the
+            # caller kept) are passed over: evicting them frees no memory.
+            popped = self.memory.pop_next(keep, spare_in_use=True)
+            if popped is None:
+                return -1  # nothing in memory may leave
+            key, value, size = popped
+            if self.readonly:
+                return size  # a copy of its file: let it go
+            version = self._keys[key]
+            if self._on_overflow is not _do_nothing:
                 try:
-                    filename = None if self._packs(size) else self.store.prepare(key)
-                except Exception as e:
-                    self._keep_unwritable(key, value, size, e)
-                    continue
-            if self._spill(key, value, size, version, filename):
+                    self._on_overflow(key)
+                except BaseException:
+                    self.memory.keep(key, value, size)
+                    raise
+                if self._keys.get(key, _MISSING) != version:
+                    return size  # the callback deleted or set the key: no write
+            if self._is_clean(key, value):
+                self._let_go(key, value, size)
                 return size
+            self.flight.start(key, value, size)
+            try:
+                filename = None if self._packs(size) else self.store.prepare(key)
+            except Exception as e:
+                self._keep_unwritable(key, value, size, e)
+                return None
+        return key, value, size, version, filename
 
     def _spill(self, key: Hashable, value: Any, size: int, version: int,
                filename: Optional[str]) -> bool:
@@ -1070,6 +1088,55 @@ class Chest(MutableMapping):
                 or self._guarded or self.lock._is_owned():  # type: ignore[attr-defined]
             return None  # (a value over the whole budget is not kept)
         return _ROOM_MAKERS.run(self._make_room, incoming)
+
+    def _shrink_behind(self, size: int) -> None:
+        """After a value of ``size`` bytes was set over the budget: choose
+        the values that leave now, and write them in a thread while the
+        caller goes on (write-behind), if the value is large and the
+        conditions of :meth:`_make_room_beside_read` hold; else evict now.
+        Values being written are in flight (a read takes them back); the
+        next set, flush, close, shrink or drop waits for the thread first,
+        so memory holds at most the budget and what one set pushed out."""
+        if size < LARGE_VALUE or not self._own_functions_only or self._guarded \
+                or self.lock._is_owned():  # type: ignore[attr-defined]
+            self.shrink()
+            return
+        # (A 32 MiB array written behind the caller: the write overlaps
+        # whatever the caller computes next, dask's next task say.)
+        spills: List[Spill] = []
+        try:
+            while self.memory.used > self._available_memory:
+                picked = self._pick()
+                if picked == -1:
+                    break
+                if isinstance(picked, tuple):
+                    spills.append(picked)
+        finally:
+            if spills:  # (in flight: written even if choosing the next raised)
+                self._behind = (_ROOM_MAKERS.run(self._spill_all, spills),
+                                os.getpid())
+
+    def _spill_all(self, spills: List[Spill]) -> None:
+        """Write values taken out of memory by :meth:`_pick`; never raises
+        (one that cannot be written is back in memory)."""
+        for spill in spills:
+            self._spill(*spill)
+
+    def _wait_behind(self) -> None:
+        """Wait until the eviction started by :meth:`_shrink_behind` is done
+        (not if the caller holds the lock: the thread may be waiting for
+        it). If it stopped at an error, evict again here: the error is met
+        again, and raised, if it lasts."""
+        behind = self._behind
+        if behind is None or self.lock._is_owned():  # type: ignore[attr-defined]
+            return
+        job, pid = behind
+        self._behind = None
+        if pid != os.getpid():
+            return  # a forked child: its parent's thread is not here
+        job.wait()
+        if job.error is not None or self.memory.used > self._available_memory:
+            self._shrink()
 
     def _make_room(self, incoming: int) -> None:
         """Evict until ``incoming`` more bytes fit in the budget."""
@@ -1362,6 +1429,7 @@ class Chest(MutableMapping):
         lists them once everything else is done. Everything written before a
         flush returns is found again when the chest is reopened.
         """
+        self._wait_behind()
         with self.lock:
             self._writable("flush")
             failures = self._write_all()
@@ -1433,6 +1501,7 @@ class Chest(MutableMapping):
     def drop(self) -> None:
         """Remove the chest's files, and its folder if nothing else is left in
         it (files the chest did not write stay); the chest is empty."""
+        self._wait_behind()
         with self.lock:
             if self.readonly:
                 raise ReadOnlyError(self.path, "drop the chest")
@@ -1529,6 +1598,7 @@ class Chest(MutableMapping):
         """
         if not self.session.in_owner:
             return
+        self._wait_behind()
         if self._closed:
             # Nothing changed since, but reading may have opened files again.
             with self.lock:

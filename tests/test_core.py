@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -1261,7 +1262,8 @@ def test_large_values_are_fingerprinted_while_written(make_chest, monkeypatch):
     monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=20_000)  # one 16 kB array fits
     c["a"] = np.zeros(2_000)
-    c["b"] = np.ones(2_000)  # a is written
+    c["b"] = np.ones(2_000)  # a is written (behind the caller)
+    c.shrink()  # (waits for that write)
     assert c.stats.spills == 1
     assert c["a"][0] == 0  # b is written
     assert c["b"][0] == 1  # a is unchanged since it was written: not again
@@ -1777,3 +1779,98 @@ def test_an_empty_path_is_a_temporary_chest_as_in_chest_0_2_3():
     assert os.path.isdir(folder) and c["a"] == 1
     c.close()
     assert not os.path.exists(folder)
+
+
+def _hold_writes(c, monkeypatch):
+    """Make ``c``'s file writes wait until the returned event is set; the
+    names of the threads that wrote are collected in the returned list."""
+    release, writers = threading.Event(), []
+
+    def hold(write):
+        def held(filename, value):
+            writers.append(threading.current_thread().name)
+            assert release.wait(30), "never released"
+            return write(filename, value)
+        return held
+
+    for name in ("write_temp", "write_bytes_temp"):
+        monkeypatch.setattr(c.store, name, hold(getattr(c.store, name)))
+    return release, writers
+
+
+def test_a_large_value_set_over_the_budget_is_written_behind_the_caller(
+        make_chest, monkeypatch):
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    c = make_chest(available_memory=20_000)  # one 16 kB array fits
+    c["a"] = np.zeros(2_000)
+    release, writers = _hold_writes(c, monkeypatch)
+    setter = threading.Thread(target=c.__setitem__, args=("b", np.ones(2_000)))
+    setter.start()
+    setter.join(10)
+    # The set returned while "a" was still being written, "a" already out
+    # of memory (in flight: counted in neither memory_usage nor the files).
+    assert not setter.is_alive(), "the set waited for the write"
+    assert sorted(c.inmem) == ["b"] and c.memory_usage <= 20_000
+    assert c.stats.spills == 0 and not os.path.exists(os.path.join(c.path, "a"))
+    for _ in range(1000):
+        if writers:
+            break
+        time.sleep(0.01)
+    assert writers == ["chest-make-room"]
+    release.set()
+    assert c["a"][0] == 0  # in flight or written: read back either way
+    c.shrink()  # waits for the write
+    c["a"][:] = 7  # changed in memory: must be written again
+    c.flush()
+    reopened = Chest(path=c.path, readonly=True)
+    assert (reopened["a"] == 7).all() and (reopened["b"] == 1).all()
+
+
+@pytest.mark.parametrize("then", ["set", "flush", "close", "shrink", "drop"])
+def test_what_waits_for_a_write_behind(make_chest, monkeypatch, then):
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    c = make_chest(available_memory=20_000)
+    c["a"] = np.zeros(2_000)
+    release, _ = _hold_writes(c, monkeypatch)
+    c["b"] = np.ones(2_000)  # "a" is being written behind
+    action = {"set": lambda: c.__setitem__("c", 5), "flush": c.flush,
+              "close": c.close, "shrink": c.shrink, "drop": c.drop}[then]
+    waiter = threading.Thread(target=action)
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive(), f"{then} did not wait for the write behind"
+    release.set()
+    waiter.join(10)
+    assert not waiter.is_alive()
+    if then in ("set", "shrink"):
+        assert c.stats.spills == 1 and "a" not in c.inmem
+        assert c["a"][0] == 0
+
+
+def test_a_value_written_behind_that_cannot_be_written_stays_in_memory(
+        make_chest, monkeypatch):
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    c = make_chest(available_memory=20_000, max_disk=1_000)  # no room on disk
+    c["a"] = np.zeros(2_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c["b"] = np.ones(2_000)
+        c.shrink()
+    assert (c["a"] == 0).all() and "a" in c.inmem and "b" in c.inmem
+    with pytest.warns(ChestWarning, match="could not be written"):
+        c.close()
+
+
+def test_small_values_and_a_callers_lock_are_evicted_before_the_set_returns(
+        make_chest, monkeypatch):
+    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    c = make_chest(available_memory=20_000)
+    c["a"] = np.zeros(2_000)
+    release, writers = _hold_writes(c, monkeypatch)
+    release.set()
+    c["b"] = np.ones(1_000)  # 8 kB: under LARGE_VALUE, written by the caller
+    c["c"] = np.ones(1_000)
+    assert writers == ["MainThread"] and c.stats.spills == 1
+    with c.lock:
+        c["d"] = np.ones(2_000)  # the thread would wait for the caller's lock
+    assert writers[1:] == ["MainThread", "MainThread"]
