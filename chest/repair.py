@@ -790,11 +790,14 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
         if held:
             # Values written through are in the journal only: into files of
             # their own first, so the index can name them.
+            if journal.torn_bytes:
+                say(f"cut    the last {journal.torn_bytes} bytes of {JOURNAL_NAME}: "
+                    f"a record cut short or damaged, which the chest never reads")
             for key, place in held.items():
                 say(f"write  {key!r}: its value kept in the journal "
                     f"({place[2]} bytes) to a file of its own")
             if not dry_run:
-                _write_out_of_journal(path, held)
+                _write_out_of_journal(path, held, journal.torn_bytes)
                 journal = read_journal_file(path)
         index = read_index(path)
         files = walk_files(path)
@@ -846,11 +849,16 @@ def _held_in_journal(journal: JournalInfo) -> Dict[Hashable, Any]:
     return {key: place for key, place in last.items() if is_journal_place(place)}
 
 
-def _write_out_of_journal(path: str, held: Dict[Hashable, Any]) -> None:
+def _write_out_of_journal(path: str, held: Dict[Hashable, Any], torn: int) -> None:
     """Write each value kept in the journal to a file of its own (a hashed
-    name no file has), and record that in the journal after it."""
-    journal = Journal(os.path.join(path, JOURNAL_NAME))
+    name no file has), and record that in the journal after it (first
+    cutting off the ``torn`` bytes after its last whole record: a record
+    appended after them would never be read)."""
+    filename = os.path.join(path, JOURNAL_NAME)
+    journal = Journal(filename)
     try:
+        if torn:
+            os.truncate(filename, os.path.getsize(filename) - torn)
         for key, place in held.items():
             data = read_journal_value(path, place)
             base = hashed_name(key)

@@ -422,6 +422,30 @@ def test_repair_keeps_the_values_a_crashed_write_through_chest_kept_in_its_journ
         c.close()
 
 
+@pytest.mark.parametrize("engine", ["files", "sqlite", "lmdb"])
+def test_repair_of_a_write_through_journal_whose_last_record_is_torn(
+        tmp_path, capsys, engine):
+    # repair recorded the files it wrote the journal's values to after the
+    # torn record, where nothing is read: the index named journal places,
+    # the journal was removed, and the chest no longer opened.
+    import subprocess
+    import sys
+    path = str(tmp_path / "c")
+    subprocess.run([sys.executable, "-c", WRITE_THROUGH_THEN_KILL, path, engine])
+    journal = os.path.join(path, ".journal")
+    os.truncate(journal, os.path.getsize(journal) - 1)  # the deletion is torn
+    expected = {"flushed": "F2", "counter": 42, "gone": 1}
+    assert dict(Chest(path=path, readonly=True).items()) == expected
+    assert cli.main(["repair", path]) == 0
+    assert "cut    the last" in capsys.readouterr().out
+    assert cli.main(["verify", "--deep", path]) == 0
+    c = Chest(path=path)
+    try:
+        assert dict(c) == expected
+    finally:
+        c.close()
+
+
 # -- only the chest's own leftovers are removed --------------------------------------
 #: Files a user may keep in a chest's folder, whose names start as the chest's
 #: temporary and retired files do, but are not of their patterns.
