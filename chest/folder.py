@@ -875,11 +875,13 @@ def _pickle_is_whole(filename: str) -> bool:
 
 
 def _stream_is_whole(f: IO[bytes]) -> bool:
+    """One complete pickle stream, and nothing after it (a json ``0.5`` is
+    the opcodes POP and STOP, then a ``5``: not a pickle a chest wrote)."""
     try:
         last = None
         for opcode, _, _ in pickletools.genops(f):
             last = opcode.name
-        return last == "STOP"
+        return last == "STOP" and not f.read(1)
     except Exception:
         return False
 

@@ -428,7 +428,9 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
                 f"read whole ({why})")
 
     def load(name: str) -> Loaded:
-        loaded = check_value_file(full_path(path, name))
+        filename = full_path(path, name)
+        _refuse_unreadable(path, filename, os.O_RDONLY)
+        loaded = check_value_file(filename)
         progress.advance()
         if loaded.ok or loaded.whole:
             plan.loaded += 1
@@ -512,7 +514,10 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
             used.add(name.casefold())
 
     candidate_files = {source for source, _ in candidates}
-    leftovers.known.update(e.name for e in kept.values() if isinstance(e.name, str))
+    # (Not the names of files adopted for their names: a user's "mydata"
+    # made a key does not make the user's ".old.mydata" the chest's.)
+    leftovers.known.update(e.name for e in kept.values()
+                           if isinstance(e.name, str) and e.source != "file name")
     for old in old_files:
         if old in restored or old in candidate_files:  # (reported above)
             continue
@@ -523,8 +528,15 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
         else:
             folder, _, base = old.rpartition("/")
             live = (folder + "/" if folder else "") + base[len(OLD_PREFIX):]
-            say(f"leave  {old}: a hidden file chest did not write (no key has, or "
-                f"had, the file {live})")
+            adopted = next((e.key for e in kept.values() if e.name == live), None)
+            if adopted is not None:
+                say(f"leave  {old}: a hidden file chest did not write, or the "
+                    f"retired copy of key {adopted!r} (recovered from its file "
+                    f"name): nothing tells which. Opening the chest for writing "
+                    f"removes it as that key's: move it away now if it is yours")
+            else:
+                say(f"leave  {old}: a hidden file chest did not write (no key has, "
+                    f"or had, the file {live})")
             plan.left += 1
     _plan_damaged(path, plan, packed, files, say)
     _plan_slot_removals(plan, packed, index, journal, kept, say)
@@ -785,6 +797,9 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
 
     writer_lock = _take_writer_lock(path)
     try:
+        for engine in ENGINE_NAMES:
+            for name in engine_files(engine):
+                _refuse_unreadable(path, full_path(path, name), os.O_RDWR)
         journal = read_journal_file(path)
         held = _held_in_journal(journal)
         if held:
@@ -838,6 +853,21 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
         return plan
     finally:
         writer_lock.release()
+
+
+def _refuse_unreadable(path: str, filename: str, flags: int) -> None:
+    """FolderError if this user may not open ``filename`` (with ``flags``),
+    if it exists: a value that cannot be read for want of a permission is
+    not damaged, and must not be dropped."""
+    try:
+        os.close(os.open(filename, flags))
+    except PermissionError as e:
+        raise FolderError(
+            f"cannot repair {path}: {filename} cannot be opened by this user "
+            f"({e.strerror}); the index was not changed. Run repair as the "
+            f"chest's owner, or give this user access to its files") from e
+    except OSError:
+        pass  # (missing, or damaged: the plan says so)
 
 
 def _held_in_journal(journal: JournalInfo) -> Dict[Hashable, Any]:

@@ -140,6 +140,23 @@ def test_repair_refuses_a_chest_written_with_another_dump(tmp_path, capsys):
     assert cli.main(["repair", "--force", path]) == 1  # its key was dropped
 
 
+def test_repair_refuses_a_json_chest_whose_float_reads_as_pickle_opcodes(
+        tmp_path, capsys):
+    # json's "0.5" is POP, STOP and a "5": taken for a whole pickle stream,
+    # it made the chest look like a pickle chest, and the rest was dropped.
+    path = str(tmp_path / "json")
+    with Chest(path=path, available_memory=0, dump=json.dump, load=json.load,
+               mode="t") as c:
+        c["x"], c["rate"], c["name"], c["two"] = [1, 2], 0.5, "str", 2.0
+    os.remove(os.path.join(path, ".keys"))
+    with open(os.path.join(path, ".keys"), "wb") as f:
+        f.write(b"garbage")
+    before = snapshot(path)
+    assert cli.main(["repair", path]) == 2
+    assert "none of its 4 value files loads" in capsys.readouterr().err
+    assert snapshot(path) == before
+
+
 def test_repair_of_a_chest_0_2_index(tmp_path, capsys):
     path = tmp_path / "old"
     path.mkdir()
@@ -473,9 +490,18 @@ def test_repair_removes_only_the_leftovers_the_chest_wrote(sample, capsys, index
             f.write(b"garbage")
     cli.main(["repair", sample])
     out = capsys.readouterr().out
-    for name in CHESTS:
+    # With the index lost, the keys are recovered from their files' names,
+    # and nothing tells the chest's retired copies from a user's files (a
+    # user's "mydata" and ".old.mydata"): they are left.
+    ours = CHESTS if index == "readable" else [n for n in CHESTS if ".old." not in n]
+    for name in ours:
         assert f"remove {name}\n" in out
         assert not os.path.exists(os.path.join(sample, name)), name
+    for name in set(CHESTS) - set(ours):
+        assert f"leave  {name}: a hidden file chest did not write, or the " \
+            f"retired copy of key" in out
+        assert os.path.exists(os.path.join(sample, name)), name
+        os.remove(os.path.join(sample, name))  # (as the user is told to)
     for name in USERS:
         with open(os.path.join(sample, name)) as f:
             assert f.read() == f"the user's own {name}\n", name
@@ -714,3 +740,46 @@ def test_repair_reads_a_damaged_lmdb_database_without_its_lock_file(tmp_path, ca
     assert "already open" not in out
     assert f"{len(unread)} dropped" in out
     assert reopened(path) == (values, "lmdb")
+
+
+@pytest.mark.parametrize("engine", ["files", "sqlite", "lmdb"])
+def test_repair_refuses_values_it_may_not_open_and_changes_nothing(
+        tmp_path, capsys, monkeypatch, engine):
+    # A value file (or database) this user may not open is not damaged:
+    # repair dropped its keys (and moved the database aside).
+    path = str(tmp_path / "c")
+    with Chest(path=path, available_memory=0,
+               packed=None if engine == "files" else engine) as c:
+        c["x"], c["y"] = [1, 2, 3], "why"
+    with open(os.path.join(path, ".keys"), "wb") as f:
+        f.write(b"garbage")  # something to repair
+    before = snapshot(path)
+    victim = os.path.join(path, "x" if engine == "files" else
+                          ".packed.sqlite3" if engine == "sqlite" else ".packed.lmdb")
+    real_open = os.open
+
+    def denied(name, flags, *args, **kwargs):
+        if os.fspath(name) == victim:
+            raise PermissionError(13, "Permission denied", name)
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    assert cli.main(["repair", path]) == 2
+    assert f"{victim} cannot be opened by this user" in capsys.readouterr().err
+    monkeypatch.setattr(os, "open", real_open)
+    assert snapshot(path) == before
+
+
+def test_repair_leaves_a_users_old_file_beside_a_file_it_adopts(sample, capsys):
+    # A user's pickle "mydata" is made a key (recovered from its name); the
+    # user's ".old.mydata" was then taken for that key's retired copy.
+    with open(os.path.join(sample, "mydata"), "wb") as f:
+        pickle.dump({"mine": 1}, f)
+    with open(os.path.join(sample, ".old.mydata"), "w") as f:
+        f.write("the user's own backup\n")
+    assert cli.main(["repair", sample]) == 1  # (a file is left: see its output)
+    out = capsys.readouterr().out
+    assert "add    'mydata'" in out and "remove .old.mydata" not in out
+    assert "leave  .old.mydata" in out
+    with open(os.path.join(sample, ".old.mydata")) as f:
+        assert f.read() == "the user's own backup\n"
