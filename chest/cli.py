@@ -143,7 +143,7 @@ def info(path: str, largest: int = 10, as_json: bool = False,
     Returns
     -------
     int
-        0, or 1 if the index cannot be read.
+        0, or 1 if the index or a packed database cannot be read.
     """
     out = sys.stdout if out is None else out
     path = check_folder(path)
@@ -170,6 +170,8 @@ def info(path: str, largest: int = 10, as_json: bool = False,
     packed_bytes = sum(e.size for e in in_slots)
     top = sorted(entries.values(), key=lambda e: -e.size)[:largest]
     packed_lines = _packed_summary(index, packed, list(entries.values()))
+    status = OK if index.readable and not any(
+        packed.unreadable(engine) for engine in packed.files) else PROBLEMS
     if as_json:
         json.dump({
             "path": path,
@@ -193,7 +195,7 @@ def info(path: str, largest: int = 10, as_json: bool = False,
             "leftovers": leftover_files + [place_text(p) for p in stray],
         }, out, indent=2)
         out.write("\n")
-        return OK if index.readable else PROBLEMS
+        return status
 
     def row(label: str, text: str) -> None:
         print(f"{label + ':':<15}{text}", file=out)
@@ -229,7 +231,7 @@ def info(path: str, largest: int = 10, as_json: bool = False,
     if top:
         print(f"largest values ({len(top)} of {len(entries)}):", file=out)
         _print_entries(top, out)
-    return OK if index.readable else PROBLEMS
+    return status
 
 
 def _print_entries(entries: Sequence[Entry], out: IO[str]) -> None:

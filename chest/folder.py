@@ -42,7 +42,7 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
 
 from . import lock as _lock
 from .errors import FolderError, IndexFileError, describe
-from .journal import IN_JOURNAL, JOURNAL_NAME, RECORD, read_journal
+from .journal import IN_JOURNAL, JOURNAL_NAME, RECORD, read_journal_bytes
 from .files import OLD_PREFIX, TMP_PREFIX, is_temp_name
 from .index import (ENGINE_NAMES, HEADER, INDEX_MAGIC, INDEX_NAME, Slot, holds_a_chest,
                     is_valid_place, parse_index)
@@ -124,14 +124,17 @@ class JournalInfo:
     #: (key, place or None if deleted, size)
     records: List[Tuple[Hashable, Any, int]] = field(default_factory=list)
     torn_bytes: int = 0
+    #: The bytes the records were read from (a writer may fold the journal
+    #: and start another meanwhile: values are read from these, not again).
+    data: bytes = field(default=b"", repr=False)
 
 
 def check_folder(path: str) -> str:
     """The absolute path of a chest's folder; FolderError if it is none.
 
-    A chest's folder holds ``.keys`` or ``.journal``, or nothing but the
-    chest's own hidden files (an empty chest, or one whose first packed
-    value was written but not recorded).
+    A chest's folder holds ``.keys``, ``.journal`` or a packed database
+    (``.packed.sqlite3``: its index may be lost), or nothing but the
+    chest's own hidden files (an empty chest).
 
     Parameters
     ----------
@@ -157,8 +160,9 @@ def check_folder(path: str) -> str:
         names = os.listdir(path)
     except OSError as e:
         raise FolderError(f"cannot read the folder {path}: {e.strerror or e}") from e
-    if INDEX_NAME in names or JOURNAL_NAME in names:
-        return path
+    if INDEX_NAME in names or JOURNAL_NAME in names or any(
+            engine_filename(engine) in names for engine in ENGINE_NAMES):
+        return path  # (a packed database without an index: a chest's, index lost)
     if all(n.startswith((TMP_PREFIX, OLD_PREFIX)) or n in ENGINE_FILES for n in names):
         return path
     raise FolderError(f"{path} is not a chest folder: it has no {INDEX_NAME} index "
@@ -233,20 +237,18 @@ def read_journal_file(path: str) -> JournalInfo:
     :func:`chest.journal.read_journal`) and how many bytes follow them."""
     filename = os.path.join(path, JOURNAL_NAME)
     try:
-        total = os.path.getsize(filename)
+        with open(filename, "rb") as f:
+            data = f.read()  # (once: see JournalInfo.data)
     except FileNotFoundError:
         return JournalInfo()
-    try:
-        records = read_journal(filename)
-        with open(filename, "rb") as f:
-            data = f.read()
     except OSError as e:
         raise FolderError(f"cannot read {filename}: {e.strerror or e}") from e
+    records = read_journal_bytes(data)
     offset = 0
     for _ in records:
         length, _crc = RECORD.unpack_from(data, offset)
         offset += RECORD.size + length
-    return JournalInfo(True, records, max(0, max(total, len(data)) - offset))
+    return JournalInfo(True, records, len(data) - offset, data)
 
 
 def walk_files(path: str) -> Dict[str, int]:
@@ -367,11 +369,10 @@ def journal_sizes(records: Iterable[Tuple[Hashable, Any, int]]) -> Dict[Any, int
     return {place: place[2] for _, place, _ in records if is_journal_place(place)}
 
 
-def read_journal_value(path: str, place: Any) -> bytes:
-    """The bytes of a value kept in the journal of the chest at ``path``."""
-    with open(os.path.join(path, JOURNAL_NAME), "rb") as f:
-        f.seek(place[1])
-        data = f.read(place[2])
+def read_journal_value(journal: JournalInfo, place: Any) -> bytes:
+    """The bytes of a value kept in the journal (one of ``journal``'s records'
+    places), as :func:`read_journal_file` read it."""
+    data = journal.data[place[1]:place[1] + place[2]]
     if len(data) != place[2]:
         raise OSError(f"the journal ends before the value ({len(data)} of "
                       f"{place[2]} bytes)")

@@ -322,6 +322,9 @@ class Plan:
     left: int = 0  # files (and packed slots) no key will refer to, left in place
     loaded: int = 0
     failed: int = 0
+    #: Packed slots no key can be told for because ``.keys`` is missing (the
+    #: chest refuses to open so; repair removes them only with ``force``).
+    unnamed: int = 0
     changed: bool = False
 
 
@@ -690,6 +693,11 @@ def _plan_slot_removals(plan: Plan, packed: PackedReader, index: IndexInfo,
             say(f"remove {where}: a value the last flush retired")
         elif index.error is not None:
             unknown.append(place)
+        elif not index.exists:
+            plan.unnamed += 1  # (.keys is missing: decided by repair's caller)
+            plan.slot_removals.append(place)
+            say(f"remove {where}: no key refers to it (the index that may have "
+                f"named it is missing)")
         else:
             plan.slot_removals.append(place)
             say(f"remove {where}: no key refers to it (a value whose write was not "
@@ -812,7 +820,7 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
                 say(f"write  {key!r}: its value kept in the journal "
                     f"({place[2]} bytes) to a file of its own")
             if not dry_run:
-                _write_out_of_journal(path, held, journal.torn_bytes)
+                _write_out_of_journal(path, held, journal)
                 journal = read_journal_file(path)
         index = read_index(path)
         files = walk_files(path)
@@ -834,6 +842,12 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
         if not plan.changed:
             print(f"nothing to repair: {len(plan.entries)} keys", file=out)
             return plan
+        if plan.unnamed and not force:
+            raise FolderError(
+                f"refusing to repair {path}: its {INDEX_NAME} is missing, and "
+                f"{plan.unnamed} packed values are in its database whose keys only "
+                f"the index knew. Restore {INDEX_NAME} (from a backup or a copy) if "
+                f"you can; pass --force to drop them. Nothing was changed")
         if plan.failed and not plan.loaded and not force:
             raise FolderError(
                 f"refusing to repair {path}: none of its {plan.failed} value files "
@@ -879,18 +893,19 @@ def _held_in_journal(journal: JournalInfo) -> Dict[Hashable, Any]:
     return {key: place for key, place in last.items() if is_journal_place(place)}
 
 
-def _write_out_of_journal(path: str, held: Dict[Hashable, Any], torn: int) -> None:
+def _write_out_of_journal(path: str, held: Dict[Hashable, Any],
+                          journal_info: JournalInfo) -> None:
     """Write each value kept in the journal to a file of its own (a hashed
     name no file has), and record that in the journal after it (first
-    cutting off the ``torn`` bytes after its last whole record: a record
+    cutting off the torn bytes after its last whole record: a record
     appended after them would never be read)."""
     filename = os.path.join(path, JOURNAL_NAME)
     journal = Journal(filename)
     try:
-        if torn:
-            os.truncate(filename, os.path.getsize(filename) - torn)
+        if journal_info.torn_bytes:
+            os.truncate(filename, len(journal_info.data) - journal_info.torn_bytes)
         for key, place in held.items():
-            data = read_journal_value(path, place)
+            data = read_journal_value(journal_info, place)
             base = hashed_name(key)
             name = next(n for n in (f"{base}-{i}" if i else base for i in range(10**6))
                         if not os.path.lexists(full_path(path, n)))

@@ -34,7 +34,7 @@ from .folder import (Entry, Loaded, PackedReader, describe_place, engine_filenam
                      check_value_file, effective_entries, is_journal_place,
                      journal_changes, journal_sizes, place_sizes, read_index,
                      read_journal_file, read_journal_value, walk_files)
-from .index import is_slot, is_valid_place
+from .index import INDEX_NAME, is_slot, is_valid_place
 from .journal import JOURNAL_NAME
 from .progress import Progress
 from .names import safe_name
@@ -173,7 +173,7 @@ def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
                                 f"{size} bytes, the index says {e.size}")
             if deep:
                 if is_journal_place(e.name):
-                    loaded = check_value_bytes(read_journal_value(path, e.name))
+                    loaded = check_value_bytes(read_journal_value(journal, e.name))
                 elif is_slot(e.name) and e.name[0] in packed.info.errors:
                     read = salvage.read(e.name)
                     loaded = read.loaded or Loaded(False, False, read.why)
@@ -235,7 +235,10 @@ def _find(path: str, index: Any, journal: Any, files: Dict[str, int],
                             f"opening the chest for writing, removes it)")
         else:
             why = ("the unreadable index may name it; repair leaves it" if index.error
-                   else "written but never recorded, or named by a lost index; "
+                   else f"{INDEX_NAME} is missing, and may have named it: restore "
+                   f"it if you can; repair removes it only with --force"
+                   if not index.exists else
+                   "written but never recorded, or named by a lost index; "
                    "repair removes it")
             problems.append(f"orphan: {where} is a slot no key refers to ({why})")
     present_files = [e for e in checked if isinstance(e.name, str) and e.name in files]

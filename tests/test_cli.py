@@ -200,12 +200,12 @@ def test_info_and_ls_of_a_crashed_packed_chest(tmp_path, engine, capsys):
 def test_info_and_ls_of_a_damaged_database(tmp_path, engine, capsys):
     path = make_packed(str(tmp_path / "c"), engine)
     damage_database(path, engine)
-    assert cli.main(["info", path]) == 0
+    assert cli.main(["info", path]) == 1  # (was 0: "all is well")
     out = capsys.readouterr().out
     assert re.search(rf"packed: +{re.escape(ENGINES[engine].filename)} cannot be read "
                      rf"\(.+\): the values of 3 keys cannot be read; see: python -m "
                      rf"chest verify", out)
-    assert cli.main(["info", "--json", path]) == 0
+    assert cli.main(["info", "--json", path]) == 1
     info = json.loads(capsys.readouterr().out)
     assert info["packed"]["files"][ENGINES[engine].filename]["error"]
     assert cli.main(["ls", path]) == 0

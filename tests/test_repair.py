@@ -783,3 +783,27 @@ def test_repair_leaves_a_users_old_file_beside_a_file_it_adopts(sample, capsys):
     assert "leave  .old.mydata" in out
     with open(os.path.join(sample, ".old.mydata")) as f:
         assert f.read() == "the user's own backup\n"
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+def test_a_packed_chest_whose_index_was_deleted_is_a_chest_repair_will_not_empty(
+        tmp_path, capsys, engine):
+    # Every command called it "not a chest folder"; the chest itself says
+    # to restore .keys. repair now refuses to drop the packed values whose
+    # keys only the index knew, unless forced.
+    path = str(tmp_path / "c")
+    with Chest(path=path, available_memory=0, packed=engine) as c:
+        c["small"], c["big"] = "s", list(range(20_000))
+    os.remove(os.path.join(path, INDEX_NAME))
+    assert cli.main(["verify", path]) == 1
+    assert ".keys is missing, and may have named it" in capsys.readouterr().out
+    before = snapshot(path)
+    assert cli.main(["repair", path]) == 2
+    assert "its .keys is missing, and 1 packed values" in capsys.readouterr().err
+    assert snapshot(path) == before
+    assert cli.main(["repair", "--force", path]) == 0
+    c = Chest(path=path)
+    try:
+        assert dict(c) == {"big": list(range(20_000))}
+    finally:
+        c.close()
