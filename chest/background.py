@@ -45,8 +45,11 @@ class Job:
         except BaseException as e:  # (kept for the caller: never raised here)
             self.error = e
         finally:
-            self._func = self._args = None  # type: ignore[assignment]
+            # Done first: letting go of the function may drop the last
+            # reference to its object, whose __del__ (on this thread) may
+            # wait for this very job.
             self._done.set()
+            self._func = self._args = None  # type: ignore[assignment]
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until the call is done (True), or ``timeout`` seconds (False)."""

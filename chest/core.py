@@ -23,7 +23,9 @@ import copy
 import errno
 import itertools
 import logging
+import atexit
 import os
+import sys
 import threading
 import warnings
 import weakref
@@ -85,6 +87,14 @@ _ROOM_MAKERS = Workers("chest-make-room")
 
 #: A value on its way to disk: key, value, size, version, file name (None: packed).
 Spill = Tuple[Hashable, Any, int, int, Optional[str]]
+#: ``sys.getrefcount(spill[1])`` of a value in flight nothing else holds: the
+#: flight's dict, the spill and the call's argument (measured, as for this Python).
+def _refs_in_flight() -> int:
+    flight, spill = (lambda o: ({0: o}, (0, o)))(object())
+    return sys.getrefcount(spill[1])
+
+
+_ALONE_IN_FLIGHT = _refs_in_flight()
 
 _DEFAULT_KEY_TO_FILENAME = key_to_filename  # the constructor's parameter hides it
 _MISSING = object()
@@ -99,9 +109,32 @@ def _is_disk_full(error: BaseException) -> bool:
 
 def _warn_if_disk_full(path: str, key: Hashable, error: BaseException) -> None:
     if _is_disk_full(error):
-        warnings.warn(
-            f"chest at {path}: no space to write key {key!r} ({error}); it stays "
-            f"in memory, over the budget", ChestWarning, stacklevel=4)
+        message = (f"chest at {path}: no space to write key {key!r} ({error}); it "
+                   f"stays in memory, over the budget")
+        held = getattr(_WRITING_BEHIND, "warnings", None)
+        if held is not None:
+            held.append(message)  # (warned on the caller's thread: _wait_behind)
+        else:
+            warnings.warn(message, ChestWarning, stacklevel=4)
+
+
+#: On a thread writing behind the caller: ``warnings``, the list its
+#: warnings go to, to be given on the caller's thread.
+_WRITING_BEHIND = threading.local()
+#: The chests writing behind their callers: waited for before a fork (a
+#: child must not inherit a lock the writing thread holds) and at exit
+#: (daemon threads stop mid-write when the interpreter finalizes).
+_BEHIND: "weakref.WeakValueDictionary[int, Chest]" = weakref.WeakValueDictionary()
+
+
+def _wait_for_writes_behind() -> None:
+    for c in list(_BEHIND.values()):
+        c._wait_behind(shrink=False)
+
+
+atexit.register(_wait_for_writes_behind)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_wait_for_writes_behind)
 
 
 def _must_be_new(new: "Chest", action: str) -> None:
@@ -355,7 +388,8 @@ class Chest(MutableMapping):
         self._guarded = readonly or self._budget_of_worker is not None
         self._keys = dict(zip(self.store.files, self._versions))  # (in C)
         # The eviction running behind the caller, and the process it began in.
-        self._behind: Optional[Tuple[Job, int]] = None
+        # (Several threads may each have started one: all are waited for.)
+        self._behind: List[Tuple[Job, int]] = []
         self.session.watch(self)
 
     # -- the format (chest 0.2's attributes) ----------------------------------------
@@ -438,7 +472,7 @@ class Chest(MutableMapping):
             self._writable("set a key")
         if self.write_through:
             return self._set_through(key, value)
-        if self._behind is not None:
+        if self._behind:
             self._wait_behind()  # (at most one value over the budget)
         size = nbytes(value)
         with self.lock:
@@ -619,7 +653,9 @@ class Chest(MutableMapping):
                     continue
                 except FileNotFoundError:
                     pass  # changed meanwhile
-            new[key] = self._fresh_copy(key)
+            value = self._fresh_copy(key)
+            if value is not _MISSING:  # (not deleted meanwhile)
+                new[key] = value
         return new
 
     def copy(self, path: Optional[Union[str, os.PathLike]] = None,
@@ -648,7 +684,9 @@ class Chest(MutableMapping):
                         continue
                     except FileNotFoundError:
                         pass  # changed meanwhile
-                new[key] = self._fresh_copy(key)
+                value = self._fresh_copy(key)
+                if value is not _MISSING:  # (not deleted meanwhile)
+                    new[key] = value
         return new
 
     __copy__ = copy
@@ -671,16 +709,32 @@ class Chest(MutableMapping):
 
     def _fresh_copy(self, key: Hashable) -> Any:
         """``key``'s value as an object of its own (shared with nothing):
-        read again from disk, or a deep copy of the one in memory."""
-        with self.lock:
-            value = self.inmem.get(key, self.flight.values.get(key, _MISSING))
-            place: Any = self.store.slots.get(key)
-            if place is None and key in self.store.journaled:
-                place = (IN_JOURNAL, *self.store.journaled[key])
-            filename = "" if place is not None or key not in self.store.files \
-                else self.store.filename(key)
-        if value is _MISSING:
-            return self._read_file(key, filename, place)[0]
+        read again from disk, or a deep copy of the one in memory; _MISSING
+        if the key was deleted meanwhile (by another thread)."""
+        while True:
+            with self.lock:
+                if key not in self._keys:
+                    return _MISSING
+                version = self._keys[key]
+                value = self.inmem.get(key, self.flight.values.get(key, _MISSING))
+                place: Any = self.store.slots.get(key)
+                if place is None and key in self.store.journaled:
+                    place = (IN_JOURNAL, *self.store.journaled[key])
+                filename = "" if place is not None or key not in self.store.files \
+                    else self.store.filename(key)
+            if value is not _MISSING:
+                break
+            try:
+                return self._read_file(key, filename, place)[0]
+            except ValueFileError:
+                with self.lock:
+                    now: Any = self.store.slots.get(key)
+                    if now is None and key in self.store.journaled:
+                        now = (IN_JOURNAL, *self.store.journaled[key])
+                    if self._keys.get(key, _MISSING) == version and now == place \
+                            and key in self.store.files:
+                        raise
+                # (set, deleted or moved while it was read: again)
         try:
             return copy.deepcopy(value)
         except Exception:
@@ -1098,44 +1152,69 @@ class Chest(MutableMapping):
         next set, flush, close, shrink or drop waits for the thread first,
         so memory holds at most the budget and what one set pushed out."""
         if size < LARGE_VALUE or not self._own_functions_only or self._guarded \
+                or self.store.max_disk is not None \
                 or self.lock._is_owned():  # type: ignore[attr-defined]
+            # (With max_disk, a value over it is refused at once, and warned
+            # of by the set, as documented.)
             self.shrink()
             return
         # (A 32 MiB array written behind the caller: the write overlaps
         # whatever the caller computes next, dask's next task say.)
         spills: List[Spill] = []
+        now: List[Spill] = []
         try:
             while self.memory.used > self._available_memory:
                 picked = self._pick()
                 if picked == -1:
                     break
                 if isinstance(picked, tuple):
-                    spills.append(picked)
+                    # Held elsewhere too (the caller's array, a view of it),
+                    # it may be changed while a thread pickles it: written
+                    # here, before the set returns, as ever.
+                    alone = sys.getrefcount(picked[1]) <= _ALONE_IN_FLIGHT
+                    (spills if alone else now).append(picked)
         finally:
             if spills:  # (in flight: written even if choosing the next raised)
-                self._behind = (_ROOM_MAKERS.run(self._spill_all, spills),
-                                os.getpid())
+                with self.lock:  # (so that a close in another thread sees it)
+                    self._behind.append((_ROOM_MAKERS.run(self._spill_all, spills),
+                                         os.getpid()))
+                    _BEHIND[id(self)] = self
+            for spill in now:
+                self._spill(*spill)
 
-    def _spill_all(self, spills: List[Spill]) -> None:
-        """Write values taken out of memory by :meth:`_pick`; never raises
-        (one that cannot be written is back in memory)."""
-        for spill in spills:
-            self._spill(*spill)
+    def _spill_all(self, spills: List[Spill]) -> List[str]:
+        """Write values taken out of memory by :meth:`_pick` (on a thread
+        of their own); never raises (one that cannot be written is back in
+        memory). The warnings to give the caller."""
+        held: List[str] = []
+        _WRITING_BEHIND.warnings = held
+        try:
+            for spill in spills:
+                self._spill(*spill)
+        finally:
+            del _WRITING_BEHIND.warnings
+        return held
 
-    def _wait_behind(self) -> None:
+    def _wait_behind(self, shrink: bool = True) -> None:
         """Wait until the eviction started by :meth:`_shrink_behind` is done
         (not if the caller holds the lock: the thread may be waiting for
         it). If it stopped at an error, evict again here: the error is met
         again, and raised, if it lasts."""
-        behind = self._behind
-        if behind is None or self.lock._is_owned():  # type: ignore[attr-defined]
-            return
-        job, pid = behind
-        self._behind = None
-        if pid != os.getpid():
-            return  # a forked child: its parent's thread is not here
-        job.wait()
-        if job.error is not None or self.memory.used > self._available_memory:
+        if not self._behind or sys.is_finalizing() or \
+                self.lock._is_owned():  # type: ignore[attr-defined]
+            return  # (finalizing: the threads no longer run)
+        with self.lock:
+            behind, self._behind = self._behind, []
+        for job, pid in behind:
+            if pid != os.getpid():
+                continue  # a forked child: its parent's thread is not here
+            job.wait()
+            if job.error is not None:  # (a bug: _spill_all never raises)
+                logger.warning("chest at %s: writing behind failed: %r",
+                               self.path, job.error)
+            for message in job.result or ():
+                warnings.warn(message, ChestWarning, stacklevel=3)
+        if shrink and self.memory.used > self._available_memory:
             self._shrink()
 
     def _make_room(self, incoming: int) -> None:
@@ -1501,7 +1580,7 @@ class Chest(MutableMapping):
     def drop(self) -> None:
         """Remove the chest's files, and its folder if nothing else is left in
         it (files the chest did not write stay); the chest is empty."""
-        self._wait_behind()
+        self._wait_behind(shrink=False)  # (nothing to write: all goes)
         with self.lock:
             if self.readonly:
                 raise ReadOnlyError(self.path, "drop the chest")

@@ -78,6 +78,7 @@ def run_threads(work) -> list:
 
 
 def check_accounting(c: Chest) -> None:
+    c.shrink()  # (waits for the values written behind the last sets)
     # In flight once every thread is done: only small values queued to be
     # packed together (fewer bytes than a batch).
     assert set(c.flight.values) == set(c.flight.queued)
