@@ -132,9 +132,19 @@ def _wait_for_writes_behind() -> None:
         c._wait_behind(shrink=False)
 
 
+#: Every chest of this process: a forked child's are guarded (see _writable).
+_CHESTS: "weakref.WeakValueDictionary[int, Chest]" = weakref.WeakValueDictionary()
+
+
+def _guard_in_child() -> None:
+    for c in list(_CHESTS.values()):
+        c._guarded = True  # (its next change asks _writable, which refuses)
+
+
 atexit.register(_wait_for_writes_behind)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_wait_for_writes_behind)
+    os.register_at_fork(before=_wait_for_writes_behind,
+                        after_in_child=_guard_in_child)
 
 
 def _must_be_new(new: "Chest", action: str) -> None:
@@ -387,6 +397,7 @@ class Chest(MutableMapping):
         # or adopt a dask worker's budget (see _writable).
         self._guarded = readonly or self._budget_of_worker is not None
         self._keys = dict(zip(self.store.files, self._versions))  # (in C)
+        _CHESTS[id(self)] = self
         # The eviction running behind the caller, and the process it began in.
         # (Several threads may each have started one: all are waited for.)
         self._behind: List[Tuple[Job, int]] = []
@@ -979,7 +990,8 @@ class Chest(MutableMapping):
         arguments of :meth:`_spill` to write it (it is in flight), or None
         if it could not be written and stays in memory."""
         with self.lock:
-            if self._guarded and not self.readonly and self.policy:
+            child = not self.session.in_owner
+            if self._guarded and not self.readonly and self.policy and not child:
                 # First: if the lock cannot be taken again, nothing is lost.
                 self._writable("write to disk")
             # Values something else holds (a task's input, an array the
@@ -990,6 +1002,16 @@ class Chest(MutableMapping):
             key, value, size = popped
             if self.readonly:
                 return size  # a copy of its file: let it go
+            if child:
+                # A forked child writes nothing into its parent's folder: a
+                # value its file holds may go, any other stays in memory.
+                if self._is_clean(key, value):
+                    return size
+                try:
+                    self._writable("write a value to disk")
+                except ReadOnlyError as e:
+                    self._keep_unwritable(key, value, size, e)
+                return None
             version = self._keys[key]
             if self._on_overflow is not _do_nothing:
                 try:
@@ -1703,10 +1725,17 @@ class Chest(MutableMapping):
                 self._release_writer_lock()
 
     def _writable(self, action: str) -> None:
-        """Refuse ``action`` on a read-only chest; after ``close()``, take the
-        writer's lock again before writing (lock held)."""
+        """Refuse ``action`` on a read-only chest, or in a forked child (its
+        parent's folder is not its own: written by both, the parent would
+        read the child's values); after ``close()``, take the writer's lock
+        again before writing (lock held)."""
         if self.readonly:
             raise ReadOnlyError(self.path, action)
+        if not self.session.in_owner:
+            raise ReadOnlyError(self.path, (
+                f"{action} in a forked child process (the chest belongs to "
+                f"process {self.session.owner_pid}: reopen it here with "
+                f"readonly=True, or make this process a chest of its own)"))
         if self._budget_of_worker is not None:
             self._adopt_worker_budget()
         if not self.session.locked and not self.session.temporary:

@@ -2000,3 +2000,44 @@ def test_copy_passes_over_keys_another_thread_deletes(make_chest):
         stop.set()
         churner.join()
     assert not errors, errors
+
+
+FORKED_CHILD_SCRIPT = r"""
+import os, sys, numpy as np
+from chest import Chest, ReadOnlyError
+path = sys.argv[1]
+n = 1_000_000 // 8  # 1 MB arrays, 2.2 MB budget
+for c in (Chest(path=path, available_memory=int(2.2e6)),
+          Chest(available_memory=int(2.2e6))):  # and a temporary one
+    c["a"], c["b"], c["c"] = np.zeros(n), np.ones(n), np.full(n, 2.0)
+    c.flush()
+    c["d"] = np.full(n, 3.0)  # only in memory
+    files = sorted(os.listdir(c.path))
+    pid = os.fork()
+    if pid == 0:
+        refused = 0
+        for change in (lambda: c.__setitem__("a", np.full(n, 9.0)),
+                       lambda: c.__delitem__("b"), c.flush):
+            try:
+                change()
+            except ReadOnlyError as e:
+                refused += "forked child" in str(e)
+        # Reads make room: "d" cannot be written here, so it stays.
+        ok = [float(c[k][0]) for k in "abcd"] == [0, 1, 2, 3] and "d" in c.inmem
+        os._exit(0 if refused == 3 and ok else 1)
+    assert os.waitpid(pid, 0)[1] == 0, "the child"
+    # The child wrote, renamed and removed nothing of the parent's.
+    assert sorted(os.listdir(c.path)) == files, (files, os.listdir(c.path))
+    assert [float(c[k][0]) for k in "abcd"] == [0, 1, 2, 3]
+    c.close()
+"""
+
+
+def test_a_forked_child_changes_nothing_of_its_parents_chest(tmp_path):
+    # A child that set keys evicted into the parent's folder under the
+    # parent's names: the parent then read the child's values, and another
+    # of its flushed keys was missing.
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(chest.__file__)))
+    done = subprocess.run([sys.executable, "-c", FORKED_CHILD_SCRIPT, str(tmp_path / "c")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
