@@ -654,7 +654,14 @@ class Chest(MutableMapping):
             return NotImplemented
         new = self.copy(empty=True)
         new.update(other)
-        for key in list(self._keys):  # (values of its own, as copy() gives)
+        self._copy_items_into(new)  # (values of its own, as copy() gives)
+        return new
+
+    def _copy_items_into(self, new: "Chest") -> None:
+        """Give ``new`` this chest's items as values of its own: files
+        hard-linked, others read again or deep-copied; keys deleted
+        meanwhile (by another thread) are passed over."""
+        for key in list(self._keys):
             source = self._file_of(key)
             if source is not None:
                 try:
@@ -667,7 +674,6 @@ class Chest(MutableMapping):
             value = self._fresh_copy(key)
             if value is not _MISSING:  # (not deleted meanwhile)
                 new[key] = value
-        return new
 
     def copy(self, path: Optional[Union[str, os.PathLike]] = None,
              empty: bool = False) -> "Chest":
@@ -687,17 +693,7 @@ class Chest(MutableMapping):
             write_through=self.write_through and path is not None)
         _must_be_new(new, "copy")
         if not empty:
-            for key in list(self._keys):
-                source = self._file_of(key)
-                if source is not None:
-                    try:
-                        new._link(key, source)
-                        continue
-                    except FileNotFoundError:
-                        pass  # changed meanwhile
-                value = self._fresh_copy(key)
-                if value is not _MISSING:  # (not deleted meanwhile)
-                    new[key] = value
+            self._copy_items_into(new)
         return new
 
     __copy__ = copy
