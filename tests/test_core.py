@@ -1579,6 +1579,35 @@ def test_a_value_taken_back_from_flight_is_not_sized_again(make_chest):
     assert _Sized.calls == 4  # read from disk: sized
 
 
+@pytest.mark.parametrize("packed", [None, "sqlite"])
+def test_a_value_read_again_is_sized_once_per_version_of_its_file(make_chest, packed):
+    # Sized as it is read back (not with the size it was set with: a list or
+    # a dict unpickled may hold more room), then not again while its file
+    # holds the same bytes; set again, its next read from disk sizes it.
+    _Sized.calls = 0
+    c = make_chest(available_memory=1500, packed=packed)
+    c["a"], c["b"] = _Sized(1), _Sized(2)
+    c.flush()
+    base = _Sized.calls
+    for _ in range(10):  # each read evicts the other key
+        assert c["a"] == _Sized(1) and c["b"] == _Sized(2)
+    assert c.stats.reloads >= 18
+    assert _Sized.calls - base <= 2
+    assert c.memory_usage == c.memory.sizes[next(iter(c.inmem))] in (1001, 1002)
+    c["a"] = _Sized(3)
+    c.flush()
+    base = _Sized.calls
+    for _ in range(5):
+        assert c["b"] == _Sized(2) and c["a"] == _Sized(3)
+    assert _Sized.calls - base <= 1  # a, once
+    c.close()
+    reopened = make_chest(available_memory=1500)
+    base = _Sized.calls
+    for _ in range(5):
+        assert reopened["a"] == _Sized(3) and reopened["b"] == _Sized(2)
+    assert _Sized.calls - base == 2  # read from disk: sized, once each
+
+
 def test_pickling_or_deep_copying_a_chest_is_a_clear_error(make_chest):
     import copy
     c = make_chest()
