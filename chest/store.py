@@ -50,16 +50,26 @@ from .names import MAX_PATH, fold, hashed_name, key_to_filename, safe_name
 logger = logging.getLogger(__name__)
 
 __all__ = ["Store", "key_to_filename", "INDEX_NAME", "write_index_file", "Written",
-           "Packed"]
+           "Packed", "Keep", "KEEP"]
 
 
-class _Keep:
+class Keep:
+    """``packed=``'s default: new small values go where the folder's index
+    says they did; in a folder without one (a new chest), to ``new`` (an
+    engine's name, or None: files)."""
+
+    def __init__(self, new: Optional[str] = None) -> None:
+        if new is not None and new not in ENGINES:
+            raise ValueError(f"packed must be one of {sorted(ENGINES)} or None, "
+                             f"not {new!r}")
+        self.new = new
+
     def __repr__(self) -> str:
-        return "KEEP"
+        return "KEEP" if self.new is None else f"Keep({self.new!r})"
 
 
-#: ``Store(packed=KEEP)``: new small values go where the index says they did.
-KEEP = _Keep()
+#: ``Store(packed=KEEP)``: as the index says; files in a new folder.
+KEEP = Keep()
 
 
 class Packed(NamedTuple):
@@ -93,7 +103,8 @@ class Store:
     packed : str, optional
         The engine (``"sqlite"``, ``"lmdb"``) of values written with
         :meth:`pack_temp`; ``KEEP`` (the default) keeps the one the index
-        names, None writes files only. Values already packed stay readable
+        names (``Keep(new)``: ``new`` in a folder without an index), None
+        writes files only. Values already packed stay readable
         whatever this says.
 
     Examples
@@ -124,7 +135,7 @@ class Store:
         readonly: bool = False,
         max_disk: Optional[int] = None,
         file_mode: int = FILE_MODE,
-        packed: Union[str, None, _Keep] = KEEP,
+        packed: Union[str, None, Keep] = KEEP,
         packed_limit: int = 32 * 1024,
     ) -> None:
         if mode not in ("b", "t"):
@@ -199,11 +210,13 @@ class Store:
         self._read_index()
         unindexed = not self._index_found and \
             not os.path.exists(os.path.join(self.path, JOURNAL_NAME))
-        if not isinstance(packed, _Keep):
+        if not isinstance(packed, Keep):
             if packed is not None and packed not in ENGINES:
                 raise ValueError(f"packed must be one of {sorted(ENGINES)} or None, "
                                  f"not {packed!r}")
             self.packed = packed
+        elif not self._index_found:
+            self.packed = packed.new  # (also over a journal left by a crash)
         self.journal = Journal(os.path.join(self.path, JOURNAL_NAME), durable,
                                file_mode) if journal and not readonly else None
         if unindexed:

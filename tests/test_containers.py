@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 
@@ -21,6 +23,7 @@ from chest.containers import _META, between
 CONFIGS = [
     pytest.param({}, id="default"),
     pytest.param({"available_memory": 0}, id="all-on-disk"),
+    pytest.param({"available_memory": 0, "packed": None}, id="files"),
     pytest.param({"available_memory": 300, "packed": "sqlite"}, id="packed"),
     pytest.param({"available_memory": 0, "dump": json.dump, "load": json.load,
                   "mode": "t"}, id="json"),
@@ -128,6 +131,48 @@ def test_a_temporary_list_and_repr():
     path = l.path
     l.close()
     assert not os.path.exists(path)
+
+
+CRASHING_CHILD = '''
+import os, sys
+from chest import List, Set
+kind, path = sys.argv[1:]
+if kind == "list":
+    List([{"i": 1}, {"i": 2}], path=path, write_through=True)
+else:
+    Set(["a", "b"], path=path, write_through=True)
+os._exit(0)  # (no close: the journal holds them, no index yet)
+'''
+
+
+@pytest.mark.parametrize("kind", [List, Set])
+def test_a_new_container_packs_small_items_unless_told_otherwise(tmp_path, kind):
+    # Files only if asked for (packed=None) or with a dump of the user's (a
+    # file each, as pysos's text files). Reopened, each keeps what it was,
+    # also over a journal left by a crash before the first index.
+    items = [{"i": 1}, {"i": 2}] if kind is List else ["a", "b"]
+    cases = [({}, "sqlite", 0), ({"packed": "lmdb"}, "lmdb", 0),
+             ({"packed": None}, None, 2),
+             ({"dump": json.dump, "load": json.load, "mode": "t"}, None, 2)]
+    for i, (kwargs, engine, files) in enumerate(cases):
+        if engine == "lmdb":
+            pytest.importorskip("lmdb")
+        path = str(tmp_path / f"c{i}")
+        c = kind(items, path=path, **kwargs)
+        assert c.chest.store.packed == engine
+        c.close()
+        found = [f for f in os.listdir(path) if not f.startswith(".")]
+        assert len(found) == files, (kwargs, found)
+        again = kind(path=path, **{k: v for k, v in kwargs.items() if k != "packed"})
+        assert again.chest.store.packed == engine and list(again) == items
+        again.close()
+    for name in ("list", "set"):
+        path = str(tmp_path / f"crashed-{name}")
+        subprocess.run([sys.executable, "-c", CRASHING_CHILD, name, path], check=True)
+        again = List(path=path) if name == "list" else Set(path=path)
+        assert again.chest.store.packed == "sqlite" and len(again) == 2
+        again.close()
+        assert [f for f in os.listdir(path) if not f.startswith(".")] == []
 
 
 def test_inserting_in_the_middle_writes_one_item(tmp_path):

@@ -1343,7 +1343,7 @@ def test_a_users_functions_are_called_by_the_users_thread(make_chest, monkeypatc
 
 # -- write-through ----------
 def test_write_through_keeps_small_values_in_the_journal(make_chest, chest_path):
-    c = make_chest(write_through=True, available_memory=300)
+    c = make_chest(write_through=True, available_memory=300, packed=None)
     c["a"] = {"n": 1}
     assert files_in(chest_path) == [".journal"]  # one append, nothing else
     for i in range(10):
@@ -1355,6 +1355,28 @@ def test_write_through_keeps_small_values_in_the_journal(make_chest, chest_path)
     c.close()
     again = make_chest()
     assert again["a"] == {"n": 1} and again[9] == "v" * 50
+
+
+def test_a_new_chest_written_through_packs_its_small_values(tmp_path):
+    # Folding its journal into a file a value made a close slow (a file
+    # each); a dump of the user's keeps a file each, an existing chest what
+    # its index says, and packed= is followed.
+    json_codec = {"dump": json.dump, "load": json.load, "mode": "t"}
+    cases = [({}, "sqlite", []), (json_codec, None, ["a"]),
+             ({"packed": None}, None, ["a"]), ({"packed": "sqlite"}, "sqlite", [])]
+    for i, (kwargs, engine, files) in enumerate(cases):
+        path = str(tmp_path / f"c{i}")
+        with Chest(path=path, write_through=True, **kwargs) as c:
+            c["a"] = {"n": 1}
+            assert c.store.packed == engine
+        assert [f for f in os.listdir(path) if not f.startswith(".")] == files
+        codec = {k: v for k, v in kwargs.items() if k != "packed"}
+        with Chest(path=path, write_through=True, **codec) as again:
+            assert again.store.packed == engine and again["a"] == {"n": 1}
+    with Chest(path=str(tmp_path / "files")) as c:
+        c["a"] = 1
+    with Chest(path=str(tmp_path / "files"), write_through=True) as again:
+        assert again.store.packed is None
 
 
 def test_write_through_a_value_that_cannot_be_written_raises_and_keeps_the_old(
@@ -1490,7 +1512,9 @@ def test_a_reader_reads_values_a_writer_keeps_in_its_journal(tmp_path):
 
 
 def test_write_through_keeps_max_disk_with_the_journal(tmp_path):
-    c = Chest(path=str(tmp_path / "c"), write_through=True, max_disk="1MB")
+    # (Files: a packed database's own pages and SQLite's WAL are not
+    # counted, as README's max_disk says.)
+    c = Chest(path=str(tmp_path / "c"), write_through=True, max_disk="1MB", packed=None)
     try:
         peak = 0
         for i in range(200):
