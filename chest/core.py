@@ -1355,10 +1355,9 @@ class Chest(MutableMapping):
                 now = inmem.get(key, _MISSING)
                 if now is not _MISSING:
                     return now
-                size = self._read_sizes.get(key) if token is not None and \
+                known = self._read_sizes.get(key) if token is not None and \
                     self._file_tokens.get(key) == token else None
-                if size is None:
-                    size = nbytes(value)
+                size = nbytes(value) if known is None else known
                 if size > self._available_memory:
                     return value
                 self._keep_loaded(key, value, size, token)

@@ -151,6 +151,9 @@ class SQLiteEngine(PackedEngine):
         self.readonly = readonly
         self._lock = threading.Lock()
         self._db: Optional[sqlite3.Connection] = None
+        # One cursor for every get, under the lock (a new one each read cost
+        # 1.1 us of a random small read's 7.9 here).
+        self._reader: Optional[sqlite3.Cursor] = None
         try:
             if readonly:
                 self._db = self._open_read_only()
@@ -229,13 +232,17 @@ class SQLiteEngine(PackedEngine):
 
     def get(self, slot: int) -> Optional[bytes]:
         with self._lock:
-            db = self._connection()
+            reader = self._reader
+            if reader is None:
+                reader = self._reader = self._connection().cursor()
             try:
-                row = db.execute("SELECT data FROM packed WHERE slot = ?",
-                                 (slot,)).fetchone()
+                # (All rows: the statement ends, so the cursor holds no read
+                # transaction open between gets.)
+                rows = reader.execute("SELECT data FROM packed WHERE slot = ?",
+                                      (slot,)).fetchall()
             except sqlite3.Error as e:
                 raise as_os_error(e, self.path) from e
-        return None if row is None else bytes(row[0])
+        return bytes(rows[0][0]) if rows else None
 
     def delete(self, slots: Iterable[int]) -> None:
         rows = [(slot,) for slot in slots]
@@ -275,6 +282,7 @@ class SQLiteEngine(PackedEngine):
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
+                self._reader = None
                 self._db.close()
                 self._db = None
 
