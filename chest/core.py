@@ -14,7 +14,8 @@ from:
   index and the journal);
 - :mod:`chest.policy`: which value leaves memory first;
 - :mod:`chest.sizeof`: how many bytes a value takes in memory;
-- :mod:`chest.worker`: what a dask.distributed worker asks beyond a mapping.
+- :mod:`chest.worker`: what a dask.distributed worker asks beyond a mapping;
+- :mod:`chest.views`: ``keys()``, ``values()`` and ``items()``.
 """
 from __future__ import annotations
 
@@ -29,8 +30,7 @@ import sys
 import threading
 import warnings
 import weakref
-from types import MappingProxyType
-from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
+from collections.abc import Mapping, MutableMapping
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
                     Optional, Tuple, Union)
 
@@ -56,6 +56,7 @@ from .index import INDEX_NAME
 from .names import key_to_filename
 from .packed import ENGINES
 from .store import KEEP, Keep, Packed, Store
+from .views import ItemsView, KeysView, ValuesView
 
 __all__ = ["Chest", "nbytes", "key_to_filename"]
 
@@ -557,8 +558,10 @@ class Chest(MutableMapping):
                         if size <= self._available_memory:
                             self.memory.keep(key, value, size, clean=True)
                     self._file_tokens[key] = bytes_token(data)
-                    self._read_sizes.pop(key, None)
-                    self._spilled_sizes[key] = size
+                    if self._read_sizes:
+                        self._read_sizes.pop(key, None)
+                    if self._spilled_sizes:  # (of an older value)
+                        self._spilled_sizes.pop(key, None)
                 else:
                     self._drop_value(key, file=False)  # stored: nothing is lost
                     if size > self._available_memory:
@@ -777,19 +780,19 @@ class Chest(MutableMapping):
             new[key] = value
         return new
 
-    def keys(self) -> "_KeysView":
+    def keys(self) -> KeysView:
         """The keys (reversible, with ``.mapping``, as a dict's view)."""
-        return _KeysView(self)
+        return KeysView(self)
 
-    def values(self) -> "_ValuesView":
+    def values(self) -> ValuesView:
         """The values (reversible, with ``.mapping``; keys deleted during a
         loop are passed over)."""
-        return _ValuesView(self)
+        return ValuesView(self)
 
-    def items(self) -> "_ItemsView":
+    def items(self) -> ItemsView:
         """The ``(key, value)`` pairs; ``x in c.items()`` is False (not an
         error) for an ``x`` that is not a pair, as for a dict."""
-        return _ItemsView(self)
+        return ItemsView(self)
 
     def __repr__(self) -> str:
         on_disk = len(self._keys) - len(self.inmem)
@@ -1804,56 +1807,3 @@ def _still_in(keys: Iterable[Hashable], c: "Chest") -> Iterator[Hashable]:
     for key in keys:
         if key in current:
             yield key
-
-
-class _ChestView:
-    """What the chest's views add to collections.abc's: ``.mapping``, as a
-    dict's views have (read-only)."""
-
-    _mapping: "Chest"
-
-    @property
-    def mapping(self) -> "MappingProxyType[Hashable, Any]":
-        return MappingProxyType(self._mapping)
-
-
-class _KeysView(_ChestView, KeysView):
-    def __reversed__(self) -> Iterator[Hashable]:
-        return reversed(self._mapping)
-
-
-class _ValuesView(_ChestView, ValuesView):
-    def __iter__(self) -> Iterator[Any]:
-        return _values_of(iter(self._mapping), self._mapping)
-
-    def __reversed__(self) -> Iterator[Any]:
-        return _values_of(reversed(self._mapping), self._mapping)
-
-
-def _values_of(keys: Iterator[Hashable], c: "Chest") -> Iterator[Any]:
-    for key in keys:
-        try:
-            yield c[key]
-        except KeyError:
-            continue  # deleted since the loop reached it
-
-
-class _ItemsView(_ChestView, ItemsView):
-    def __contains__(self, item: object) -> bool:
-        if not isinstance(item, tuple) or len(item) != 2:
-            return False
-        return super().__contains__(item)
-
-    def __iter__(self) -> Iterator[Tuple[Hashable, Any]]:
-        return _items_of(iter(self._mapping), self._mapping)
-
-    def __reversed__(self) -> Iterator[Tuple[Hashable, Any]]:
-        return _items_of(reversed(self._mapping), self._mapping)
-
-
-def _items_of(keys: Iterator[Hashable], c: "Chest") -> Iterator[Tuple[Hashable, Any]]:
-    for key in keys:
-        try:
-            yield key, c[key]
-        except KeyError:
-            continue  # deleted since the loop reached it
