@@ -225,6 +225,9 @@ class _Container:
         """The keywords of a new container of the same kind at ``path``."""
         keywords = dict(self._keywords)
         keywords.pop("readonly", None)
+        # Its engine, as this one's index says (one reopened without packed=
+        # is not given the engine a new one would get).
+        keywords["packed"] = self.chest.store.packed
         if path is None:
             keywords.pop("write_through", None)  # a temporary chest keeps nothing
         return keywords

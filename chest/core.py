@@ -534,6 +534,13 @@ class Chest(MutableMapping):
         the journal, a large one written to its file or slot, before this
         returns; then it is kept in memory, clean. If it cannot be written,
         this raises and the key keeps its stored value."""
+        if not self.session.in_owner:
+            # A child forked from C (uWSGI's prefork) runs no at-fork hook
+            # to guard its chests: it would append to its parent's journal.
+            # (A set without write_through stays in the child's memory;
+            # eviction and flush ask too.)
+            hash(key)
+            self._writable("set a key")
         try:
             size = nbytes(value)
             data = self.codec.dumps(value) if size <= SMALL_VALUE else None
@@ -590,7 +597,7 @@ class Chest(MutableMapping):
         with self.lock:
             if key not in self._keys:
                 raise KeyError(key)
-            if self._guarded:
+            if self._guarded or not self.session.in_owner:  # (see _set_through)
                 self._writable("delete a key")
             self.store.forget(key)  # first: if it fails, nothing has changed
             self._drop_value(key)
@@ -1650,7 +1657,7 @@ class Chest(MutableMapping):
         loaded and written again. With ``overwrite=False`` keys already here
         keep their value.
         """
-        if self._guarded:
+        if self._guarded or not self.session.in_owner:  # (see _set_through)
             self._writable("update")
         if isinstance(other, Chest) and other is not self:
             self._update_from_chest(other, overwrite)

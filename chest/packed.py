@@ -106,6 +106,15 @@ class PackedEngine:
         raise NotImplementedError
 
 
+#: The connections and environments a forked child inherited from its
+#: parent: never used there (SQLite and LMDB forbid carrying one across
+#: fork(): a child reading through its parent's LMDB environment had
+#: "MDB_READERS_FULL" after ~250 reads, and its parent too), nor closed
+#: (that could release the parent's locks or reader slots, or checkpoint its
+#: log); only kept from being freed. The child opens its own, read-only.
+_INHERITED: List[Any] = []
+
+
 #: SQLite's page cache, outside the chest's budget: 8 MiB (SQLite's default
 #: is 2 MiB; diskcache sets 32 MiB and a 64 MiB memory map). A random read
 #: of a small value in 100,000 took 7.5 us with it, 9 with the default.
@@ -154,6 +163,7 @@ class SQLiteEngine(PackedEngine):
         # One cursor for every get, under the lock (a new one each read cost
         # 1.1 us of a random small read's 7.9 here).
         self._reader: Optional[sqlite3.Cursor] = None
+        self._pid = os.getpid()  # (the process the connection is for)
         try:
             if readonly:
                 self._db = self._open_read_only()
@@ -203,6 +213,13 @@ class SQLiteEngine(PackedEngine):
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             raise ValueError(f"the packed values of {self.path} are closed")
+        if self._pid != os.getpid():  # a forked child: one of its own
+            _INHERITED.append(self._db)
+            self._reader = None
+            self._db = None
+            self.readonly = True
+            self._db = self._open_read_only()
+            self._pid = os.getpid()
         return self._db
 
     def put(self, slot: int, data: bytes) -> None:
@@ -233,8 +250,9 @@ class SQLiteEngine(PackedEngine):
     def get(self, slot: int) -> Optional[bytes]:
         with self._lock:
             reader = self._reader
-            if reader is None:
-                reader = self._reader = self._connection().cursor()
+            if reader is None or self._pid != os.getpid():
+                reader = self._connection().cursor()
+                self._reader = reader
             try:
                 # (All rows: the statement ends, so the cursor holds no read
                 # transaction open between gets.)
@@ -283,7 +301,10 @@ class SQLiteEngine(PackedEngine):
         with self._lock:
             if self._db is not None:
                 self._reader = None
-                self._db.close()
+                if self._pid == os.getpid():
+                    self._db.close()
+                else:
+                    _INHERITED.append(self._db)  # (a forked child: see there)
                 self._db = None
 
 
@@ -294,8 +315,27 @@ class _Environments:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # real path -> [environment, opened read-only, users]
+        # real path -> [environment, opened read-only, users], of process _pid
         self._open: Dict[str, list] = {}
+        self._pid = os.getpid()
+
+    def _here(self) -> Dict[str, list]:
+        """The environments of this process (lock held). A forked child
+        closes those it inherited before it opens its own: lmdb refuses to
+        open a file whose environment is open in the process, and closing
+        one touches only what belongs to the process that closes it (its
+        own reader slots, its copies of the maps and descriptors: LMDB's
+        mdb_env_close0), where reading through it filled the parent's
+        reader table ("MDB_READERS_FULL" after ~250 reads, for both)."""
+        if self._pid != os.getpid():
+            for env, _, _ in self._open.values():
+                try:
+                    env.close()
+                except lmdb.Error:
+                    pass
+            self._open = {}
+            self._pid = os.getpid()
+        return self._open
 
     def acquire(self, path: str, readonly: bool, durable: bool, file_mode: int) -> list:
         """The shared ``[environment, opened read-only, users]`` of ``path``:
@@ -303,7 +343,7 @@ class _Environments:
         writer came after a reader)."""
         real = os.path.realpath(path)
         with self._lock:
-            held = self._open.get(real)
+            held = self._here().get(real)
             if held is not None and (readonly or not held[1]):
                 held[2] += 1
                 return held
@@ -347,7 +387,7 @@ class _Environments:
     def release(self, path: str) -> None:
         real = os.path.realpath(path)
         with self._lock:
-            held = self._open.get(real)
+            held = self._here().get(real)
             if held is None:
                 return
             held[2] -= 1
@@ -441,10 +481,15 @@ class LMDBEngine(PackedEngine):
         # (Looked up once: os.path.realpath costs more than a read.)
         self._held = _ENVIRONMENTS.acquire(self.path, readonly, durable, file_mode)
         self._closed = False
+        self._pid = os.getpid()  # (the process the environment is for)
 
     def _environment(self) -> Any:
         if self._closed:
             raise ValueError(f"the packed values of {self.path} are closed")
+        if self._pid != os.getpid():  # a forked child: one of its own
+            self.readonly = True
+            self._held = _ENVIRONMENTS.acquire(self.path, True, False, FILE_MODE)
+            self._pid = os.getpid()
         return self._held[0]
 
     def put(self, slot: int, data: bytes) -> None:

@@ -38,19 +38,6 @@ from .lock import WriterLock
 
 __all__ = ["Session"]
 
-#: This process's id, set again in a forked child: ``os.getpid()`` is a
-#: system call (0.3 us here), and eviction asks on every value it moves.
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
-
 
 class Session:
     """A chest's folder, its writer's lock, and how it ends: removed if
@@ -102,7 +89,10 @@ class Session:
     @property
     def in_owner(self) -> bool:
         """Is this the process that opened the chest (not a forked child)?"""
-        return _pid == self.owner_pid
+        # (Asked of the system each time, 0.3 us: a pid kept and set again
+        # by os.register_at_fork missed a fork() made from C, as uWSGI's
+        # prefork makes, whose child then wrote into its parent's chest.)
+        return os.getpid() == self.owner_pid
 
     def lock(self) -> None:
         """Make a writer's folder (private to the user) if it is not there,

@@ -165,6 +165,9 @@ def test_a_new_container_packs_small_items_unless_told_otherwise(tmp_path, kind)
         assert len(found) == files, (kwargs, found)
         again = kind(path=path, **{k: v for k, v in kwargs.items() if k != "packed"})
         assert again.chest.store.packed == engine and list(again) == items
+        copied = again.copy(path=path + "-copy")  # as its index says, not as new
+        assert copied.chest.store.packed == engine and list(copied) == items
+        copied.close()
         again.close()
     for name in ("list", "set"):
         path = str(tmp_path / f"crashed-{name}")

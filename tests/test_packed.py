@@ -151,3 +151,52 @@ def test_a_value_read_while_it_waits_to_be_packed_keeps_changes_in_place(tmp_pat
         assert c["a"][0] == 7
     with Chest(path=tmp_path / "c", readonly=True) as again:
         assert again["a"][0] == 7
+
+
+FORKED_READERS = '''
+import multiprocessing as mp, os, sys
+from chest import Chest
+name, path = sys.argv[1:]
+c = Chest(path=path, available_memory=2000, packed=name)
+for i in range(1000):
+    c[i] = {"i": i}
+c.flush()  # every value packed, memory empty
+
+def read(q):
+    try:
+        for _ in range(3):  # (~250 reads filled LMDB's reader table before)
+            for i in range(1000):
+                assert c[i]["i"] == i
+        again = Chest(path=path, readonly=True)  # as README says to
+        assert again[5] == {"i": 5}
+        again.close()
+        q.put("ok")
+    except Exception as e:
+        q.put(repr(e))
+
+ctx = mp.get_context("fork")
+q = ctx.Queue()
+children = [ctx.Process(target=read, args=(q,)) for _ in range(2)]
+for p in children:
+    p.start()
+for i in range(1000, 1200):  # the parent writes meanwhile
+    c[i] = {"i": i}
+c.flush()
+print(sorted(q.get() for _ in children))
+for p in children:
+    p.join()
+print(all(c[i]["i"] == i for i in range(1200)))
+c.close()
+'''
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_forked_children_read_with_their_own_handle(tmp_path, name):
+    # SQLite and LMDB forbid using a connection or environment across fork():
+    # a child reading through its parent's LMDB environment got
+    # MDB_READERS_FULL after ~250 reads, and then the parent did too.
+    out = subprocess.run([sys.executable, "-c", FORKED_READERS, name,
+                          str(tmp_path / "c")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["['ok', 'ok']", "True"], out.stdout

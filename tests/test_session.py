@@ -124,3 +124,47 @@ def test_watched_writers_are_closed_at_exit_and_not_by_a_forked_child(tmp_path):
                          text=True, check=True).stdout
     closed_by = (tmp_path / "closed-by").read_text().split()
     assert closed_by == [out.strip()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="libc fork() by ctypes")
+def test_a_child_forked_from_c_is_no_owner_either(tmp_path):
+    # fork() called from C (uWSGI's prefork does) runs none of Python's
+    # at-fork hooks: the child must still know it is not the owner. (A pid
+    # kept and set again by os.register_at_fork did not: the child's set
+    # went into its parent's folder, and its exit removed its parent's
+    # temporary folder.)
+    script = textwrap.dedent(f"""
+        import ctypes, os, sys
+        from chest import Chest, ReadOnlyError
+        c = Chest(path={str(tmp_path / "c")!r})
+        w = Chest(path={str(tmp_path / "w")!r}, write_through=True)
+        c["a"] = w["a"] = 1
+        c["b"] = w["b"] = 2
+        c.flush()
+        t = Chest(available_memory=1)
+        t["x"] = list(range(100))  # on disk only
+        pid = ctypes.CDLL(None).fork()
+        if pid == 0:
+            refused = 0
+            for action in (lambda: w.__setitem__("child", 2),
+                           lambda: w.__delitem__("b"), lambda: c.__delitem__("b"),
+                           lambda: c.update({{"child": 2}}), lambda: c.flush()):
+                try:
+                    action()
+                except ReadOnlyError:
+                    refused += 1
+            c["child"] = 2  # (in the child's memory only)
+            sys.exit(10 + refused)  # a normal exit: atexit hooks, finalizers
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), os.path.isdir(t.path),
+              t["x"] == list(range(100)))
+        t.close()
+        os._exit(0)  # (no close: what the child did, if anything, is on disk)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split() == ["15", "True", "True"]
+    from chest import Chest
+    for name in ("c", "w"):
+        with Chest(path=str(tmp_path / name), readonly=True) as again:
+            assert dict(again) == {"a": 1, "b": 2}, name
