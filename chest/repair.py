@@ -386,12 +386,13 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
     referred.update(name for _, name, _ in journal.records
                     if isinstance(name, str) or is_valid_place(name))
     plan.packed = index.packed
-    if index.error is not None:
+    if index.error is not None or not index.exists:
         present = [name for name in ENGINE_NAMES if name in packed.info.files]
         if len(present) == 1:
             plan.packed = present[0]
+            why = "cannot be read" if index.exists else "is missing"
             say(f"keep   packing small values in {engine_filename(present[0])} "
-                f"(the index that said so cannot be read)")
+                f"(the index that said so {why})")
 
     # Orphan files that may be recovered by their name: (file, name to take).
     candidates: List[Tuple[str, str]] = []

@@ -237,7 +237,14 @@ class Store:
             self._recover_slots()
             separated = self._separate_shared_files()
             renamed = self._adopt_legacy_names()
-            if replayed or separated or renamed:
+            if unindexed and journal:
+                # A new chest (with a path) writes its index at once, naming
+                # its engine: killed before its first flush, it reopened with
+                # the engine of whoever reopened it (a List made with files
+                # came back packed, a packed chest as files, and repair made
+                # a file of each value).
+                self.write_index([])
+            elif replayed or separated or renamed:
                 # Make the recovery durable; this also empties the journal.
                 try:
                     self.write_index(list(self.files))

@@ -20,6 +20,12 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, r
 from chest import Chest, List, Set
 from chest.containers import _META, between
 
+try:
+    import lmdb  # noqa: F401
+    ENGINES_HERE = ("sqlite", "lmdb")
+except ImportError:
+    ENGINES_HERE = ("sqlite",)
+
 CONFIGS = [
     pytest.param({}, id="default"),
     pytest.param({"available_memory": 0}, id="all-on-disk"),
@@ -136,12 +142,13 @@ def test_a_temporary_list_and_repr():
 CRASHING_CHILD = '''
 import os, sys
 from chest import List, Set
-kind, path = sys.argv[1:]
+kind, path, packed = sys.argv[1:]
+kwargs = {} if packed == "default" else {"packed": None if packed == "None" else packed}
 if kind == "list":
-    List([{"i": 1}, {"i": 2}], path=path, write_through=True)
+    List([{"i": 1}, {"i": 2}], path=path, write_through=True, **kwargs)
 else:
-    Set(["a", "b"], path=path, write_through=True)
-os._exit(0)  # (no close: the journal holds them, no index yet)
+    Set(["a", "b"], path=path, write_through=True, **kwargs)
+os._exit(0)  # (no close: the journal holds them, flushed never)
 '''
 
 
@@ -169,13 +176,24 @@ def test_a_new_container_packs_small_items_unless_told_otherwise(tmp_path, kind)
         assert copied.chest.store.packed == engine and list(copied) == items
         copied.close()
         again.close()
+    # Killed before its first flush: reopened (or repaired) with the engine
+    # it was made with, which its index names from the start (a files List
+    # came back packed, and repair made a file of each value).
     for name in ("list", "set"):
-        path = str(tmp_path / f"crashed-{name}")
-        subprocess.run([sys.executable, "-c", CRASHING_CHILD, name, path], check=True)
-        again = List(path=path) if name == "list" else Set(path=path)
-        assert again.chest.store.packed == "sqlite" and len(again) == 2
-        again.close()
-        assert [f for f in os.listdir(path) if not f.startswith(".")] == []
+        for packed, files in (("default", 0), ("None", 2), ("lmdb", 0)):
+            if packed == "lmdb" and "lmdb" not in ENGINES_HERE:
+                continue
+            path = str(tmp_path / f"crashed-{name}-{packed}")
+            subprocess.run([sys.executable, "-c", CRASHING_CHILD, name, path, packed],
+                           check=True)
+            engine = {"default": "sqlite", "None": None}.get(packed, packed)
+            if packed != "lmdb":
+                from chest.cli import main as cli
+                assert cli(["repair", path]) == 0
+            again = List(path=path) if name == "list" else Set(path=path)
+            assert again.chest.store.packed == engine and len(again) == 2
+            again.close()
+            assert len([f for f in os.listdir(path) if not f.startswith(".")]) == files
 
 
 def test_inserting_in_the_middle_writes_one_item(tmp_path):

@@ -807,3 +807,32 @@ def test_a_packed_chest_whose_index_was_deleted_is_a_chest_repair_will_not_empty
         assert dict(c) == {"big": list(range(20_000))}
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
+def test_repair_without_an_index_keeps_the_engine_whose_database_is_there(tmp_path, engine,
+                                                                          capsys):
+    # A folder a crash left without .keys (chests before this one wrote it
+    # at creation): the values the journal names stay packed, and new ones
+    # go to the same engine (it made a file of each, and said "files").
+    if engine == "lmdb":
+        pytest.importorskip("lmdb")
+    import subprocess
+    import sys
+    path = str(tmp_path / "c")
+    subprocess.run([sys.executable, "-c", f"""
+import os
+from chest import Chest
+c = Chest(path={path!r}, available_memory=2000, packed={engine!r})
+for i in range(100):
+    c[i] = {{"i": i}}
+os._exit(0)
+"""], check=True)
+    os.remove(os.path.join(path, INDEX_NAME))
+    assert cli.main(["repair", path]) == 0
+    assert "(the index that said so is missing)" in capsys.readouterr().out
+    with Chest(path=path) as again:
+        assert again.store.packed == engine and len(again) > 50
+        assert all(again[k] == {"i": k} for k in again)
+        again[1000] = {"i": 1000}
+    assert [f for f in os.listdir(path) if not f.startswith(".")] == []
