@@ -119,16 +119,20 @@ def folder_mode(file_mode: int) -> int:
     by whoever may read the files (0o600 -> 0o700, 0o640 -> 0o750)."""
     return file_mode | (file_mode & 0o444) >> 2
 
-def make_folder(path: str, file_mode: int = FILE_MODE, top: Optional[str] = None) -> None:
+def make_folder(path: str, file_mode: int = FILE_MODE, top: Optional[str] = None,
+                durable: bool = False) -> None:
     """Make folder ``path`` (and its missing parents up to ``top``) with the
     mode of a chest's folders; parents above ``top`` as ``os.makedirs``
-    would."""
+    would. ``durable``: sync the folder each new one is in (else a power
+    loss may take a new folder away, with the synced files in it)."""
     if os.path.isdir(path):
         return
     parent = os.path.dirname(path)
     if parent and parent != path and not os.path.isdir(parent):
         if top is not None and os.path.commonpath([parent, top]) == top and parent != top:
-            make_folder(parent, file_mode, top)
+            make_folder(parent, file_mode, top, durable)
+        elif durable:
+            make_folder(parent, FILE_MODE, None, durable)
         else:
             os.makedirs(parent, exist_ok=True)
     mode = folder_mode(file_mode)
@@ -140,6 +144,8 @@ def make_folder(path: str, file_mode: int = FILE_MODE, top: Optional[str] = None
         return
     if file_mode != FILE_MODE:
         os.chmod(path, mode)  # the umask may have taken bits the user asked for
+    if durable:
+        sync_dir(parent or os.curdir)
 
 def others_can_write(path: str, file_mode: int = FILE_MODE) -> Optional[str]:
     """Why users other than this one could change ``path`` (a chest's folder,

@@ -207,6 +207,14 @@ class Store:
         self.packed: Optional[str] = None  # set below, once the index is read
         if not readonly:
             make_folder(self.path, file_mode)
+            if durable:
+                # The folder's own entry (the session made it): without this,
+                # a power loss could take the new folder away, synced files
+                # and all.
+                try:
+                    sync_dir(os.path.dirname(os.path.abspath(self.path)))
+                except OSError:
+                    pass  # (a folder this user may not read: as before)
         self._read_index()
         unindexed = not self._index_found and \
             not os.path.exists(os.path.join(self.path, JOURNAL_NAME))
@@ -242,8 +250,14 @@ class Store:
                 # its engine: killed before its first flush, it reopened with
                 # the engine of whoever reopened it (a List made with files
                 # came back packed, a packed chest as files, and repair made
-                # a file of each value).
-                self.write_index([])
+                # a file of each value). If it cannot (a full disk, a folder
+                # it may not write), the chest opens all the same, as it
+                # did: its values stay in memory, and the first flush says
+                # why it cannot write.
+                try:
+                    self.write_index([])
+                except OSError:
+                    pass
             elif replayed or separated or renamed:
                 # Make the recovery durable; this also empties the journal.
                 try:
@@ -388,7 +402,7 @@ class Store:
 
     def _ensure_dir(self, folder: str) -> None:
         if folder not in self._known_dirs:
-            make_folder(folder, self.file_mode, top=self.path)
+            make_folder(folder, self.file_mode, top=self.path, durable=self.durable)
             self._known_dirs.add(folder)
 
     def write_temp(self, filename: str, value: Any) -> Written:

@@ -136,7 +136,7 @@ def test_a_child_forked_from_c_is_no_owner_either(tmp_path):
     script = textwrap.dedent(f"""
         import ctypes, os, sys
         from chest import Chest, ReadOnlyError
-        c = Chest(path={str(tmp_path / "c")!r})
+        c = Chest(path={str(tmp_path / "c")!r}, available_memory="1MB")
         w = Chest(path={str(tmp_path / "w")!r}, write_through=True)
         c["a"] = w["a"] = 1
         c["b"] = w["b"] = 2
@@ -148,12 +148,14 @@ def test_a_child_forked_from_c_is_no_owner_either(tmp_path):
             refused = 0
             for action in (lambda: w.__setitem__("child", 2),
                            lambda: w.__delitem__("b"), lambda: c.__delitem__("b"),
-                           lambda: c.update({{"child": 2}}), lambda: c.flush()):
+                           lambda: c.update({{"child": 2}}), lambda: c.flush(),
+                           lambda: c.__setitem__("a", 5),  # (retired its file)
+                           lambda: c.__setitem__("big", list(range(10**6))),
+                           lambda: c.drop(), lambda: t.drop()):
                 try:
                     action()
                 except ReadOnlyError:
                     refused += 1
-            c["child"] = 2  # (in the child's memory only)
             sys.exit(10 + refused)  # a normal exit: atexit hooks, finalizers
         _, status = os.waitpid(pid, 0)
         print(os.waitstatus_to_exitcode(status), os.path.isdir(t.path),
@@ -163,8 +165,31 @@ def test_a_child_forked_from_c_is_no_owner_either(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True,
                          text=True, check=True).stdout
-    assert out.split() == ["15", "True", "True"]
+    assert out.split() == ["19", "True", "True"]
     from chest import Chest
     for name in ("c", "w"):
         with Chest(path=str(tmp_path / name), readonly=True) as again:
             assert dict(again) == {"a": 1, "b": 2}, name
+
+
+def test_a_forked_child_cannot_drop_its_parents_chest(tmp_path):
+    script = textwrap.dedent(f"""
+        import os
+        from chest import Chest, ReadOnlyError
+        c = Chest(path={str(tmp_path / "c")!r})
+        c["a"] = b"x" * 1000
+        c.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                c.drop()
+            except ReadOnlyError:
+                os._exit(0)
+            os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), c["a"] == b"x" * 1000)
+        c.close()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split() == ["0", "True"]

@@ -257,3 +257,38 @@ def test_threads_opening_the_packed_engine_together_share_one(tmp_path, name):
         thread.join()
     assert len(got) == 8 and all(engine is got[0] for engine in got)
     store.close()
+
+
+def test_a_new_chest_opens_where_its_first_index_cannot_be_written(tmp_path):
+    # (Its index is written at once, naming its engine; a full disk there
+    # must not keep the chest from opening, its values in memory, as before.
+    # RLIMIT_FSIZE=0 stands in for a full disk: writes fail with EFBIG.)
+    import subprocess
+    import sys
+    path = str(tmp_path / "new")
+    script = f"""
+import resource, signal
+from chest import Chest
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
+c = Chest(path={path!r}, packed=None)
+c["a"] = 1
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+c.close()
+print(Chest(path={path!r})["a"])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr
+
+
+def test_a_durable_chest_syncs_the_folder_its_folder_is_in(tmp_path, monkeypatch):
+    import chest.store
+    synced = []
+    real = chest.store.sync_dir
+    monkeypatch.setattr(chest.store, "sync_dir", lambda d: (synced.append(d), real(d)))
+    path = tmp_path / "parent" / "c"
+    c = Chest(path=str(path), durable=True)
+    c["a"] = 1
+    c.close()
+    assert str(path.parent) in synced  # (a power loss could take the new folder away)
