@@ -492,12 +492,7 @@ class Chest(MutableMapping):
         return value
 
     def __setitem__(self, key: Hashable, value: Any) -> None:
-        # (Is this the process that opened the chest: asked of the system
-        # each time, 0.3 us, as a child forked from C, by uWSGI's prefork
-        # say, runs no at-fork hook to guard it. There a set retired its
-        # parent's file of the key, or wrote a value over the budget into
-        # its parent's folder.)
-        if self._guarded or not self.session.in_owner:
+        if self._guarded:
             hash(key)  # a bad key changes nothing, not even the lock
             self._writable("set a key")
         if self.write_through:
@@ -509,6 +504,7 @@ class Chest(MutableMapping):
             if key in self.inmem and size <= self._available_memory:
                 # Replaced in memory: the policy only records a use.
                 if key in self.store.files:
+                    self._refuse_in_child("set a key")
                     self.store.retire(key)  # first: if it fails, no change
                 self.memory.replace(key, value, size)
                 if self._file_tokens:
@@ -517,6 +513,8 @@ class Chest(MutableMapping):
                 if self._unwritable:
                     self._unwritable.pop(key, None)
             else:
+                if size > self._available_memory or key in self.store.files:
+                    self._refuse_in_child("set a key")
                 if size > self._available_memory:
                     self._on_overflow(key)  # first: if it raises, no change
                 self._drop_value(key)
@@ -539,6 +537,7 @@ class Chest(MutableMapping):
         the journal, a large one written to its file or slot, before this
         returns; then it is kept in memory, clean. If it cannot be written,
         this raises and the key keeps its stored value."""
+        self._refuse_in_child("set a key")  # (every such set writes)
         try:
             size = nbytes(value)
             data = self.codec.dumps(value) if size <= SMALL_VALUE else None
@@ -595,8 +594,9 @@ class Chest(MutableMapping):
         with self.lock:
             if key not in self._keys:
                 raise KeyError(key)
-            if self._guarded or not self.session.in_owner:  # (see __setitem__)
+            if self._guarded:
                 self._writable("delete a key")
+            self._refuse_in_child("delete a key")
             self.store.forget(key)  # first: if it fails, nothing has changed
             self._drop_value(key)
             del self._keys[key]
@@ -1656,8 +1656,9 @@ class Chest(MutableMapping):
         loaded and written again. With ``overwrite=False`` keys already here
         keep their value.
         """
-        if self._guarded or not self.session.in_owner:  # (see __setitem__)
+        if self._guarded:
             self._writable("update")
+        self._refuse_in_child("update")
         if isinstance(other, Chest) and other is not self:
             self._update_from_chest(other, overwrite)
         else:
@@ -1753,6 +1754,17 @@ class Chest(MutableMapping):
             finally:
                 self.store.close()
                 self._release_writer_lock()
+
+    def _refuse_in_child(self, action: str) -> None:
+        """:meth:`_writable`'s refusal in a child forked from C (uWSGI's
+        prefork, say), which runs no at-fork hook to guard its chests: asked
+        of the system (0.3 us) before a change reaches the disk. (There a
+        set retired its parent's file of the key, or wrote a value over the
+        budget into its parent's folder; a deletion or a set written
+        through appended to its parent's journal.) A set that stays in
+        memory does not ask: eviction and flush do."""
+        if not self.session.in_owner:
+            self._writable(action)
 
     def _writable(self, action: str) -> None:
         """Refuse ``action`` on a read-only chest, or in a forked child (its
