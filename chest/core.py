@@ -369,6 +369,7 @@ class Chest(MutableMapping):
         # was set with: a list or dict unpickled holds more room (a small
         # record 559 -> 607 bytes, 1,000 lists 171 -> 195 kB).
         self._read_sizes: Dict[Hashable, int] = {}
+        self._read_generation = nbytes.generation  # (of the sizes kept there)
         #: Values being written by an eviction that released the lock, and
         #: the pickles of small ones waiting to be packed together.
         self.flight = InFlight()
@@ -841,6 +842,10 @@ class Chest(MutableMapping):
                 return
             self._file_tokens[key] = known = token
         if token == known:
+            if self._read_generation != nbytes.generation:
+                # A sizing function registered since: sized again.
+                self._read_sizes.clear()
+                self._read_generation = nbytes.generation
             self._read_sizes[key] = size
 
     def _packs(self, size: int) -> bool:
@@ -1364,7 +1369,8 @@ class Chest(MutableMapping):
                 if now is not _MISSING:
                     return now
                 known = self._read_sizes.get(key) if token is not None and \
-                    self._file_tokens.get(key) == token else None
+                    self._file_tokens.get(key) == token and \
+                    self._read_generation == nbytes.generation else None
                 size = nbytes(value) if known is None else known
                 if size > self._available_memory:
                     return value

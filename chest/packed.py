@@ -122,6 +122,12 @@ _INHERITED: List[Any] = []
 #: with SIGBUS, where a read now raises an error naming the file.)
 CACHE_PRAGMA = "PRAGMA cache_size=-8192"
 
+#: The write-ahead log's size after a checkpoint (``journal_size_limit``),
+#: and the most it keeps after a large commit (see SQLiteEngine._cut_log).
+WAL_LIMIT = 4 * 2**20
+#: How long a commit waits for a lock (the sqlite3 module's default, 5 s).
+BUSY_TIMEOUT_MS = 5000
+
 
 def as_os_error(error: BaseException, path: str) -> OSError:
     """An engine's error as an ``OSError`` naming the engine's file: ENOSPC
@@ -182,7 +188,7 @@ class SQLiteEngine(PackedEngine):
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             # The write-ahead log is cut back to 4 MiB after each checkpoint
             # (it keeps its largest size otherwise).
-            self._db.execute("PRAGMA journal_size_limit=4194304")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             self._db.execute(CACHE_PRAGMA)
             self._db.execute("CREATE TABLE IF NOT EXISTS packed "
                              "(slot INTEGER PRIMARY KEY, data BLOB NOT NULL)")
@@ -246,6 +252,26 @@ class SQLiteEngine(PackedEngine):
                 db.execute("COMMIT")
             except sqlite3.Error as e:
                 raise as_os_error(e, self.path) from e
+            self._cut_log(db)
+
+    def _cut_log(self, db: sqlite3.Connection) -> None:
+        """After a large commit (a flush packs every small value in memory
+        in one, and deletes its retired slots in another), copy the
+        write-ahead log into the database and cut it back: it kept the size
+        of the largest commit until a later one (17.9 MiB after a flush of
+        50,000 small values, 35.8 after 100,000). Lock held; never raises."""
+        try:
+            if os.path.getsize(self.path + "-wal") <= WAL_LIMIT:
+                return
+            # (Not waiting for readers in other processes: what they still
+            # read stays in the log, and the next large commit tries again.)
+            db.execute("PRAGMA busy_timeout=0")
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except (OSError, sqlite3.Error):
+            pass
 
     def get(self, slot: int) -> Optional[bytes]:
         with self._lock:
@@ -278,6 +304,7 @@ class SQLiteEngine(PackedEngine):
                 db.execute("COMMIT")
             except sqlite3.Error as e:
                 raise as_os_error(e, self.path) from e
+            self._cut_log(db)
 
     def slots(self, start: int = 0) -> Iterator[Tuple[int, int]]:
         rows = self._query("SELECT slot, length(data) FROM packed WHERE slot >= ? "

@@ -119,6 +119,9 @@ class SizeRegistry:
         self._by_type: Dict[type, Callable[[Any], int]] = {}
         self._by_name: Dict[str, Callable[[Any], int]] = {}
         self._cache: Dict[type, Callable[[Any], int]] = {}
+        #: How many registrations there have been: sizes kept from before
+        #: (a chest keeps a value's size as read) are stale when it moves.
+        self.generation = 0
 
     def register(self, cls: Union[type, str]) -> Callable:
         """Register the sizing function of ``cls`` (a type or "module.Name")."""
@@ -129,6 +132,7 @@ class SizeRegistry:
             else:
                 self._by_type[cls] = func
             self._cache.clear()
+            self.generation += 1
             return func
 
         return decorator

@@ -49,6 +49,15 @@ class KeysView(_View, collections.abc.KeysView):
 class ValuesView(_View, collections.abc.ValuesView):
     """The values of the keys still there when the loop reaches them."""
 
+    def __contains__(self, value: object) -> bool:
+        # (collections.abc's reads each key's value with no KeyError
+        # caught: a key deleted between the loop's check and the read made
+        # ``x in c.values()`` raise.)
+        for v in self:
+            if v is value or v == value:
+                return True
+        return False
+
     def __iter__(self) -> Iterator[Any]:
         return _values_of(iter(self._mapping), self._mapping)
 

@@ -1633,6 +1633,29 @@ def test_a_value_read_again_is_sized_once_per_version_of_its_file(make_chest, pa
     assert _Sized.calls - base == 2  # read from disk: sized, once each
 
 
+class _Blob:
+    """A value sized by default until a test registers its size."""
+
+    def __init__(self, n: int) -> None:
+        self.data = b"x" * n
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Blob) and other.data == self.data
+
+
+def test_a_size_registered_after_a_values_first_read_is_used(make_chest):
+    c = make_chest(available_memory=10**6)
+    c["a"] = _Blob(5000)
+    c.flush()
+    c.move_to_disk("a")
+    assert c["a"] == _Blob(5000)
+    before = c.memory.sizes["a"]
+    nbytes.register(_Blob)(lambda blob: 100 + len(blob.data))
+    c.move_to_disk("a")
+    assert c["a"] == _Blob(5000)
+    assert c.memory.sizes["a"] == 5100 != before
+
+
 def test_pickling_or_deep_copying_a_chest_is_a_clear_error(make_chest):
     import copy
     c = make_chest()

@@ -200,3 +200,20 @@ def test_forked_children_read_with_their_own_handle(tmp_path, name):
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["['ok', 'ok']", "True"], out.stdout
+
+
+def test_a_large_flush_leaves_the_write_ahead_log_cut_back(tmp_path):
+    # A flush packs every small value in memory in one commit: the log kept
+    # that commit's size (17.9 MiB for 50,000 small values) until a later one.
+    from chest import Chest
+    from chest.packed import WAL_LIMIT
+    c = Chest(path=str(tmp_path / "c"), packed="sqlite")
+    for i in range(25_000):
+        c[i] = os.urandom(300)
+    c.flush()
+    wal = tmp_path / "c" / ".packed.sqlite3-wal"
+    assert not wal.exists() or wal.stat().st_size <= WAL_LIMIT
+    c.clear()
+    c.flush()  # (the slots deleted in one commit)
+    assert not wal.exists() or wal.stat().st_size <= WAL_LIMIT
+    c.close()

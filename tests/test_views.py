@@ -58,3 +58,22 @@ def test_views_reverse_and_name_their_mapping_read_only(view):
 def test_in_items_is_false_for_what_is_not_a_pair(item):
     items = ItemsView({"a": 1})
     assert item not in items and ("a", 1) in items and ("a", 2) not in items
+
+
+class Vanishing(Leaving):
+    """A key that goes between the loop's reaching it and the read of its
+    value (another thread's deletion, while the value is read from disk)."""
+
+    def __iter__(self):
+        return iter(list(self.data))
+
+    def __getitem__(self, key):
+        if key == "b":
+            raise KeyError(key)
+        return self.data[key]
+
+
+def test_in_values_passes_over_a_key_deleted_during_the_scan():
+    values = ValuesView(Vanishing({"a": 1, "b": 2, "c": 3}))
+    assert 3 in values and 2 not in values and 9 not in values
+    assert list(values) == [1, 3]
