@@ -123,16 +123,15 @@ def make_folder(path: str, file_mode: int = FILE_MODE, top: Optional[str] = None
                 durable: bool = False) -> None:
     """Make folder ``path`` (and its missing parents up to ``top``) with the
     mode of a chest's folders; parents above ``top`` as ``os.makedirs``
-    would. ``durable``: sync the folder each new one is in (else a power
-    loss may take a new folder away, with the synced files in it)."""
+    would. ``durable``: sync the folder each new one up to ``top`` is in
+    (else a power loss may take a new folder away, with the synced files in
+    it)."""
     if os.path.isdir(path):
         return
     parent = os.path.dirname(path)
     if parent and parent != path and not os.path.isdir(parent):
         if top is not None and os.path.commonpath([parent, top]) == top and parent != top:
             make_folder(parent, file_mode, top, durable)
-        elif durable:
-            make_folder(parent, FILE_MODE, None, durable)
         else:
             os.makedirs(parent, exist_ok=True)
     mode = folder_mode(file_mode)

@@ -106,12 +106,11 @@ class PackedEngine:
         raise NotImplementedError
 
 
-#: The connections and environments a forked child inherited from its
-#: parent: never used there (SQLite and LMDB forbid carrying one across
-#: fork(): a child reading through its parent's LMDB environment had
-#: "MDB_READERS_FULL" after ~250 reads, and its parent too), nor closed
-#: (that could release the parent's locks or reader slots, or checkpoint its
-#: log); only kept from being freed. The child opens its own, read-only.
+#: The SQLite connections a forked child inherited from its parent: never
+#: used there (SQLite forbids carrying one across fork()), nor closed (that
+#: could checkpoint or remove the parent's log); only kept from being
+#: freed. The child opens its own, read-only. (LMDB environments: see
+#: _Environments._here.)
 _INHERITED: List[Any] = []
 
 

@@ -809,14 +809,11 @@ def test_a_packed_chest_whose_index_was_deleted_is_a_chest_repair_will_not_empty
         c.close()
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "lmdb"])
 def test_repair_without_an_index_keeps_the_engine_whose_database_is_there(tmp_path, engine,
                                                                           capsys):
     # A folder a crash left without .keys (chests before this one wrote it
     # at creation): the values the journal names stay packed, and new ones
     # go to the same engine (it made a file of each, and said "files").
-    if engine == "lmdb":
-        pytest.importorskip("lmdb")
     import subprocess
     import sys
     path = str(tmp_path / "c")
