@@ -9,6 +9,8 @@ from:
 - :mod:`chest.flight`: values being written outside the lock, and the
   pickles queued for one packed commit;
 - :mod:`chest.codec`: the value format (``dump``/``load``, ``open``, mode);
+- :mod:`chest.valueio`: one value written out of sight (bytes or a stream,
+  a packed slot or a file) and read back, with the token of its bytes;
 - :mod:`chest.session`: the folder, the writer's lock, and how a chest ends;
 - :mod:`chest.store`: where values live on disk (files, packed engines, the
   index and the journal);
@@ -57,22 +59,13 @@ from .names import key_to_filename
 from .packed import ENGINES
 from .store import KEEP, Keep, Packed, Store
 from .views import ItemsView, KeysView, ValuesView
+from . import valueio
+from .valueio import PACKED_LIMIT, SMALL_VALUE, ValueIO
 
 __all__ = ["Chest", "nbytes", "key_to_filename"]
 
 #: How many files :meth:`Chest.prefetch` opens at once.
 MAX_OPEN_FILES = 512
-#: Values up to this size (in memory and on disk) are pickled to bytes and
-#: written or read in one call, and known unchanged by their bytes' hash.
-SMALL_VALUE = 64 * 1024
-
-#: Values at least this large are written while another thread takes their
-#: fingerprint, and their files read while another thread makes room.
-LARGE_VALUE = 4 * 1024 * 1024
-#: Values whose pickle is shorter are packed (``Chest(packed=...)``); as
-#: diskcache's default. At most SMALL_VALUE: packed values are pickled to
-#: bytes first.
-PACKED_LIMIT = 32 * 1024
 #: Small values evicted to a packed engine are committed together, up to
 #: this many bytes (and an eighth of the budget): a commit costs more than a
 #: small put (SQLite ~20 us, here up to 90 us on a busy disk). Until then
@@ -81,9 +74,8 @@ PACK_BATCH = 256 * 1024
 #: With write_through, the index is written (and the journal emptied) once
 #: the journal holds this many bytes of values: reopening replays it all.
 JOURNAL_FOLD = 32 * 2**20
-#: The threads that take large values' fingerprints, and make room beside
-#: large reads (kept between jobs: see :mod:`chest.background`).
-_FINGERPRINTS = Workers("chest-fingerprint")
+#: The threads that make room beside large reads (kept between jobs: see
+#: :mod:`chest.background`).
 _ROOM_MAKERS = Workers("chest-make-room")
 
 #: A value on its way to disk: key, value, size, version, file name (None: packed).
@@ -406,6 +398,9 @@ class Chest(MutableMapping):
         except BaseException:
             self.session.unlock()
             raise
+        #: How one value is written out of sight and read back (see
+        #: :mod:`chest.valueio`).
+        self.io = ValueIO(self.codec, self.store, self.lock, self.packed_limit)
         self.session.warn_if_others_can_write(
             (INDEX_NAME, JOURNAL_NAME, *(e.filename for e in ENGINES.values())))
         # True when a change must first check readonly, take the lock again
@@ -757,7 +752,7 @@ class Chest(MutableMapping):
             if value is not _MISSING:
                 break
             try:
-                return self._read_file(key, filename, place)[0]
+                return self.io.read(key, filename, place)[0]
             except ValueFileError:
                 with self.lock:
                     now: Any = self.store.slots.get(key)
@@ -848,84 +843,6 @@ class Chest(MutableMapping):
                 self._read_generation = nbytes.generation
             self._read_sizes[key] = size
 
-    def _packs(self, size: int) -> bool:
-        """May a value of ``size`` bytes in memory go to the packed engine?"""
-        return self.store.packed is not None and size <= SMALL_VALUE and \
-            self.store.packed not in self.store.broken
-
-    def _write_file(self, key: Hashable, filename: Optional[str], value: Any,
-                    size: int) -> Tuple[Union[Written, Packed], Any]:
-        """Write a value under a temporary name beside ``filename`` (None: a
-        name is given here if the value is not packed), or to a new slot of
-        the packed engine if its bytes are fewer than ``packed_limit``; also
-        its token (see :mod:`chest.fingerprint`). Needs no lock."""
-        if self._packs(size):
-            data = self.codec.dumps(value)
-            token = bytes_token(data)
-            if len(data) < self.packed_limit:
-                return self.store.pack_temp(data), token
-            if filename is None:
-                with self.lock:
-                    filename = self.store.prepare(key)
-            if self.codec.default:
-                return self.store.write_bytes_temp(filename, data), token
-        elif filename is None:
-            with self.lock:
-                filename = self.store.prepare(key)
-        if self.codec.default and size <= SMALL_VALUE:
-            data = serialize.dumps(value)
-            return self.store.write_bytes_temp(filename, data), bytes_token(data)
-        if size < LARGE_VALUE:
-            token = fingerprint(value)
-            return self.store.write_temp(filename, value), token
-        # xxh3 releases the GIL: hash an array while pickle streams it out
-        # (on a thread kept for it: starting one took 0.5-2 ms here).
-        job = _FINGERPRINTS.run(fingerprint, value)
-        try:
-            written = self.store.write_temp(filename, value)
-        finally:
-            job.wait()
-        return written, job.result if job.error is None else None
-
-    def _read_file(self, key: Hashable, filename: str,
-                   place: Optional[Tuple[Any, ...]] = None) -> Tuple[Any, int, float, Any]:
-        """Load ``key``'s value from ``filename`` or, if packed, its slot
-        ``place``: ``(value, bytes read, seconds, token or None)``. Needs no
-        lock."""
-        if place is not None:
-            if place[0] == IN_JOURNAL:
-                data, seconds = self.store.read_journaled(key, place[1:])
-            else:
-                data, seconds = self.store.read_packed(key, place)
-            try:
-                value = self.codec.loads(data)
-            except MemoryError:
-                raise
-            except Exception as e:
-                if place[0] == IN_JOURNAL:  # (was KeyError: "journal" is no engine)
-                    raise ValueFileError(key, self.store.journal_path,
-                                         f"kept in the journal: {describe(e)}") from e
-                raise ValueFileError(key, self.store.packed_path(place[0]),
-                                     f"slot {place[1]}: {describe(e)}") from e
-            # Its bytes' hash, as for a small file: pickling a small value
-            # again on eviction costs less than most fingerprints (a small
-            # pandas frame's: 130-250 us, its pickle 45-100 us).
-            return value, len(data), seconds, bytes_token(data)
-        if self.codec.default and self.store.files.get(key, 0) <= SMALL_VALUE:
-            data, seconds = self.store.read_bytes(key, filename)
-            try:
-                value = serialize.loads(data)
-            except MemoryError:
-                raise
-            except Exception as e:
-                raise ValueFileError(key, filename, f"{type(e).__name__}: {e}") from e
-            return value, len(data), seconds, bytes_token(data)
-        value, size_on_disk, seconds = self.store.read(key, filename)
-        token = None
-        if not self.codec.default and size_on_disk <= SMALL_VALUE:
-            token = self.codec.token(value)
-        return value, size_on_disk, seconds, token
-
     def _store_oversized(self, key: Hashable, value: Any, size: int) -> None:
         """Store a value larger than the whole budget straight on disk (lock held)."""
         try:
@@ -943,8 +860,8 @@ class Chest(MutableMapping):
     def _write(self, key: Hashable, value: Any, size: int) -> None:
         """Write ``key``'s value (``size`` bytes in memory) to its file now
         (lock held)."""
-        filename = None if self._packs(size) else self.store.prepare(key)
-        written, token = self._write_file(key, filename, value, size)
+        filename = None if self.io.packs(size) else self.store.prepare(key)
+        written, token = self.io.write_temp(key, filename, value, size)
         try:
             self.store.commit(key, written)
         except BaseException:
@@ -1057,7 +974,7 @@ class Chest(MutableMapping):
                 return size
             self.flight.start(key, value, size)
             try:
-                filename = None if self._packs(size) else self.store.prepare(key)
+                filename = None if self.io.packs(size) else self.store.prepare(key)
             except Exception as e:
                 self._keep_unwritable(key, value, size, e)
                 return None
@@ -1079,7 +996,7 @@ class Chest(MutableMapping):
                 self._pack_later(key, value, size, version, data)
                 return True
         try:
-            written, token = self._write_file(key, filename, value, size)
+            written, token = self.io.write_temp(key, filename, value, size)
         except Exception as e:
             return self._not_spilled(key, value, size, version, e)
         with self.lock:
@@ -1189,7 +1106,7 @@ class Chest(MutableMapping):
         would wait for it, and the caller for the thread), nor when writing
         first needs the writer's lock again (after ``close()``).
         """
-        if incoming < LARGE_VALUE or not self._own_functions_only \
+        if incoming < valueio.LARGE_VALUE or not self._own_functions_only \
                 or self.memory.used + incoming <= self._available_memory \
                 or incoming > self._available_memory \
                 or self._guarded or self.lock._is_owned():  # type: ignore[attr-defined]
@@ -1204,7 +1121,7 @@ class Chest(MutableMapping):
         Values being written are in flight (a read takes them back); the
         next set, flush, close, shrink or drop waits for the thread first,
         so memory holds at most the budget and what one set pushed out."""
-        if size < LARGE_VALUE or not self._own_functions_only or self._guarded \
+        if size < valueio.LARGE_VALUE or not self._own_functions_only or self._guarded \
                 or self.store.max_disk is not None \
                 or self.lock._is_owned():  # type: ignore[attr-defined]
             # (With max_disk, a value over it is refused at once, and warned
@@ -1342,10 +1259,10 @@ class Chest(MutableMapping):
                     if journaled is not None:
                         place = (IN_JOURNAL, *journaled)
                 filename = "" if place is not None else store.filename(key)
-            room_maker = None if incoming < LARGE_VALUE else \
+            room_maker = None if incoming < valueio.LARGE_VALUE else \
                 self._make_room_beside_read(incoming)
             try:
-                value, size_on_disk, seconds, token = self._read_file(key, filename, place)
+                value, size_on_disk, seconds, token = self.io.read(key, filename, place)
             except ValueFileError:
                 with self.lock:
                     now: Any = store.slots.get(key)

@@ -19,6 +19,7 @@ from conftest import files_in
 from mapping_contract import check_mapping
 
 import chest.store
+import chest.valueio
 from chest import Chest, ChestWarning, UnwritableValuesError, ValueFileError
 from chest.core import key_to_filename, nbytes
 
@@ -1206,7 +1207,7 @@ def test_a_value_read_after_close_and_changed_is_written_on_close(chest_path):
 
 
 def test_a_large_read_makes_room_in_another_thread(make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     evicted_by: list = []
     make_room = Chest._make_room
 
@@ -1230,7 +1231,7 @@ def test_a_large_read_makes_room_in_another_thread(make_chest, monkeypatch):
 
 
 def test_a_user_on_overflow_is_called_by_the_reading_thread(make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     threads = set()
     c = make_chest(available_memory=50_000,
                    on_overflow=lambda key: threads.add(threading.current_thread()))
@@ -1243,7 +1244,7 @@ def test_a_user_on_overflow_is_called_by_the_reading_thread(make_chest, monkeypa
 
 def test_a_large_read_whose_room_cannot_be_made_keeps_every_value(make_chest,
                                                                   monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=50_000, max_disk=100_000)
     for i in range(8):  # 6 files of 16 kB fit under max_disk, then nothing more
         with warnings.catch_warnings():
@@ -1259,7 +1260,7 @@ def test_a_large_read_whose_room_cannot_be_made_keeps_every_value(make_chest,
 
 
 def test_large_values_are_fingerprinted_while_written(make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=20_000)  # one 16 kB array fits
     c["a"] = np.zeros(2_000)
     c["b"] = np.ones(2_000)  # a is written (behind the caller)
@@ -1276,7 +1277,7 @@ def test_large_values_are_fingerprinted_while_written(make_chest, monkeypatch):
 
 
 def test_a_large_value_that_cannot_be_written_stays_in_memory(make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=20_000, max_disk=1_000)
     with pytest.warns(ChestWarning, match="cannot be written"):
         c["big"] = np.ones(5_000)  # 40 kB: larger than the budget and max_disk
@@ -1290,9 +1291,9 @@ def test_a_large_read_under_the_callers_lock_does_not_wait_for_itself(tmp_path):
     # In a child process: a deadlock must fail the test, not hang the suite.
     script = f"""
 import numpy as np
-import chest.core
+import chest.valueio
 from chest import Chest
-chest.core.LARGE_VALUE = 10_000
+chest.valueio.LARGE_VALUE = 10_000
 c = Chest(path={str(tmp_path / "c")!r}, available_memory=20_000)
 c["a"] = np.zeros(2_000)
 c["b"] = np.ones(2_000)
@@ -1308,7 +1309,7 @@ print("done")
 
 
 def test_reading_a_value_over_the_whole_budget_evicts_nothing(make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=50_000)
     c["huge"] = np.ones(10_000)  # 80 kB: straight to disk
     for i in range(5):
@@ -1319,7 +1320,7 @@ def test_reading_a_value_over_the_whole_budget_evicts_nothing(make_chest, monkey
 
 
 def test_a_users_functions_are_called_by_the_users_thread(make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     threads = set()
 
     def dump(value, f):
@@ -1877,7 +1878,7 @@ def _hold_writes(c, monkeypatch):
 
 def test_a_large_value_set_over_the_budget_is_written_behind_the_caller(
         make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=20_000)  # one 16 kB array fits
     c["a"] = np.zeros(2_000)
     release, writers = _hold_writes(c, monkeypatch)
@@ -1905,7 +1906,7 @@ def test_a_large_value_set_over_the_budget_is_written_behind_the_caller(
 
 @pytest.mark.parametrize("then", ["set", "flush", "close", "shrink", "drop"])
 def test_what_waits_for_a_write_behind(make_chest, monkeypatch, then):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=20_000)
     c["a"] = np.zeros(2_000)
     release, _ = _hold_writes(c, monkeypatch)
@@ -1926,7 +1927,7 @@ def test_what_waits_for_a_write_behind(make_chest, monkeypatch, then):
 
 def test_a_value_written_behind_that_cannot_be_written_stays_in_memory(
         make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=20_000, max_disk=1_000)  # no room on disk
     c["a"] = np.zeros(2_000)
     with warnings.catch_warnings():
@@ -1940,7 +1941,7 @@ def test_a_value_written_behind_that_cannot_be_written_stays_in_memory(
 
 def test_small_values_and_a_callers_lock_are_evicted_before_the_set_returns(
         make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=20_000)
     c["a"] = np.zeros(2_000)
     release, writers = _hold_writes(c, monkeypatch)
@@ -1957,7 +1958,7 @@ def test_a_value_the_caller_still_holds_is_written_before_the_set_returns(
         make_chest, monkeypatch):
     # Written behind, an array the caller changed right after the set was
     # pickled half before and half after the change: a torn value, for good.
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=20_000)
     x = np.zeros(2_000)
     c["a"] = x
@@ -1972,7 +1973,7 @@ def test_a_value_the_caller_still_holds_is_written_before_the_set_returns(
 
 def test_a_disk_full_met_behind_the_caller_is_warned_on_the_callers_thread(
         make_chest, monkeypatch):
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", 10_000)
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     c = make_chest(available_memory=20_000)
     c["a"] = np.zeros(2_000)
 
@@ -1991,9 +1992,9 @@ def test_a_disk_full_met_behind_the_caller_is_warned_on_the_callers_thread(
 
 WRITE_BEHIND_SCRIPT = r"""
 import gc, os, sys, numpy as np
-import chest.core
+import chest.valueio
 from chest import Chest
-chest.core.LARGE_VALUE = 10_000
+chest.valueio.LARGE_VALUE = 10_000
 case, path = sys.argv[1], sys.argv[2]
 if case == "gc":
     # The thread writing behind held the last reference: __del__ ran on it,

@@ -25,6 +25,7 @@ import pytest
 
 import chest.core
 import chest.store
+import chest.valueio
 from chest import (Chest, ChestWarning, IndexFileError, UnwritableValuesError,
                    ValueFileError)
 from chest.errors import ChestLockedError
@@ -1242,7 +1243,7 @@ def test_eviction_that_cannot_retake_the_lock_loses_nothing(
         tmp_path, monkeypatch, large_value):
     # After close() the chest takes the lock again to write; if another
     # process holds it, the value that was to leave stays in memory.
-    monkeypatch.setattr(chest.core, "LARGE_VALUE", large_value)  # 10_000: in a thread
+    monkeypatch.setattr(chest.valueio, "LARGE_VALUE", large_value)  # 10_000: in a thread
     path = str(tmp_path / "chest")
     c = Chest(path=path, available_memory=40_000)
     for i in range(4):

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import chest.core
+import chest.valueio
 from chest import Chest
 from chest.core import nbytes
 
@@ -49,7 +50,7 @@ def config(request, monkeypatch):
     config = dict(request.param)
     large_value = config.pop("large_value", None)
     if large_value is not None:
-        monkeypatch.setattr(chest.core, "LARGE_VALUE", large_value)
+        monkeypatch.setattr(chest.valueio, "LARGE_VALUE", large_value)
     return config
 
 
