@@ -1,11 +1,17 @@
 """``Chest``: a dictionary that spills to disk.
 
-Here: the byte budget and the lock, the eviction loop (writes outside the
-lock, packing in batches, values that cannot be written), loading back,
-write-through, and the public API (dict's, chest 0.2's, dask's). Composed
-from:
+Here: the lock and the keys' versions, setting (in memory or written
+through), loading back (reads outside the lock), flush and close, copies
+and updates between chests, and the public API (dict's, chest 0.2's,
+dask's). Composed from:
 
-- :mod:`chest.memory`: the values in memory, their sizes and the policy;
+- :mod:`chest.memory`: the values in memory, their sizes, the budget and
+  the policy;
+- :mod:`chest.eviction`: values leaving memory for storage (writes outside
+  the lock, packing in batches, values that cannot be written, the
+  threads writing behind a set and making room beside a read);
+- :mod:`chest.ledger`: what is known of each key's stored copy (its
+  bytes' token, its size when written or read, a failed write);
 - :mod:`chest.flight`: values being written outside the lock, and the
   pickles queued for one packed commit;
 - :mod:`chest.codec`: the value format (``dump``/``load``, ``open``, mode);
@@ -23,12 +29,9 @@ from __future__ import annotations
 
 import builtins
 import copy
-import errno
 import itertools
 import logging
-import atexit
 import os
-import sys
 import threading
 import warnings
 import weakref
@@ -36,93 +39,43 @@ from collections.abc import Mapping, MutableMapping
 from typing import (IO, Any, Callable, Dict, Hashable, Iterable, Iterator, List,
                     Optional, Tuple, Union)
 
-from .background import Job, Workers
 from . import serialize
-from .codec import Codec, open_many
 from .budget import (DEFAULT_BUDGET, budget_is_binary, format_budget, format_bytes,
                      parse_budget)
+from .codec import Codec, open_many
 from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError,
                      ReadOnlyError, UnwritableValuesError, ValueFileError, describe)
-from .fingerprint import bytes_token, fingerprint
+from .eviction import Eviction, is_disk_full
+from .files import FILE_MODE
+from .fingerprint import bytes_token
+from .flight import InFlight
+from .index import INDEX_NAME
 from .journal import IN_JOURNAL, JOURNAL_NAME
+from .ledger import Ledger
 from .lock import refuse_if_held_here
-from .flight import InFlight, Queued
 from .memory import MemoryTier
+from .names import key_to_filename
+from .packed import ENGINES
 from .policy import POLICIES, Policy, make_policy
 from .session import Session
 from .sizeof import nbytes
 from .stats import Stats
-from .worker import FREED_MEMORY, OnDiskKeys, SpilledSize, disk_metrics, worker_budget
-from .files import FILE_MODE, Written
-from .index import INDEX_NAME
-from .names import key_to_filename
-from .packed import ENGINES
-from .store import KEEP, Keep, Packed, Store
-from .views import ItemsView, KeysView, ValuesView
-from . import valueio
+from .store import KEEP, Keep, Store
 from .valueio import PACKED_LIMIT, SMALL_VALUE, ValueIO
+from .views import ItemsView, KeysView, ValuesView
+from .worker import FREED_MEMORY, OnDiskKeys, SpilledSize, disk_metrics, worker_budget
 
 __all__ = ["Chest", "nbytes", "key_to_filename"]
 
 #: How many files :meth:`Chest.prefetch` opens at once.
 MAX_OPEN_FILES = 512
-#: Small values evicted to a packed engine are committed together, up to
-#: this many bytes (and an eighth of the budget): a commit costs more than a
-#: small put (SQLite ~20 us, here up to 90 us on a busy disk). Until then
-#: they stay in memory, in flight, as values being written do.
-PACK_BATCH = 256 * 1024
 #: With write_through, the index is written (and the journal emptied) once
 #: the journal holds this many bytes of values: reopening replays it all.
 JOURNAL_FOLD = 32 * 2**20
-#: The threads that make room beside large reads (kept between jobs: see
-#: :mod:`chest.background`).
-_ROOM_MAKERS = Workers("chest-make-room")
-
-#: A value on its way to disk: key, value, size, version, file name (None: packed).
-Spill = Tuple[Hashable, Any, int, int, Optional[str]]
-#: ``sys.getrefcount(spill[1])`` of a value in flight nothing else holds: the
-#: flight's dict, the spill and the call's argument (measured, as for this Python).
-def _refs_in_flight() -> int:
-    flight, spill = (lambda o: ({0: o}, (0, o)))(object())
-    return sys.getrefcount(spill[1])
-
-
-_ALONE_IN_FLIGHT = _refs_in_flight()
-
 _DEFAULT_KEY_TO_FILENAME = key_to_filename  # the constructor's parameter hides it
 _MISSING = object()
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 logger = logging.getLogger(__name__)
-
-
-def _is_disk_full(error: BaseException) -> bool:
-    return isinstance(error, OSError) and error.errno in _DISK_FULL
-
-
-def _warn_if_disk_full(path: str, key: Hashable, error: BaseException) -> None:
-    if _is_disk_full(error):
-        message = (f"chest at {path}: no space to write key {key!r} ({error}); it "
-                   f"stays in memory, over the budget")
-        held = getattr(_WRITING_BEHIND, "warnings", None)
-        if held is not None:
-            held.append(message)  # (warned on the caller's thread: _wait_behind)
-        else:
-            warnings.warn(message, ChestWarning, stacklevel=4)
-
-
-#: On a thread writing behind the caller: ``warnings``, the list its
-#: warnings go to, to be given on the caller's thread.
-_WRITING_BEHIND = threading.local()
-#: The chests writing behind their callers: waited for before a fork (a
-#: child must not inherit a lock the writing thread holds) and at exit
-#: (daemon threads stop mid-write when the interpreter finalizes).
-_BEHIND: "weakref.WeakValueDictionary[int, Chest]" = weakref.WeakValueDictionary()
-
-
-def _wait_for_writes_behind() -> None:
-    for c in list(_BEHIND.values()):
-        c._wait_behind(shrink=False)
 
 
 #: Every chest of this process: a forked child's are guarded (see _writable).
@@ -134,10 +87,8 @@ def _guard_in_child() -> None:
         c._guarded = True  # (its next change asks _writable, which refuses)
 
 
-atexit.register(_wait_for_writes_behind)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_wait_for_writes_behind,
-                        after_in_child=_guard_in_child)
+    os.register_at_fork(after_in_child=_guard_in_child)
 
 
 def _must_be_new(new: "Chest", action: str) -> None:
@@ -282,7 +233,7 @@ class Chest(MutableMapping):
             if worker_local_directory is not None and available_memory is None else None
         self.lock = threading.RLock()
         # Arguments first: a bad one must leave nothing behind.
-        self._available_memory = parse_budget(
+        budget = parse_budget(
             DEFAULT_BUDGET if available_memory is None else available_memory)
         # Sizes are shown in the units the budget was given in (MiB or MB).
         self._binary_units = budget_is_binary(available_memory)
@@ -324,15 +275,15 @@ class Chest(MutableMapping):
         self._on_overflow = on_overflow
         try:
             self.policy = make_policy(policy)
-            self._set_up(dump, load, key_to_filename, open, mode, on_overflow, durable,
-                         readonly, lock_timeout, max_disk_bytes, mmap, packed)
+            self._set_up(budget, dump, load, key_to_filename, open, mode, on_overflow,
+                         durable, readonly, lock_timeout, max_disk_bytes, mmap, packed)
         except BaseException:
             self.session.end()  # nothing is left behind
             raise
         if data is not None:  # (not "if data": a pandas Series has no truth value)
             self.update(data)
 
-    def _set_up(self, dump: Callable[[Any, IO[Any]], None],
+    def _set_up(self, budget: int, dump: Callable[[Any, IO[Any]], None],
                 load: Callable[[IO[Any]], Any],
                 key_to_filename: Callable[[Hashable], str], open: Callable[..., IO[Any]],
                 mode: str, on_overflow: Callable[[Hashable], Any], durable: bool,
@@ -342,7 +293,7 @@ class Chest(MutableMapping):
         self.stats = Stats()
 
         #: The values held in memory, their sizes, and the eviction policy.
-        self.memory = MemoryTier(self.policy)
+        self.memory = MemoryTier(self.policy, budget)
         #: Values held in memory (``memory.values``).
         self.inmem: Dict[Hashable, Any] = self.memory.values
         self._sizes: Dict[Hashable, int] = self.memory.sizes
@@ -351,38 +302,16 @@ class Chest(MutableMapping):
         # compares it to know whether its result is still current.
         self._keys: Dict[Hashable, int] = {}
         self._versions = itertools.count()
-        # Key -> fingerprint of the value its file holds, where known (taken
-        # when the file was written or first read): a value in memory with
-        # the same fingerprint need not be written again.
-        self._file_tokens: Dict[Hashable, Any] = {}
-        # Key -> the size of its value as read back from the file its token
-        # is of (dropped whenever the token changes): read again, it is not
-        # sized again (3 us of a small packed read's 22). Not the size it
-        # was set with: a list or dict unpickled holds more room (a small
-        # record 559 -> 607 bytes, 1,000 lists 171 -> 195 kB).
-        self._read_sizes: Dict[Hashable, int] = {}
-        self._read_generation = nbytes.generation  # (of the sizes kept there)
+        #: What is known of each key's stored copy: the token of its bytes,
+        #: its size when written or read, a failed write (see :mod:`chest.ledger`).
+        self.ledger = Ledger(self.codec)
         #: Values being written by an eviction that released the lock, and
         #: the pickles of small ones waiting to be packed together.
         self.flight = InFlight()
-        # Keys in memory whose last write failed -> the error; eviction skips
-        # them until they are set again or flushed.
-        self._unwritable: Dict[Hashable, BaseException] = {}
-        # Keys written to disk -> their size in memory then (spilled_total).
-        self._spilled_sizes: Dict[Hashable, int] = {}
-        # Large values evicted from memory that something else still holds
-        # (a running task, a transfer): read again, the key gets the same
-        # object back instead of a second copy from disk (see _let_go).
-        self._left: "weakref.WeakValueDictionary[Hashable, Any]" = \
-            weakref.WeakValueDictionary()
         self._changed = False  # anything not yet in the index on disk
         self._closed = False  # closed, and not changed since
 
         self.readonly = readonly
-        # Evicting calls none of the user's functions: it may run on a thread
-        # of the chest's own (see _make_room_beside_read).
-        self._own_functions_only = (self.codec.default and on_overflow is _do_nothing
-                                    and key_to_filename is _DEFAULT_KEY_TO_FILENAME)
         if mmap and not self.codec.default:
             raise ValueError("mmap=True needs the default dump, load, open and mode")
         self.session.lock()
@@ -406,11 +335,20 @@ class Chest(MutableMapping):
         # True when a change must first check readonly, take the lock again
         # or adopt a dask worker's budget (see _writable).
         self._guarded = readonly or self._budget_of_worker is not None
-        self._keys = dict(zip(self.store.files, self._versions))  # (in C)
+        self._keys.update(zip(self.store.files, self._versions))  # (in C)
+        #: Values leave memory for storage (see :mod:`chest.eviction`).
+        self.eviction = Eviction(
+            lock=self.lock, memory=self.memory, flight=self.flight, store=self.store,
+            io=self.io, ledger=self.ledger, stats=self.stats, session=self.session,
+            versions=self._keys,
+            on_overflow=None if on_overflow is _do_nothing else on_overflow,
+            writable=self._writable, guarded=self._is_guarded,
+            # Evicting calls none of the user's functions: it may run on a
+            # thread of the chest's own (see Eviction.make_room_beside_read).
+            own_functions_only=(self.codec.default and on_overflow is _do_nothing
+                                and key_to_filename is _DEFAULT_KEY_TO_FILENAME),
+            readonly=readonly)
         _CHESTS[id(self)] = self
-        # The eviction running behind the caller, and the process it began in.
-        # (Several threads may each have started one: all are waited for.)
-        self._behind: List[Tuple[Job, int]] = []
         self.session.watch(self)
 
     # -- the format (chest 0.2's attributes) ----------------------------------------
@@ -455,6 +393,14 @@ class Chest(MutableMapping):
         self.shrink()
 
     @property
+    def _available_memory(self) -> int:
+        return self.memory.budget
+
+    @_available_memory.setter
+    def _available_memory(self, value: int) -> None:
+        self.memory.budget = value
+
+    @property
     def memory_usage(self) -> int:
         """Bytes of the values in memory, as counted when each came in."""
         return self.memory.used
@@ -493,40 +439,41 @@ class Chest(MutableMapping):
             self._writable("set a key")
         if self.write_through:
             return self._set_through(key, value)
-        if self._behind:
-            self._wait_behind()  # (at most one value over the budget)
+        if self.eviction.behind:
+            self.eviction.wait_behind()  # (at most one value over the budget)
         size = nbytes(value)
+        memory, ledger = self.memory, self.ledger
         with self.lock:
-            if key in self.inmem and size <= self._available_memory:
+            budget = memory.budget
+            if key in self.inmem and size <= budget:
                 # Replaced in memory: the policy only records a use.
                 if key in self.store.files:
                     self._refuse_in_child("set a key")
                     self.store.retire(key)  # first: if it fails, no change
-                self.memory.replace(key, value, size)
-                if self._file_tokens:
-                    self._file_tokens.pop(key, None)
-                    self._read_sizes.pop(key, None)
-                if self._unwritable:
-                    self._unwritable.pop(key, None)
+                memory.replace(key, value, size)
+                if ledger.tokens:
+                    ledger.changed(key)
+                if ledger.unwritable:
+                    ledger.unwritable.pop(key, None)
             else:
-                if size > self._available_memory or key in self.store.files:
+                if size > budget or key in self.store.files:
                     self._refuse_in_child("set a key")
-                if size > self._available_memory:
+                if size > budget:
                     self._on_overflow(key)  # first: if it raises, no change
                 self._drop_value(key)
-                if size > self._available_memory:
+                if size > budget:
                     self._keys[key] = next(self._versions)
                     self._changed = True
                     self._closed = False
                     self._store_oversized(key, value, size)
                     return
-                self.memory.keep(key, value, size)
+                memory.keep(key, value, size)
             self._keys[key] = next(self._versions)
             self._changed = True
             self._closed = False
-            over = self.memory.used > self._available_memory
+            over = memory.used > memory.budget
         if over:
-            self._shrink_behind(size)
+            self.eviction.shrink_behind(size)
 
     def _set_through(self, key: Hashable, value: Any) -> None:
         """``c[key] = value`` with ``write_through``: a small value is kept in
@@ -537,8 +484,9 @@ class Chest(MutableMapping):
         try:
             size = nbytes(value)
             data = self.codec.dumps(value) if size <= SMALL_VALUE else None
+            memory, ledger = self.memory, self.ledger
             with self.lock:
-                store = self.store
+                store, budget = self.store, memory.budget
                 if data is not None:
                     if store.max_disk is not None and store.unindexed_bytes + \
                             len(data) > store.max_disk - store.disk_usage:
@@ -547,32 +495,32 @@ class Chest(MutableMapping):
                         self.write_keys()
                     store.write_through(key, data)  # may raise: nothing changed
                     self.stats.bytes_written += len(data)
-                    if size <= self._available_memory and \
-                            self.memory.replace(key, value, size, clean=True):
+                    if size <= budget and \
+                            memory.replace(key, value, size, clean=True):
                         # Replaced in memory (a counter): the policy records a use.
-                        if self._unwritable:
-                            self._unwritable.pop(key, None)
+                        if ledger.unwritable:
+                            ledger.unwritable.pop(key, None)
                     else:
                         if key in self._keys:  # (a new key has nothing to drop)
                             self._drop_value(key, file=False)  # stored: nothing lost
-                        if size <= self._available_memory:
-                            self.memory.keep(key, value, size, clean=True)
-                    self._file_tokens[key] = bytes_token(data)
-                    if self._read_sizes:
-                        self._read_sizes.pop(key, None)
-                    if self._spilled_sizes:  # (of an older value)
-                        self._spilled_sizes.pop(key, None)
+                        if size <= budget:
+                            memory.keep(key, value, size, clean=True)
+                    ledger.tokens[key] = bytes_token(data)
+                    if ledger.read_sizes:
+                        ledger.read_sizes.pop(key, None)
+                    if ledger.spilled_sizes:  # (of an older value)
+                        ledger.spilled_sizes.pop(key, None)
                 else:
                     self._drop_value(key, file=False)  # stored: nothing is lost
-                    if size > self._available_memory:
+                    if size > budget:
                         self._on_overflow(key)
                     self._write(key, value, size)
-                    if size <= self._available_memory:
-                        self.memory.keep(key, value, size, clean=True)
+                    if size <= budget:
+                        memory.keep(key, value, size, clean=True)
                 self._keys[key] = next(self._versions)
                 self._changed = True
                 self._closed = False
-                over = self.memory.used > self._available_memory
+                over = memory.used > memory.budget
                 fold = store.unindexed_bytes > JOURNAL_FOLD
         except Exception as e:
             if hasattr(e, "add_note"):  # Python 3.11+: say which key, and that
@@ -797,8 +745,8 @@ class Chest(MutableMapping):
 
     def __repr__(self) -> str:
         on_disk = len(self._keys) - len(self.inmem)
-        unwritable = (f", {len(self._unwritable)} cannot be written"
-                      if self._unwritable else "")
+        unwritable = (f", {len(self.ledger.unwritable)} cannot be written"
+                      if self.ledger.unwritable else "")
         return (
             f"<Chest at {self.path}: {len(self._keys)} keys, {len(self.inmem)} in "
             f"memory ({format_bytes(self.memory.used, self._binary_units)} of "
@@ -816,32 +764,10 @@ class Chest(MutableMapping):
         (lock held)."""
         if file and key in self.store.files:
             self.store.retire(key)  # first: if it fails, nothing has changed
-            self._spilled_sizes.pop(key, None)
+            self.ledger.spilled_sizes.pop(key, None)
         self.memory.drop(key)
         self.flight.discard(key)  # (and its queued pickle, of the old value)
-        if self._left:
-            self._left.pop(key, None)
-        if self._unwritable:
-            self._unwritable.pop(key, None)
-        self._file_tokens.pop(key, None)
-        self._read_sizes.pop(key, None)
-
-    def _keep_loaded(self, key: Hashable, value: Any, size: int,
-                     token: Any = None) -> None:
-        """Keep a value just read from its file in memory (lock held)."""
-        self.memory.keep(key, value, size, clean=True)
-        known = self._file_tokens.get(key)
-        if known is None:
-            token = fingerprint(value) if token is None else token
-            if token is None:
-                return
-            self._file_tokens[key] = known = token
-        if token == known:
-            if self._read_generation != nbytes.generation:
-                # A sizing function registered since: sized again.
-                self._read_sizes.clear()
-                self._read_generation = nbytes.generation
-            self._read_sizes[key] = size
+        self.ledger.forget(key)
 
     def _store_oversized(self, key: Hashable, value: Any, size: int) -> None:
         """Store a value larger than the whole budget straight on disk (lock held)."""
@@ -849,7 +775,7 @@ class Chest(MutableMapping):
             self._write(key, value, size)
         except Exception as e:
             self.memory.hold(key, value, size)
-            self._unwritable[key] = e
+            self.ledger.unwritable[key] = e
             if isinstance(e, BoundToMemoryError):
                 return  # it must stay in memory: nothing went wrong
             warnings.warn(
@@ -867,25 +793,7 @@ class Chest(MutableMapping):
         except BaseException:
             self.store.discard(written)
             raise
-        self._count_write(key, written, size, token)
-
-    def _count_write(self, key: Hashable, written: Union[Written, Packed], size: int,
-                     token: Any) -> None:
-        self._spilled_sizes[key] = size
-        self._read_sizes.pop(key, None)
-        if token is None:
-            self._file_tokens.pop(key, None)
-        else:
-            self._file_tokens[key] = token
-        self.stats.spills += 1
-        self.stats.bytes_written += written.size
-        self.stats.write_seconds += written.seconds
-
-    def _is_clean(self, key: Hashable, value: Any) -> bool:
-        """Does ``key``'s file hold ``value`` as it is now?"""
-        token = self._file_tokens.get(key)
-        return token is not None and key in self.store.files and \
-            self.codec.unchanged(token, value)
+        self.eviction.count_write(key, written, size, token)
 
     def shrink(self) -> None:
         """Move values to disk until ``memory_usage <= available_memory``.
@@ -893,15 +801,8 @@ class Chest(MutableMapping):
         Values that cannot be written stay in memory (and over budget);
         eviction moves on to the next one. Writing happens outside the lock.
         """
-        self._wait_behind()
-        self._shrink()
-
-    def _shrink(self, keep: Any = _MISSING) -> None:
-        """As :meth:`shrink`; ``keep`` (a key just loaded for its reader) is
-        evicted only if nothing else can be."""
-        while self.memory.used > self._available_memory:
-            if self._evict_next(keep) < 0:
-                return
+        self.eviction.wait_behind()
+        self.eviction.shrink()
 
     def evict(self) -> int:
         """Move the next value (by the eviction policy) from memory to disk.
@@ -914,289 +815,13 @@ class Chest(MutableMapping):
         :class:`~chest.worker.FreedMemory`): what a paused worker needs.
         """
         try:
-            freed = self._evict_next()
+            freed = self.eviction.evict_next()
         except Exception as e:
             logger.warning("chest at %s: eviction failed: %r", self.path, e)
             freed = -1
         if freed < 0 or not self.memory.values:
             FREED_MEMORY.release()
         return freed
-
-    def _evict_next(self, keep: Any = _MISSING) -> int:
-        """Evict one value, ``keep`` last: the bytes freed, or -1 if none
-        could be evicted."""
-        while True:
-            picked = self._pick(keep)
-            if isinstance(picked, int):
-                return picked
-            if picked is not None and self._spill(*picked):
-                return picked[2]
-
-    def _pick(self, keep: Any = _MISSING) -> Union[int, None, Spill]:
-        """Take the next value out of memory (``keep`` last): the bytes freed
-        if it left without a write (-1 if none could leave), or the
-        arguments of :meth:`_spill` to write it (it is in flight), or None
-        if it could not be written and stays in memory."""
-        with self.lock:
-            child = not self.session.in_owner
-            if self._guarded and not self.readonly and self.policy and not child:
-                # First: if the lock cannot be taken again, nothing is lost.
-                self._writable("write to disk")
-            # Values something else holds (a task's input, an array the
-            # caller kept) are passed over: evicting them frees no memory.
-            popped = self.memory.pop_next(keep, spare_in_use=True)
-            if popped is None:
-                return -1  # nothing in memory may leave
-            key, value, size = popped
-            if self.readonly:
-                return size  # a copy of its file: let it go
-            if child:
-                # A forked child writes nothing into its parent's folder: a
-                # value its file holds may go, any other stays in memory.
-                if self._is_clean(key, value):
-                    return size
-                try:
-                    self._writable("write a value to disk")
-                except ReadOnlyError as e:
-                    self._keep_unwritable(key, value, size, e)
-                return None
-            version = self._keys[key]
-            if self._on_overflow is not _do_nothing:
-                try:
-                    self._on_overflow(key)
-                except BaseException:
-                    self.memory.keep(key, value, size)
-                    raise
-                if self._keys.get(key, _MISSING) != version:
-                    return size  # the callback deleted or set the key: no write
-            if self._is_clean(key, value):
-                self._let_go(key, value, size)
-                return size
-            self.flight.start(key, value, size)
-            try:
-                filename = None if self.io.packs(size) else self.store.prepare(key)
-            except Exception as e:
-                self._keep_unwritable(key, value, size, e)
-                return None
-        return key, value, size, version, filename
-
-    def _spill(self, key: Hashable, value: Any, size: int, version: int,
-               filename: Optional[str]) -> bool:
-        """Write an evicted value without the lock, then commit it with it
-        (a small one to a packed engine: with others, see PACK_BATCH).
-
-        False if it could not be written (it is back in memory).
-        """
-        if filename is None and min(PACK_BATCH, self._available_memory // 8) > 0:
-            try:
-                data = self.codec.dumps(value)
-            except Exception as e:
-                return self._not_spilled(key, value, size, version, e)
-            if len(data) < self.packed_limit:
-                self._pack_later(key, value, size, version, data)
-                return True
-        try:
-            written, token = self.io.write_temp(key, filename, value, size)
-        except Exception as e:
-            return self._not_spilled(key, value, size, version, e)
-        with self.lock:
-            if self._keys.get(key) != version or not self.flight.is_current(key, value):
-                self.store.discard(written)  # set, deleted or flushed meanwhile
-                return True
-            try:
-                self.store.commit(key, written)
-            except Exception as e:
-                self.store.discard(written)
-                self._keep_unwritable(key, value, size, e)
-                _warn_if_disk_full(self.path, key, e)
-                return False
-            self.flight.landed(key)
-            self._count_write(key, written, size, token)
-            self._let_go(key, value, size)
-            return True
-
-    def _let_go(self, key: Hashable, value: Any, size: int) -> None:
-        """``key``'s large ``value`` has left memory, its file holding it:
-        remember it weakly, so that while anything else holds it, a read
-        takes it back instead of loading a second copy (as dask's
-        SpillBuffer does; lock held)."""
-        if size > SMALL_VALUE:
-            try:
-                self._left[key] = value
-            except TypeError:  # (no weak references to it: a list, a dict)
-                pass
-
-    def _not_spilled(self, key: Hashable, value: Any, size: int, version: int,
-                     error: BaseException) -> bool:
-        """An evicted value could not be written: back in memory, if it is
-        still the key's. False."""
-        with self.lock:
-            if self._keys.get(key) == version and self.flight.is_current(key, value):
-                self._keep_unwritable(key, value, size, error)
-        _warn_if_disk_full(self.path, key, error)
-        return False
-
-    def _pack_later(self, key: Hashable, value: Any, size: int, version: int,
-                    data: bytes) -> None:
-        """Queue an evicted value's pickle for the packed engine; commit the
-        queue once it holds enough bytes. Needs no lock."""
-        with self.lock:
-            if self._keys.get(key) != version or not self.flight.is_current(key, value):
-                return  # set, deleted or flushed meanwhile
-            queued = self.flight.queue(key, value, size, version, data)
-            if queued < min(PACK_BATCH, self._available_memory // 8):
-                return
-            batch = self.flight.take_queue()
-        self._commit_packing(batch)
-
-    def _commit_packing(self, batch: List[Queued]) -> None:
-        """Write queued values in one commit of the packed engine, then
-        record each that is still current (a value set, deleted or flushed
-        meanwhile is dropped). Values that cannot be written go back to
-        memory. Needs no lock."""
-        if not batch:
-            return
-        try:
-            written = self.store.pack_many([data for *_, data in batch])
-        except Exception as e:
-            for key, value, size, version, _ in batch:
-                self._not_spilled(key, value, size, version, e)
-            return
-        with self.lock:
-            for (key, value, size, version, data), w in zip(batch, written):
-                if self._keys.get(key) != version or \
-                        not self.flight.is_current(key, value):
-                    self.store.discard(w)
-                    continue
-                try:
-                    self.store.commit(key, w)
-                except Exception as e:
-                    self.store.discard(w)
-                    self._keep_unwritable(key, value, size, e)
-                    _warn_if_disk_full(self.path, key, e)
-                    continue
-                self.flight.landed(key)
-                self._count_write(key, w, size, bytes_token(data))
-
-    def _keep_unwritable(self, key: Hashable, value: Any, size: int,
-                         error: BaseException) -> None:
-        """A value that could not be written stays in memory (lock held)."""
-        self.flight.discard(key)
-        self.memory.hold(key, value, size)
-        self._unwritable[key] = error
-
-    def _changed_since(self, value: Any, data: bytes) -> bool:
-        """Was ``value``, taken back from flight, changed in place after it
-        left memory (by a caller that kept it), as its queued pickle
-        ``data`` says? Then the key's value is the one in the pickle, as it
-        left. (It was returned changed: which value a key read depended on
-        whether enough other values had left to commit the queue, and a
-        flush then wrote the changed one.) Lock held."""
-        return not self.codec.unchanged(bytes_token(data), value)
-
-    def _make_room_beside_read(self, incoming: int) -> Optional[Job]:
-        """Start evicting in a thread while a large file is read, so that
-        writing or checking the values that leave overlaps the read; None
-        if there is nothing to overlap.
-
-        Only for a chest that calls none of the user's functions to evict
-        (default ``dump``, ``open``, ``key_to_filename``, ``on_overflow``):
-        those are always called by the thread that caused the eviction. Not
-        when the caller holds the lock (``with c.lock: c[key]``: the thread
-        would wait for it, and the caller for the thread), nor when writing
-        first needs the writer's lock again (after ``close()``).
-        """
-        if incoming < valueio.LARGE_VALUE or not self._own_functions_only \
-                or self.memory.used + incoming <= self._available_memory \
-                or incoming > self._available_memory \
-                or self._guarded or self.lock._is_owned():  # type: ignore[attr-defined]
-            return None  # (a value over the whole budget is not kept)
-        return _ROOM_MAKERS.run(self._make_room, incoming)
-
-    def _shrink_behind(self, size: int) -> None:
-        """After a value of ``size`` bytes was set over the budget: choose
-        the values that leave now, and write them in a thread while the
-        caller goes on (write-behind), if the value is large and the
-        conditions of :meth:`_make_room_beside_read` hold; else evict now.
-        Values being written are in flight (a read takes them back); the
-        next set, flush, close, shrink or drop waits for the thread first,
-        so memory holds at most the budget and what one set pushed out."""
-        if size < valueio.LARGE_VALUE or not self._own_functions_only or self._guarded \
-                or self.store.max_disk is not None \
-                or self.lock._is_owned():  # type: ignore[attr-defined]
-            # (With max_disk, a value over it is refused at once, and warned
-            # of by the set, as documented.)
-            self.shrink()
-            return
-        # (A 32 MiB array written behind the caller: the write overlaps
-        # whatever the caller computes next, dask's next task say.)
-        spills: List[Spill] = []
-        now: List[Spill] = []
-        try:
-            while self.memory.used > self._available_memory:
-                picked = self._pick()
-                if picked == -1:
-                    break
-                if isinstance(picked, tuple):
-                    # Held elsewhere too (the caller's array, a view of it),
-                    # it may be changed while a thread pickles it: written
-                    # here, before the set returns, as ever.
-                    alone = sys.getrefcount(picked[1]) <= _ALONE_IN_FLIGHT
-                    (spills if alone else now).append(picked)
-        finally:
-            if spills:  # (in flight: written even if choosing the next raised)
-                with self.lock:  # (so that a close in another thread sees it)
-                    self._behind.append((_ROOM_MAKERS.run(self._spill_all, spills),
-                                         os.getpid()))
-                    _BEHIND[id(self)] = self
-            for spill in now:
-                self._spill(*spill)
-
-    def _spill_all(self, spills: List[Spill]) -> List[str]:
-        """Write values taken out of memory by :meth:`_pick` (on a thread
-        of their own); never raises (one that cannot be written is back in
-        memory). The warnings to give the caller."""
-        held: List[str] = []
-        _WRITING_BEHIND.warnings = held
-        try:
-            for spill in spills:
-                self._spill(*spill)
-        finally:
-            del _WRITING_BEHIND.warnings
-        return held
-
-    def _wait_behind(self, shrink: bool = True) -> None:
-        """Wait until the eviction started by :meth:`_shrink_behind` is done
-        (not if the caller holds the lock: the thread may be waiting for
-        it). If it stopped at an error, evict again here: the error is met
-        again, and raised, if it lasts."""
-        if not self._behind or sys.is_finalizing() or \
-                self.lock._is_owned():  # type: ignore[attr-defined]
-            return  # (finalizing: the threads no longer run)
-        with self.lock:
-            behind, self._behind = self._behind, []
-        for job, pid in behind:
-            if pid != os.getpid():
-                continue  # a forked child: its parent's thread is not here
-            job.wait()
-            if job.error is not None:  # (a bug: _spill_all never raises)
-                logger.warning("chest at %s: writing behind failed: %r",
-                               self.path, job.error)
-            for message in job.result or ():
-                warnings.warn(message, ChestWarning, stacklevel=3)
-        if shrink and self.memory.used > self._available_memory:
-            self._shrink()
-
-    def _make_room(self, incoming: int) -> None:
-        """Evict until ``incoming`` more bytes fit in the budget."""
-        try:
-            while self.memory.used + incoming > self._available_memory:
-                if self._evict_next() < 0:
-                    return
-        except Exception:
-            # Nothing evicted is lost (see _evict_next); with room not made,
-            # the shrink after the read meets the error again and raises.
-            pass
 
     def _load(self, key: Hashable, read: bool) -> Any:
         """Load ``key`` from disk (file I/O without the lock) into memory.
@@ -1224,7 +849,8 @@ class Chest(MutableMapping):
                     stats.hits += 1
                     value, size, data = self.flight.take_back(key)
                     self._keys[key] = next(self._versions)
-                    if data is None or not self._changed_since(value, data):
+                    if data is None or \
+                            self.codec.unchanged(bytes_token(data), value):
                         # (As it left: counted as it left, not sized again.)
                         self.memory.keep(key, value, size)
                     else:
@@ -1232,13 +858,13 @@ class Chest(MutableMapping):
                         self.memory.keep(key, value, nbytes(value))
                     over = self.memory.used > self._available_memory
                     break
-                if self._left:
+                if self.ledger.left:
                     # Evicted, but still held elsewhere: the same object,
                     # not a copy from disk, if it still is what its file
                     # holds. (Changed in place after it left, it is not the
                     # key's value, as before: the file's is read.)
-                    value = self._left.pop(key, _MISSING)
-                    if value is not _MISSING and self._is_clean(key, value):
+                    value = self.ledger.left.pop(key, _MISSING)
+                    if value is not _MISSING and self.ledger.is_clean(key, value, self.store.files):
                         stats.hits += 1
                         self.memory.keep(key, value, nbytes(value), clean=True)
                         self._closed = False
@@ -1259,8 +885,7 @@ class Chest(MutableMapping):
                     if journaled is not None:
                         place = (IN_JOURNAL, *journaled)
                 filename = "" if place is not None else store.filename(key)
-            room_maker = None if incoming < valueio.LARGE_VALUE else \
-                self._make_room_beside_read(incoming)
+            room_maker = self.eviction.make_room_beside_read(incoming)
             try:
                 value, size_on_disk, seconds, token = self.io.read(key, filename, place)
             except ValueFileError:
@@ -1285,18 +910,17 @@ class Chest(MutableMapping):
                 now = inmem.get(key, _MISSING)
                 if now is not _MISSING:
                     return now
-                known = self._read_sizes.get(key) if token is not None and \
-                    self._file_tokens.get(key) == token and \
-                    self._read_generation == nbytes.generation else None
+                known = self.ledger.read_size(key, token)
                 size = nbytes(value) if known is None else known
                 if size > self._available_memory:
                     return value
-                self._keep_loaded(key, value, size, token)
+                self.memory.keep(key, value, size, clean=True)
+                self.ledger.kept_read(key, size, token, value)
                 self._closed = False  # it may be changed in place: flush on close
                 over = self.memory.used > self._available_memory
             break
         if over:
-            self._shrink(keep=key)
+            self.eviction.shrink(keep=key)
         return value
 
     # -- dask.distributed's spilling interface -----------------------------------
@@ -1332,7 +956,7 @@ class Chest(MutableMapping):
         with self.lock:
             files = self.store.files
             disk = sum(size for key, size in files.items() if key not in self.inmem)
-            memory = sum(self._spilled_sizes.get(key, size)
+            memory = sum(self.ledger.spilled_sizes.get(key, size)
                          for key, size in files.items() if key not in self.inmem)
         return SpilledSize(memory, disk)
 
@@ -1367,17 +991,17 @@ class Chest(MutableMapping):
             value = self.inmem.get(key, _MISSING)
             if value is _MISSING:
                 return  # the callback deleted (or moved) it: nothing to move
-            if not self._is_clean(key, value):
+            if not self.ledger.is_clean(key, value, self.store.files):
                 try:
                     self._write(key, value, self._sizes[key])
                 except Exception as e:
-                    self._unwritable[key] = e
+                    self.ledger.unwritable[key] = e
                     raise
             self._forget_in_memory(key)
 
     def _forget_in_memory(self, key: Hashable) -> None:
         """Drop ``key``'s value from memory; its file or slot holds it (lock held)."""
-        self._unwritable.pop(key, None)
+        self.ledger.unwritable.pop(key, None)
         self.memory.drop(key)
 
     def _pack_all(self) -> None:
@@ -1389,7 +1013,7 @@ class Chest(MutableMapping):
             return
         batch = []
         for key, value in self.inmem.items():
-            if self._sizes[key] > SMALL_VALUE or self._is_clean(key, value):
+            if self._sizes[key] > SMALL_VALUE or self.ledger.is_clean(key, value, self.store.files):
                 continue
             try:
                 data = self.codec.dumps(value)
@@ -1409,7 +1033,7 @@ class Chest(MutableMapping):
             except Exception:
                 self.store.discard(w)
                 continue
-            self._count_write(key, w, self._sizes[key], bytes_token(data))
+            self.eviction.count_write(key, w, self._sizes[key], bytes_token(data))
             self._forget_in_memory(key)
 
     def get_from_disk(self, key: Hashable) -> None:
@@ -1457,11 +1081,12 @@ class Chest(MutableMapping):
                             size = nbytes(value)
                             if size > self._available_memory:
                                 continue  # (as for a read: it would evict all)
-                            self._keep_loaded(key, value, size, token)
+                            self.memory.keep(key, value, size, clean=True)
+                            self.ledger.kept_read(key, size, token, value)
                             # Within the budget as it goes (a batch of 512
                             # values loaded before any left: 116 MB held
                             # through a 20 MB budget).
-                            self._shrink(keep=key)
+                            self.eviction.shrink(keep=key)
                 except OSError as e:
                     if isinstance(e, ValueFileError):
                         raise
@@ -1481,12 +1106,12 @@ class Chest(MutableMapping):
         lists them once everything else is done. Everything written before a
         flush returns is found again when the chest is reopened.
         """
-        self._wait_behind()
+        self.eviction.wait_behind()
         with self.lock:
             self._writable("flush")
             failures = self._write_all()
             if failures and self.store.retired_files and \
-                    any(_is_disk_full(e) for e in failures.values()):
+                    any(is_disk_full(e) for e in failures.values()):
                 # Files of deleted and overwritten keys are kept until the
                 # index no longer needs them. Those of deleted keys go now
                 # (the journal has their deletion), then the index is
@@ -1508,19 +1133,19 @@ class Chest(MutableMapping):
         """Write every value in memory or in flight; those that could not be
         written, with their errors (lock held)."""
         failures: Dict[Hashable, BaseException] = {}
-        self._commit_packing(self.flight.take_queue())
+        self.eviction.commit_packing(self.flight.take_queue())
         for key in list(self.flight.values):
             # Another thread is writing it; write it now, its commit will
             # see the key at a new version and back off.
             value, size, data = self.flight.take_back(key)
             self._keys[key] = next(self._versions)
-            if data is not None and self._changed_since(value, data):
+            if data is not None and not self.codec.unchanged(bytes_token(data), value):
                 value = self.codec.loads(data)
                 size = nbytes(value)
             try:
                 self._write(key, value, size)
             except Exception as e:
-                self._keep_unwritable(key, value, size, e)
+                self.eviction.keep_unwritable(key, value, size, e)
                 failures[key] = e
         self._pack_all()
         for key in list(self.inmem):
@@ -1553,7 +1178,7 @@ class Chest(MutableMapping):
     def drop(self) -> None:
         """Remove the chest's files, and its folder if nothing else is left in
         it (files the chest did not write stay); the chest is empty."""
-        self._wait_behind(shrink=False)  # (nothing to write: all goes)
+        self.eviction.wait_behind(shrink=False)  # (nothing to write: all goes)
         with self.lock:
             if self.readonly or not self.session.in_owner:
                 # (A forked child removed its parent's whole chest.)
@@ -1562,12 +1187,8 @@ class Chest(MutableMapping):
             self._release_writer_lock()
             self.memory.clear()
             self._keys.clear()
-            self._file_tokens.clear()
-            self._read_sizes.clear()
             self.flight.clear()
-            self._left.clear()
-            self._unwritable.clear()
-            self._spilled_sizes.clear()
+            self.ledger.clear()
             self._changed = False
 
     def update(  # (overwrite=: chest 0.2's API)
@@ -1637,7 +1258,7 @@ class Chest(MutableMapping):
                 self.store.discard(written)
                 raise
             self._drop_value(key, file=False)
-            self._spilled_sizes.pop(key, None)
+            self.ledger.spilled_sizes.pop(key, None)
             self._keys[key] = next(self._versions)
             self._changed = True
             self._closed = False
@@ -1653,7 +1274,7 @@ class Chest(MutableMapping):
         """
         if not self.session.in_owner:
             return
-        self._wait_behind()
+        self.eviction.wait_behind()
         if self._closed:
             # Nothing changed since, but reading may have opened files again.
             with self.lock:
@@ -1688,6 +1309,10 @@ class Chest(MutableMapping):
         memory does not ask: eviction and flush do."""
         if not self.session.in_owner:
             self._writable(action)
+
+    def _is_guarded(self) -> bool:
+        """Must a change first ask :meth:`_writable`?"""
+        return self._guarded
 
     def _writable(self, action: str) -> None:
         """Refuse ``action`` on a read-only chest, or in a forked child (its

@@ -1,11 +1,12 @@
 """The memory tier of a chest: values held in memory, their sizes, the bytes
-they add up to, and the policy that picks which value leaves first.
+they add up to, the budget they should stay within, and the policy that
+picks which value leaves first.
 
 :class:`MemoryTier` only keeps the books: it never writes, never takes a
 lock, and never sizes a value (the caller passes the size, from
 :mod:`chest.sizeof`, and holds the chest's lock). What leaving memory costs
-(a write, a check that the file already holds the value) is the chest's
-business (:mod:`chest.core`). Like zict's ``LRU``, it is a dict plus an
+(a write, a check that the file already holds the value) is the
+eviction's business (:mod:`chest.eviction`). Like zict's ``LRU``, it is a dict plus an
 order; unlike it, a value may be *held*: in memory, counted, but never
 chosen to leave (a value that could not be written).
 
@@ -63,7 +64,10 @@ class MemoryTier:
     """Values in memory with their sizes and their total, in the order a
     policy gives them to leave."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, budget: int = 0) -> None:
+        #: The bytes values may take in memory (a chest's ``available_memory``:
+        #: what leaves when they go over is the eviction's business).
+        self.budget = budget
         #: key -> value: what is in memory (a chest's ``inmem``).
         self.values: Dict[Hashable, Any] = {}
         #: key -> its size in bytes, as counted when it came in.

@@ -22,6 +22,7 @@ import chest.store
 import chest.valueio
 from chest import Chest, ChestWarning, UnwritableValuesError, ValueFileError
 from chest.core import key_to_filename, nbytes
+from chest.eviction import Eviction
 
 
 # -- the mapping contract, in every configuration ----------
@@ -1209,13 +1210,13 @@ def test_a_value_read_after_close_and_changed_is_written_on_close(chest_path):
 def test_a_large_read_makes_room_in_another_thread(make_chest, monkeypatch):
     monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
     evicted_by: list = []
-    make_room = Chest._make_room
+    make_room = Eviction._make_room
 
     def record(self, incoming):
         evicted_by.append(threading.current_thread().name)
         make_room(self, incoming)
 
-    monkeypatch.setattr(Chest, "_make_room", record)
+    monkeypatch.setattr(Eviction, "_make_room", record)
     c = make_chest(available_memory=50_000)
     arrays = {i: np.full(2_000, i, dtype="f8") for i in range(20)}  # 16 kB each
     c.update(arrays)
@@ -1387,7 +1388,7 @@ def test_write_through_a_value_that_cannot_be_written_raises_and_keeps_the_old(
     c["k"] = "old"
     with pytest.raises(TypeError):
         c["k"] = Unpicklable()
-    assert c["k"] == "old" and "k" not in c._unwritable
+    assert c["k"] == "old" and "k" not in c.ledger.unwritable
     from chest import BoundToMemoryError
     with pytest.raises(BoundToMemoryError):
         c["k"] = Handle("held")

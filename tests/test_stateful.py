@@ -534,7 +534,7 @@ class ChestMachine(RuleBasedStateMachine):
     def memory_accounting(self):
         c = self.c
         assert c.memory_usage == sum(nbytes(v) for v in c.inmem.values())
-        if not c._unwritable:
+        if not c.ledger.unwritable:
             assert c.memory_usage <= c.available_memory
         assert all(k in self.d for k in c.inmem)
 

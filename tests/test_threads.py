@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import chest.core
+import chest.eviction
 import chest.valueio
 from chest import Chest
 from chest.core import nbytes
@@ -83,7 +84,7 @@ def check_accounting(c: Chest) -> None:
     # In flight once every thread is done: only small values queued to be
     # packed together (fewer bytes than a batch).
     assert set(c.flight.values) == set(c.flight.queued)
-    assert c.flight.queued_bytes < chest.core.PACK_BATCH
+    assert c.flight.queued_bytes < chest.eviction.PACK_BATCH
     assert c.memory_usage == sum(nbytes(v) for v in c.inmem.values())
     assert c.memory_usage <= c.available_memory
     assert all(k in c for k in c.inmem)
