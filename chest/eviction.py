@@ -164,9 +164,10 @@ class Eviction:
         #: thread of its own (see :meth:`make_room_beside_read`).
         self.own_functions_only = own_functions_only
         self.readonly = readonly
-        # The evictions running behind callers, and the process each began
-        # in. (Several threads may each have started one: all are waited for.)
-        self._behind: List[Tuple[Job, int]] = []
+        #: The evictions running behind callers (see :meth:`shrink_behind`),
+        #: and the process each began in. (Several threads may each have
+        #: started one: all are waited for.) A plain list: a set asks it.
+        self.behind: List[Tuple[Job, int]] = []
 
     def writable(self, action: str) -> None:
         """Raise if the chest may not write (see ``writable``)."""
@@ -178,11 +179,6 @@ class Eviction:
         """Must a write first ask :meth:`writable`?"""
         guarded = self._guarded()
         return guarded is not None and guarded()
-
-    @property
-    def behind(self) -> bool:
-        """Is an eviction running behind a caller (see :meth:`shrink_behind`)?"""
-        return bool(self._behind)
 
     # -- one value --------------------------------------------------------------
     def shrink(self, keep: Any = NO_KEY) -> None:
@@ -414,7 +410,7 @@ class Eviction:
         finally:
             if spills:  # (in flight: written even if choosing the next raised)
                 with self.lock:  # (so that a close in another thread sees it)
-                    self._behind.append((_ROOM_MAKERS.run(self._spill_all, spills),
+                    self.behind.append((_ROOM_MAKERS.run(self._spill_all, spills),
                                          os.getpid()))
                     _BEHIND[id(self)] = self
             for spill in now:
@@ -438,11 +434,11 @@ class Eviction:
         (not if the caller holds the lock: the thread may be waiting for
         it). If it stopped at an error, evict again here: the error is met
         again, and raised, if it lasts."""
-        if not self._behind or sys.is_finalizing() or \
+        if not self.behind or sys.is_finalizing() or \
                 self.lock._is_owned():  # type: ignore[attr-defined]
             return  # (finalizing: the threads no longer run)
         with self.lock:
-            behind, self._behind = self._behind, []
+            behind, self.behind = self.behind, []
         for job, pid in behind:
             if pid != os.getpid():
                 continue  # a forked child: its parent's thread is not here
