@@ -1,19 +1,20 @@
 """The directory of a chest: which key is in which file, and the index.
 
 The store maps each key to a file name relative to the chest's folder
-(names from :mod:`chest.names`, kept unique here), writes values through a
-temporary file renamed into place (primitives in :mod:`chest.files`),
-records each write and deletion in the journal (:mod:`chest.journal`) and
-keeps the ``.keys`` index (format in :mod:`chest.index`). On opening it
-replays the journal and cleans what a crash left. It knows nothing of
-memory budgets.
+(suggested by :mod:`chest.names`, kept unique there by its
+:class:`~chest.names.NameTable`), writes values through a temporary file
+renamed into place (primitives in :mod:`chest.files`), records each write
+and deletion in the journal (:mod:`chest.journal`) and keeps the ``.keys``
+index (format in :mod:`chest.index`). On opening it replays the journal and
+cleans what a crash left. It knows nothing of memory budgets.
 
 Names
     A suggested name that is unsafe, too long (also as a whole path),
     already used by another key (also when it differs only in case), a
     folder of another key, or already a file the store does not own is
     replaced by a hashed one. Names are recorded in the index, so a chest
-    reopens whatever function made them.
+    reopens whatever function made them. The name of a deleted key stays
+    reserved until the next index write.
 
 Overwrites
     When a key's value changes in memory, its file is *retired*: renamed to
@@ -37,7 +38,7 @@ from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTupl
 
 from .errors import (ChestWarning, DiskBudgetError, IndexFileError, ValueFileError,
                      describe)
-from .files import (FILE_MODE, OLD_PREFIX, TEMP_EXTRA, TMP_PREFIX, Written,
+from .files import (FILE_MODE, OLD_PREFIX, TMP_PREFIX, Written,
                     is_temp_name, make_folder, open_raw, read_whole, remove_quietly,
                     size_of_open_file, sync_dir, temp_name)
 from .index import (INDEX_MAGIC, INDEX_NAME, Place, Slot, as_key, holds_a_chest,
@@ -45,7 +46,7 @@ from .index import (INDEX_MAGIC, INDEX_NAME, Place, Slot, as_key, holds_a_chest,
 from .journal import (IN_JOURNAL, JOURNAL_NAME, Journal, read_journal_bytes,
                       read_journal_file_bytes)
 from .packed import ENGINES, PackedEngine, engine_files, open_engine
-from .names import MAX_PATH, fold, hashed_name, key_to_filename, safe_name
+from .names import NameTable, fold, key_to_filename, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,10 @@ class Store:
         self.unindexed_writes = False
         #: Bytes of values kept in the journal since the index was written.
         self.unindexed_bytes = 0
+        #: The file name of each key (see :class:`~chest.names.NameTable`).
+        self.table = NameTable(self.path, key_to_filename)
         #: key -> name relative to ``path`` ('/'-separated), for keys given one.
-        self.names: Dict[Hashable, str] = {}
+        self.names: Dict[Hashable, str] = self.table.names
         #: key -> size in bytes of its stored copy, for keys whose file or
         #: packed slot holds their value.
         self.files: Dict[Hashable, int] = {}
@@ -180,11 +183,7 @@ class Store:
         #: key -> place, as in the index on disk.
         self.indexed: Dict[Hashable, Place] = {}
         self._indexed_sizes: Dict[Hashable, int] = {}
-        self._taken: Dict[str, Hashable] = {}  # folded name -> key owning it
-        self._folders: Dict[str, int] = {}  # folded folder -> names under it
         self._retired: Dict[str, str] = {}  # retired path -> live path
-        self._released: Dict[Hashable, str] = {}  # forgotten key -> name
-        self._emptied: set = set()  # folders no name is under any more
         self._known_dirs = {self.path}
         self._indexed_paths: Set[str] = set()  # full paths the index on disk names
         self._retired_at_index: Set[str] = set()  # retired names it lists
@@ -314,85 +313,15 @@ class Store:
     # -- names ---------------------------------------------------------------
     def full_path(self, name: str) -> str:
         """Absolute path of a relative name."""
-        return self._prefix + (name if os.sep == "/" else name.replace("/", os.sep))
-
-    def _relative(self, path: str) -> str:
-        """The relative ('/'-separated) name of an absolute path in the folder."""
-        name = path[len(self._prefix):]
-        return name if os.sep == "/" else name.replace(os.sep, "/")
+        return self.table.full_path(name)
 
     def filename(self, key: Hashable) -> str:
         """Absolute path of ``key``'s file, or of the one it would get."""
-        name = self.names.get(key)
-        if name is None:
-            name = self._released.get(key) or self._choose_name(key)
-        return self.full_path(name)
+        return self.table.filename(key)
 
     def prepare(self, key: Hashable) -> str:
         """Give ``key`` a name if it has none yet; its absolute file path."""
-        name = self.names.get(key)
-        if name is None:
-            name = self._released.pop(key, None) or self._choose_name(key)
-            self._claim(key, name)
-        return self.full_path(name)
-
-    def _choose_name(self, key: Hashable) -> str:
-        suggested = safe_name(self.key_to_filename(key))
-        if suggested is not None and self._fits(suggested) and \
-                self._is_free(suggested, key):
-            return suggested
-        base = hashed_name(key)
-        for i in range(1000):
-            name = f"{base}-{i}" if i else base
-            if self._is_free(name, key):
-                return name
-        raise OSError(errno.EEXIST, f"no free file name for key {key!r} in {self.path}")
-
-    def _fits(self, name: str) -> bool:
-        """Is the path of ``name``, also as a temporary name, short enough for
-        the system (a tuple key of many parts may not be)?"""
-        length = len(self._prefix.encode("utf-8", "surrogatepass")) + \
-            len(name.encode("utf-8", "surrogatepass")) + TEMP_EXTRA
-        return length < MAX_PATH
-
-    def _is_free(self, name: str, key: Hashable) -> bool:
-        folded = fold(name)
-        owner = self._taken.get(folded, key)
-        if owner is not key and owner != key:
-            return False
-        if folded in self._folders:
-            return False
-        parts = folded.split("/")
-        for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in self._taken:
-                return False
-        # A file we do not own (a stray or the user's) is never overwritten.
-        return folded in self._taken or not os.path.lexists(self.full_path(name))
-
-    def _claim(self, key: Hashable, name: str) -> None:
-        self.names[key] = name
-        folded = fold(name)
-        if folded in self._taken:
-            return
-        self._taken[folded] = key
-        parts = folded.split("/")
-        for i in range(1, len(parts)):
-            folder = "/".join(parts[:i])
-            self._folders[folder] = self._folders.get(folder, 0) + 1
-
-    def _unclaim(self, name: str) -> None:
-        folded = fold(name)
-        if self._taken.pop(folded, None) is None:
-            return
-        parts = folded.split("/")
-        for i in range(1, len(parts)):
-            folder = "/".join(parts[:i])
-            count = self._folders[folder] - 1
-            if count:
-                self._folders[folder] = count
-            else:
-                del self._folders[folder]
-                self._emptied.add("/".join(name.split("/")[:i]))
+        return self.table.prepare(key)
 
     # -- values --------------------------------------------------------------
     def _open(self, filename: str, mode: str) -> IO[Any]:
@@ -571,7 +500,7 @@ class Store:
             if key in self.files:
                 self._retire_copy(key)
             self.slots[key] = written.place
-            self._release_name(key)
+            self.table.release(key)
         self.unindexed_writes = True
         self.files[key] = written.size
         self.disk_usage += written.size - old_size
@@ -639,14 +568,6 @@ class Store:
         else:
             self._retire_path(self.full_path(self.names[key]))
 
-    def _release_name(self, key: Hashable) -> None:
-        """``key`` no longer has a file: its name stays reserved until the
-        next index write (a crash must not pair the old index with a new
-        file under it)."""
-        name = self.names.pop(key, None)
-        if name is not None:
-            self._released[key] = name
-
     def _retire_path(self, filename: str) -> None:
         folder, base = os.path.split(filename)
         old = os.path.join(folder, OLD_PREFIX + base)
@@ -671,7 +592,7 @@ class Store:
         so a crash before the index is written drops those keys. How many."""
         if self.journal is None:
             return 0
-        deleted = {self.full_path(name) for key, name in self._released.items()
+        deleted = {self.full_path(name) for key, name in self.table.released.items()
                    if key not in self.names and key not in self.slots}
         freed = [old for old, live in self._retired.items() if live in deleted]
         for old in freed:
@@ -692,7 +613,7 @@ class Store:
                 self.journal is not None:
             self.journal.append(key, None, 0)  # first: if it fails, no change
         self.retire(key)
-        self._release_name(key)
+        self.table.release(key)
 
     # -- values kept in the journal (write-through) ----------------------------
     def write_through(self, key: Hashable, data: bytes) -> None:
@@ -713,7 +634,7 @@ class Store:
         offset = journal.append(key, None, size, data)
         if key not in self.journaled and key in self.files:  # a file or a slot
             self._retire_copy(key)
-            self._release_name(key)
+            self.table.release(key)
         self.journaled[key] = (offset, size)
         self.unindexed_bytes += size
         self.files[key] = size
@@ -982,7 +903,7 @@ class Store:
         with self._slot_lock:
             mark = self._next_slot
         write_index_file(self.path, durable=self.durable,
-                         retired=[self._relative(old) for old in leaving],
+                         retired=[self.table.relative(old) for old in leaving],
                          file_mode=self.file_mode, packed=self.packed,
                          next_slot=mark, retired_slots=leaving_slots,
                          columns=(keys, places, sizes))
@@ -997,10 +918,7 @@ class Store:
                 leaving_slots = {place for place in leaving_slots
                                  if place[0] != engine_name}
         self._retired_slots -= leaving_slots
-        for key, name in self._released.items():
-            if self.names.get(key) != name:
-                self._unclaim(name)
-        self._released.clear()
+        self.table.settle()
         self._remove_empty_folders()
         if self.journal is not None:
             self.journal.clear()
@@ -1014,21 +932,18 @@ class Store:
         self._indexed_sizes = dict(zip(keys, sizes))
         self._indexed_paths = {self.full_path(p) for p in places
                                if not isinstance(p, tuple)} \
-            if self.names or self._released else set()
+            if self.names or self.table.released else set()
 
     def _remove_empty_folders(self) -> None:
         """Remove the folders of tuple keys that are all gone, deepest first,
         so that a chest used as a cache does not pile up empty folders."""
-        for folder in sorted(self._emptied, key=lambda f: -f.count("/")):
-            if fold(folder) in self._folders:
-                continue  # a key has a name under it again
+        for folder in self.table.emptied():
             path = self.full_path(folder)
             try:
                 os.rmdir(path)  # fails if a user's file (or anything) is left
             except OSError:
                 continue
             self._known_dirs.discard(path)
-        self._emptied.clear()
 
     def _read_index(self) -> None:
         # Loading makes a few objects per key and keeps them all: the
@@ -1076,7 +991,7 @@ class Store:
         if kinds - {tuple}:
             for key, place in zip(keys, places):
                 if not isinstance(place, tuple):
-                    self._claim(key, place)
+                    self.table.claim(key, place)
         self.disk_usage = sum(sizes)
         self._remember_index(keys, places, sizes)
 
@@ -1160,17 +1075,13 @@ class Store:
                 order[key] = None
             old = self.names.get(key)
             if place is None:
-                if old is not None:
-                    del self.names[key]
-                    self._unclaim(old)
+                self.table.drop(key)
                 self.slots.pop(key, None)
                 self.journaled.pop(key, None)
                 self.disk_usage -= self.files.pop(key, 0)
                 continue
             if isinstance(place, tuple) and len(place) == 3 and place[0] == IN_JOURNAL:
-                if old is not None:
-                    del self.names[key]
-                    self._unclaim(old)
+                self.table.drop(key)
                 self.slots.pop(key, None)
                 self.journaled[key] = (place[1], place[2])
                 size = place[2]
@@ -1178,9 +1089,7 @@ class Store:
                 size = self._slot_size(place)
                 if size is None:
                     continue  # written, then retired and removed: never flushed
-                if old is not None:
-                    del self.names[key]
-                    self._unclaim(old)
+                self.table.drop(key)
                 self.journaled.pop(key, None)
                 self.slots[key] = place
             else:
@@ -1189,10 +1098,10 @@ class Store:
                 except FileNotFoundError:
                     continue  # written, then deleted or overwritten: never flushed
                 if old is not None and old != place:
-                    self._unclaim(old)
+                    self.table.unclaim(old)
                 self.slots.pop(key, None)
                 self.journaled.pop(key, None)
-                self._claim(key, place)
+                self.table.claim(key, place)
             self.disk_usage += size - self.files.get(key, 0)
             self.files[key] = size
         if records and list(self.files) != [k for k in order if k in self.files]:
@@ -1261,17 +1170,14 @@ class Store:
         write stay (``rmtree`` of a chest at ``"."`` removed the user's)."""
         self.close()
         self._remove_own_files()
-        self.names.clear()
+        self.table.clear()
         self.files.clear()
         self.slots.clear()
         self.journaled.clear()
         self._retired_slots.clear()
         self.indexed.clear()
         self._indexed_paths = set()
-        self._taken.clear()
-        self._folders.clear()
         self._retired.clear()
-        self._released.clear()
         self._known_dirs.clear()
         self.disk_usage = 0
         self.close()

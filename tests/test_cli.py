@@ -15,7 +15,7 @@ from test_folder import (crash_packed, damage_database, engine,  # noqa: F401
 from chest import Chest, cli
 from chest.folder import read_index
 from chest.packed import ENGINES
-from chest.store import hashed_name
+from chest.names import hashed_name
 
 
 def run(*args):

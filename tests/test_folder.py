@@ -19,7 +19,8 @@ from chest.folder import (PackedReader, check_folder, check_value_bytes, describ
                           walk_files)
 from chest.index import is_slot
 from chest.packed import ENGINES, engine_files, open_engine
-from chest.store import INDEX_NAME, hashed_name
+from chest.names import hashed_name
+from chest.store import INDEX_NAME
 
 
 def test_key_from_name():

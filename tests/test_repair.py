@@ -20,7 +20,8 @@ from chest.folder import Entry, read_index, read_packed
 from chest.index import write_index_file as write_with_retired
 from chest.packed import ENGINES
 from chest.repair import write_index_file
-from chest.store import INDEX_NAME, Store, hashed_name
+from chest.names import hashed_name
+from chest.store import INDEX_NAME, Store
 
 
 #: A temporary file as the chest names them (chest.files.temp_name).
