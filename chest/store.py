@@ -3,7 +3,8 @@
 The store maps each key to a file name relative to the chest's folder
 (suggested by :mod:`chest.names`, kept unique there by its
 :class:`~chest.names.NameTable`), writes values through a temporary file
-renamed into place (primitives in :mod:`chest.files`), records each write
+renamed into place (primitives in :mod:`chest.files`) or into a slot of a
+packed engine (:mod:`chest.engines`), records each write
 and deletion in the journal (:mod:`chest.journal`) and keeps the ``.keys``
 index (format in :mod:`chest.index`). On opening it replays the journal and
 cleans what a crash left. It knows nothing of memory budgets.
@@ -31,11 +32,11 @@ import logging
 import os
 import shutil
 import time
-import threading
 import warnings
-from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional,
+from typing import (IO, Any, Callable, Dict, Hashable, Iterable, List, Optional,
                     Set, Tuple, Union)
 
+from .engines import Engines, Packed
 from .errors import (ChestWarning, DiskBudgetError, IndexFileError, ValueFileError,
                      describe)
 from .files import (FILE_MODE, OLD_PREFIX, TMP_PREFIX, Written,
@@ -72,13 +73,6 @@ class Keep:
 #: ``Store(packed=KEEP)``: as the index says; files in a new folder.
 KEEP = Keep()
 
-
-class Packed(NamedTuple):
-    """A value written to a packed engine's slot, ready to :meth:`Store.commit`."""
-
-    place: Slot
-    size: int
-    seconds: float
 
 
 class Store:
@@ -159,8 +153,7 @@ class Store:
         self.max_disk = max_disk
         #: Bytes of the value files of the keys in ``files``.
         self.disk_usage = 0
-        self._prefix = os.path.join(self.path, "")  # ends with a separator
-        #: Files written or deleted since the index was written.
+                #: Files written or deleted since the index was written.
         self.unindexed_writes = False
         #: Bytes of values kept in the journal since the index was written.
         self.unindexed_bytes = 0
@@ -189,20 +182,14 @@ class Store:
         self._retired_at_index: Set[str] = set()  # retired names it lists
         self._retired_at_index_slots: Set[Slot] = set()  # retired slots it lists
         self._retired_slots: Set[Slot] = set()  # slots the index on disk names
-        self._engines: Dict[str, PackedEngine] = {}
-        self._scanned: Dict[str, Dict[int, int]] = {}  # while opening
         #: key -> its file name in a chest 0.2 index that this chest would
         #: not make (see _legacy_name): given a name of its own on opening.
         self._legacy_names: Dict[Hashable, str] = {}
+        #: The packed engines of the folder and their slots' numbering.
+        self.engines = Engines(self.path, readonly=readonly, durable=durable,
+                               file_mode=file_mode)
         #: engine -> why it could not be read when the store opened.
-        self.broken: Dict[str, str] = {}
-        # Slots are numbered from one counter for every engine, never reused,
-        # also across sessions: the index keeps the next number (a reader
-        # beside a writer must never find another key's value in a slot).
-        self._next_slot = 1
-        self._slot_lock = threading.Lock()
-        self._engine_lock = threading.Lock()  # (opening a packed engine)
-        self._slot_mark = 0  # the next slot when the index on disk was written
+        self.broken: Dict[str, str] = self.engines.broken
         self.packed: Optional[str] = None  # set below, once the index is read
         if not readonly:
             make_folder(self.path, file_mode)
@@ -226,6 +213,12 @@ class Store:
             self.packed = packed.new  # (also over a journal left by a crash)
         self.journal = Journal(os.path.join(self.path, JOURNAL_NAME), durable,
                                file_mode) if journal and not readonly else None
+        if self.journal is not None and not self._index_found:
+            # Before a database first holds anything, so that a folder with
+            # values in it always has an index or a journal (see
+            # _refuse_values_without_index); once there is an index, it is
+            # never removed.
+            self.engines.before_first_open = self.journal.touch
         if unindexed:
             self._refuse_values_without_index()
         journaled = self._replay_journal() if journal else []
@@ -275,7 +268,7 @@ class Store:
                     os.remove(old)
                 except FileNotFoundError:
                     pass
-        self._scanned.clear()
+        self.engines.opened()
 
     def _adopt_legacy_names(self) -> List[str]:
         """Give each key whose chest 0.2 file name this chest would not make
@@ -677,27 +670,11 @@ class Store:
     # -- packed values ---------------------------------------------------------
     def engine(self, name: str) -> PackedEngine:
         """The packed engine ``name`` of this folder, opened on first use."""
-        engine = self._engines.get(name)
-        if engine is None:
-            # Threads writing or reading outside the chest's lock may get
-            # here together: one opens it (a second would leak its files).
-            with self._engine_lock:
-                engine = self._engines.get(name)
-                if engine is None:
-                    if self.journal is not None and not self._index_found:
-                        # Before the database holds anything, so that a folder
-                        # with values in it always has an index or a journal
-                        # (see _refuse_values_without_index); once there is an
-                        # index, it is never removed.
-                        self.journal.touch()
-                    engine = open_engine(name, self.path, readonly=self.readonly,
-                                         durable=self.durable, file_mode=self.file_mode)
-                    self._engines[name] = engine
-        return engine
+        return self.engines.engine(name)
 
     def packed_path(self, name: str) -> str:
         """The file of packed engine ``name`` in the folder."""
-        return self._prefix + ENGINES[name].filename
+        return self.engines.path_of(name)
 
     def pack_temp(self, data: bytes) -> Packed:
         """Write ``data`` to a new slot of the packed engine, committed but
@@ -707,43 +684,17 @@ class Store:
         lock.
         """
         assert self.packed is not None, "no packed engine"
-        start = time.perf_counter()
-        with self._slot_lock:
-            number = self._next_slot
-            self._next_slot += 1
-        place = (self.packed, number)
-        self.engine(self.packed).put(place[1], data)
-        return Packed(place, len(data), time.perf_counter() - start)
+        return self.engines.put(self.packed, data)
 
     def pack_many(self, datas: List[bytes]) -> List[Packed]:
         """As :meth:`pack_temp` for many values, in one commit of the engine."""
         assert self.packed is not None, "no packed engine"
-        start = time.perf_counter()
-        with self._slot_lock:
-            first = self._next_slot
-            self._next_slot += len(datas)
-        numbers = range(first, first + len(datas))
-        self.engine(self.packed).put_many(zip(numbers, datas))
-        seconds = (time.perf_counter() - start) / max(len(datas), 1)
-        return [Packed((self.packed, n), len(data), seconds)
-                for n, data in zip(numbers, datas)]
+        return self.engines.put_many(self.packed, datas)
 
     def read_packed(self, key: Hashable, place: Slot) -> Tuple[bytes, float]:
         """The bytes of ``key``'s packed value in ``place``: ``(data, seconds)``.
         Safe to call without the chest's lock."""
-        engine_name, slot = place
-        start = time.perf_counter()
-        try:
-            data = self.engine(engine_name).get(slot)
-        except Exception as e:
-            raise ValueFileError(key, self.packed_path(engine_name),
-                                 f"slot {slot}: {describe(e)}") from e
-        if data is None:
-            why = (f"slot {slot} is gone: the writer changed the key after this "
-                   f"read-only chest was opened; reopen the chest to read it as it "
-                   f"is now" if self.readonly else f"slot {slot} is missing")
-            raise ValueFileError(key, self.packed_path(engine_name), why)
-        return data, time.perf_counter() - start
+        return self.engines.read(key, place)
 
     def _retire_slot(self, key: Hashable, place: Slot) -> None:
         """An older copy in a slot: kept until the next index write if the
@@ -751,53 +702,8 @@ class Store:
         removed now."""
         if self.indexed.get(key) == place:
             self._retired_slots.add(place)
-        elif not self._delete_slots(place[0], [place[1]]):
+        elif not self.engines.delete(place[0], [place[1]]):
             self._retired_slots.add(place)  # the next index write tries again
-
-    def _delete_slots(self, name: str, numbers: List[int]) -> bool:
-        """Remove old copies from engine ``name``: whether it could. Never
-        raises: what is left is a value no key refers to (the index written
-        next lists it, and the next writer or ``repair`` removes it), and a
-        full disk or a damaged database must not make a deletion or a flush
-        fail half-way (the key deleted from the journal but not from the
-        chest; a flush that wrote the index reporting that it could not)."""
-        try:
-            self.engine(name).delete(numbers)
-            return True
-        except Exception as e:
-            logger.info("chest at %s: %d old value(s) left in %s for later: %s",
-                        self.path, len(numbers), self.packed_path(name), describe(e))
-            return False
-
-    def _new_slots(self, name: str) -> Dict[int, int]:
-        """slot -> size of the slots of engine ``name`` numbered from the
-        index's mark on (written since the index was: read once while the
-        store opens); empty if the engine has no file here."""
-        found = self._scanned.get(name)
-        if found is None:
-            found = {}
-            if os.path.exists(self.packed_path(name)):
-                try:
-                    found = dict(self.engine(name).slots(self._slot_mark))
-                except OSError as e:
-                    # Damaged: its values raise ValueFileError when read, new
-                    # small values go to files, every file-held value reads.
-                    self.broken[name] = describe(e)
-            self._scanned[name] = found
-        return found
-
-    def _slot_size(self, place: Slot) -> Optional[int]:
-        """The size of a slot a journal record names; None if it is gone."""
-        name, number = place
-        if number >= self._slot_mark:
-            return self._new_slots(name).get(number)
-        if name in self.broken or not os.path.exists(self.packed_path(name)):
-            return None
-        try:
-            data = self.engine(name).get(number)
-        except OSError:
-            return None
-        return None if data is None else len(data)
 
     def _refuse_values_without_index(self) -> None:
         """A folder with neither an index nor a journal, but a packed
@@ -837,12 +743,12 @@ class Store:
         replaced = [place for place in
                     (self.indexed.get(key) for key in self._journaled_keys)
                     if isinstance(place, tuple) and place not in live]
-        highest = max([self._slot_mark - 1, self._journal_slot_max,
+        highest = max([self.engines.mark - 1, self._journal_slot_max,
                        *(place[1] for place in live if place is not None)])
         for name in ENGINES:
-            if not os.path.exists(self.packed_path(name)):
+            if not self.engines.exists(name):
                 continue
-            stored = self._new_slots(name)
+            stored = self.engines.written_since_mark(name)
             orphans = [n for n in stored if (name, n) not in live]
             # Retired by the last index write, and not given to a key since.
             orphans += [n for engine, n in self._retired_at_index_slots
@@ -855,7 +761,7 @@ class Store:
                     self.engine(name).delete(orphans)
             except OSError as e:
                 self.broken.setdefault(name, describe(e))
-        self._next_slot = highest + 1
+        self.engines.next_slot = highest + 1
 
     # -- the index -----------------------------------------------------------
     @property
@@ -900,20 +806,19 @@ class Store:
         # process dies before they are removed, reopening knows them as ours.
         leaving = [old for old, live in self._retired.items() if live not in kept]
         leaving_slots = self._retired_slots - kept
-        with self._slot_lock:
-            mark = self._next_slot
+        mark = self.engines.next_mark()
         write_index_file(self.path, durable=self.durable,
                          retired=[self.table.relative(old) for old in leaving],
                          file_mode=self.file_mode, packed=self.packed,
                          next_slot=mark, retired_slots=leaving_slots,
                          columns=(keys, places, sizes))
-        self._slot_mark = mark
+        self.engines.mark = mark
         self._remember_index(keys, places, sizes)
         for old in leaving:
             self.discard(old)
             del self._retired[old]
         for engine_name in {name for name, _ in leaving_slots}:
-            if not self._delete_slots(engine_name, [slot for name, slot in leaving_slots
+            if not self.engines.delete(engine_name, [slot for name, slot in leaving_slots
                                                     if name == engine_name]):
                 leaving_slots = {place for place in leaving_slots
                                  if place[0] != engine_name}
@@ -974,7 +879,7 @@ class Store:
             keys, places, sizes = content.keys, content.places, content.sizes
             self._retired_at_index = content.retired
             self.packed = content.packed
-            self._slot_mark = content.next_slot
+            self.engines.mark = content.next_slot
             self._retired_at_index_slots = content.retired_slots
         else:
             entries = self._parse_legacy_index(filename)
@@ -1086,7 +991,7 @@ class Store:
                 self.journaled[key] = (place[1], place[2])
                 size = place[2]
             elif isinstance(place, tuple):
-                size = self._slot_size(place)
+                size = self.engines.size(place)
                 if size is None:
                     continue  # written, then retired and removed: never flushed
                 self.table.drop(key)
@@ -1212,8 +1117,6 @@ class Store:
         (opened again if the store is used again)."""
         if self.journal is not None:
             self.journal.close()
-        engines, self._engines = self._engines, {}
-        for engine in engines.values():
-            engine.close()
+        self.engines.close()
 
 
