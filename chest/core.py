@@ -105,6 +105,15 @@ def _do_nothing(*args: Any, **kwargs: Any) -> None:
     pass
 
 
+def _packed_limit(value: Union[int, str]) -> int:
+    """``packed_limit`` in bytes; ValueError if over SMALL_VALUE."""
+    limit = parse_budget(value, "packed_limit")
+    if limit > SMALL_VALUE:
+        raise ValueError(f"packed_limit must be at most {SMALL_VALUE} bytes (64 KiB), "
+                         f"not {value!r}")
+    return limit
+
+
 class Chest(MutableMapping):
     """A dictionary that spills to disk.
 
@@ -249,8 +258,11 @@ class Chest(MutableMapping):
             raise ValueError(f"packed must be one of {sorted(ENGINES)} or None, "
                              f"not {packed!r}")
         self.file_mode = file_mode
-        #: Values whose pickle is shorter than this are packed (if ``packed``).
-        self.packed_limit = parse_budget(packed_limit, "packed_limit")
+        limit = _packed_limit(packed_limit)
+        for name, callback in (("on_miss", on_miss), ("on_overflow", on_overflow)):
+            if not callable(callback):
+                raise TypeError(f"{name} must be callable (a function of the key), "
+                                f"not {callback!r}")
         if write_through and (path is None or open is not builtins.open):
             raise ValueError("write_through=True needs a path (a temporary chest is "
                              "not kept) and the default open")
@@ -262,9 +274,6 @@ class Chest(MutableMapping):
             # values: 9.3 s to close here, 0.25 s packed). A dump of the
             # user's keeps a file each (text a person may read).
             packed = Keep("sqlite")
-        if self.packed_limit > SMALL_VALUE:
-            raise ValueError(f"packed_limit must be at most {SMALL_VALUE} bytes (64 KiB), "
-                             f"not {packed_limit!r}")
         #: The folder, the writer's lock, and how the chest ends (see
         #: :mod:`chest.session`).
         self.session = Session(path, readonly=readonly, lock_timeout=lock_timeout,
@@ -276,7 +285,8 @@ class Chest(MutableMapping):
         try:
             self.policy = make_policy(policy)
             self._set_up(budget, dump, load, key_to_filename, open, mode, on_overflow,
-                         durable, readonly, lock_timeout, max_disk_bytes, mmap, packed)
+                         durable, readonly, lock_timeout, max_disk_bytes, mmap, packed,
+                         limit)
         except BaseException:
             self.session.end()  # nothing is left behind
             raise
@@ -288,7 +298,7 @@ class Chest(MutableMapping):
                 key_to_filename: Callable[[Hashable], str], open: Callable[..., IO[Any]],
                 mode: str, on_overflow: Callable[[Hashable], Any], durable: bool,
                 readonly: bool, lock_timeout: float, max_disk: Optional[int],
-                mmap: bool, packed: Any) -> None:
+                mmap: bool, packed: Any, packed_limit: int) -> None:
         """The rest of the constructor: memory tier, writer lock, store."""
         self.stats = Stats()
 
@@ -322,14 +332,14 @@ class Chest(MutableMapping):
                 unbuffered=self.codec.default,
                 durable=durable, journal=not self.session.temporary,
                 readonly=readonly, max_disk=max_disk, file_mode=self.file_mode,
-                packed=packed, packed_limit=self.packed_limit,
+                packed=packed, packed_limit=packed_limit,
             )
         except BaseException:
             self.session.unlock()
             raise
         #: How one value is written out of sight and read back (see
         #: :mod:`chest.valueio`).
-        self.io = ValueIO(self.codec, self.store, self.lock, self.packed_limit)
+        self.io = ValueIO(self.codec, self.store, self.lock, packed_limit)
         self.session.warn_if_others_can_write(
             (INDEX_NAME, JOURNAL_NAME, *(e.filename for e in ENGINES.values())))
         # True when a change must first check readonly, take the lock again
@@ -340,7 +350,7 @@ class Chest(MutableMapping):
         self.eviction = Eviction(
             lock=self.lock, memory=self.memory, flight=self.flight, store=self.store,
             io=self.io, ledger=self.ledger, stats=self.stats, session=self.session,
-            versions=self._keys,
+            versions=self._keys, path=self.path,
             on_overflow=None if on_overflow is _do_nothing else on_overflow,
             writable=self._writable, guarded=self._is_guarded,
             # Evicting calls none of the user's functions: it may run on a
@@ -376,6 +386,18 @@ class Chest(MutableMapping):
     def mode(self) -> str:
         """``'b'`` (binary files) or ``'t'`` (text files)."""
         return self.codec.mode
+
+    @property
+    def packed_limit(self) -> int:
+        """Values whose pickle is shorter than this many bytes are packed (if
+        ``packed``); set it to bytes or a size such as ``"16KiB"``."""
+        return self.io.packed_limit
+
+    @packed_limit.setter
+    def packed_limit(self, value: Union[int, str]) -> None:
+        limit = _packed_limit(value)
+        with self.lock:
+            self.io.packed_limit = self.store.packed_limit = limit
 
     # -- the budget ------------------------------------------------------------
     @property
@@ -460,6 +482,7 @@ class Chest(MutableMapping):
                     self._refuse_in_child("set a key")
                 if size > budget:
                     self._on_overflow(key)  # first: if it raises, no change
+                    budget = memory.budget  # (the callback may have changed it)
                 self._drop_value(key)
                 if size > budget:
                     self._keys[key] = next(self._versions)
@@ -473,7 +496,7 @@ class Chest(MutableMapping):
             self._closed = False
             over = memory.used > memory.budget
         if over:
-            self.eviction.shrink_behind(size)
+            self.eviction.shrink_behind(size, self)  # (held while it writes)
 
     def _set_through(self, key: Hashable, value: Any) -> None:
         """``c[key] = value`` with ``write_through``: a small value is kept in
@@ -486,7 +509,7 @@ class Chest(MutableMapping):
             data = self.codec.dumps(value) if size <= SMALL_VALUE else None
             memory, ledger = self.memory, self.ledger
             with self.lock:
-                store, budget = self.store, memory.budget
+                store = self.store
                 if data is not None:
                     if store.max_disk is not None and store.unindexed_bytes + \
                             len(data) > store.max_disk - store.disk_usage:
@@ -495,6 +518,7 @@ class Chest(MutableMapping):
                         self.write_keys()
                     store.write_through(key, data)  # may raise: nothing changed
                     self.stats.bytes_written += len(data)
+                    budget = memory.budget
                     if size <= budget and \
                             memory.replace(key, value, size, clean=True):
                         # Replaced in memory (a counter): the policy records a use.
@@ -512,10 +536,10 @@ class Chest(MutableMapping):
                         ledger.spilled_sizes.pop(key, None)
                 else:
                     self._drop_value(key, file=False)  # stored: nothing is lost
-                    if size > budget:
+                    if size > memory.budget:
                         self._on_overflow(key)
                     self._write(key, value, size)
-                    if size <= budget:
+                    if size <= memory.budget:  # (on_overflow may have changed it)
                         memory.keep(key, value, size, clean=True)
                 self._keys[key] = next(self._versions)
                 self._changed = True

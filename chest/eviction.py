@@ -91,6 +91,19 @@ def is_disk_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in _DISK_FULL
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _outside_chest() -> int:
+    """The ``stacklevel`` that makes a warning given by this function's
+    caller name the first frame outside chest's own modules (the user's
+    line that set, read or evicted): eviction is reached by many paths."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _warn_if_disk_full(path: str, key: Hashable, error: BaseException) -> None:
     if is_disk_full(error):
         message = (f"chest at {path}: no space to write key {key!r} ({error}); it "
@@ -99,7 +112,7 @@ def _warn_if_disk_full(path: str, key: Hashable, error: BaseException) -> None:
         if held is not None:
             held.append(message)  # (warned on the caller's thread: wait_behind)
         else:
-            warnings.warn(message, ChestWarning, stacklevel=4)
+            warnings.warn(message, ChestWarning, stacklevel=_outside_chest())
 
 
 #: On a thread writing behind the caller: ``warnings``, the list its
@@ -134,7 +147,7 @@ class Eviction:
 
     def __init__(self, *, lock: threading.RLock, memory: MemoryTier, flight: InFlight,
                  store: Store, io: ValueIO, ledger: Ledger, stats: Stats,
-                 session: Session, versions: Dict[Hashable, int],
+                 session: Session, versions: Dict[Hashable, int], path: str,
                  on_overflow: Optional[Callable[[Hashable], Any]],
                  writable: Callable[[str], None], guarded: Callable[[], bool],
                  own_functions_only: bool, readonly: bool) -> None:
@@ -146,6 +159,8 @@ class Eviction:
         self.ledger = ledger
         self.stats = stats
         self.session = session
+        #: The chest's path as given (messages name it so).
+        self.path = path
         #: The chest's keys -> a number that changes whenever the key is set
         #: or deleted: a write done outside the lock is committed only if its
         #: key's number has not changed meanwhile.
@@ -277,7 +292,7 @@ class Eviction:
             except Exception as e:
                 self.store.discard(written)
                 self.keep_unwritable(key, value, size, e)
-                _warn_if_disk_full(self.store.path, key, e)
+                _warn_if_disk_full(self.path, key, e)
                 return False
             self.flight.landed(key)
             self.count_write(key, written, size, token)
@@ -301,7 +316,7 @@ class Eviction:
         with self.lock:
             if self.versions.get(key) == version and self.flight.is_current(key, value):
                 self.keep_unwritable(key, value, size, error)
-        _warn_if_disk_full(self.store.path, key, error)
+        _warn_if_disk_full(self.path, key, error)
         return False
 
     def _pack_later(self, key: Hashable, value: Any, size: int, version: int,
@@ -342,7 +357,7 @@ class Eviction:
                 except Exception as e:
                     self.store.discard(w)
                     self.keep_unwritable(key, value, size, e)
-                    _warn_if_disk_full(self.store.path, key, e)
+                    _warn_if_disk_full(self.path, key, e)
                     continue
                 self.flight.landed(key)
                 self.count_write(key, w, size, bytes_token(data))
@@ -376,14 +391,18 @@ class Eviction:
             return None  # (a value over the whole budget is not kept)
         return _ROOM_MAKERS.run(self._make_room, incoming)
 
-    def shrink_behind(self, size: int) -> None:
+    def shrink_behind(self, size: int, owner: object = None) -> None:
         """After a value of ``size`` bytes was set over the budget: choose
         the values that leave now, and write them in a thread while the
         caller goes on (write-behind), if the value is large and the
         conditions of :meth:`make_room_beside_read` hold; else evict now.
         Values being written are in flight (a read takes them back); the
         next set, flush, close, shrink or drop waits for the thread first,
-        so memory holds at most the budget and what one set pushed out."""
+        so memory holds at most the budget and what one set pushed out.
+        ``owner`` (the chest) is held until the writes are done: a chest in
+        a reference cycle must not be collected, and closed, meanwhile (its
+        close would wait for the writes, on the thread writing them, for
+        ever; nor could it flush what they had not yet written)."""
         if size < valueio.LARGE_VALUE or not self.own_functions_only or self.guarded() \
                 or self.store.max_disk is not None \
                 or self.lock._is_owned():  # type: ignore[attr-defined]
@@ -410,16 +429,16 @@ class Eviction:
         finally:
             if spills:  # (in flight: written even if choosing the next raised)
                 with self.lock:  # (so that a close in another thread sees it)
-                    self.behind.append((_ROOM_MAKERS.run(self._spill_all, spills),
+                    self.behind.append((_ROOM_MAKERS.run(self._spill_all, spills, owner),
                                          os.getpid()))
                     _BEHIND[id(self)] = self
             for spill in now:
                 self._spill(*spill)
 
-    def _spill_all(self, spills: List[Spill]) -> List[str]:
+    def _spill_all(self, spills: List[Spill], owner: object) -> List[str]:
         """Write values taken out of memory by :meth:`_pick` (on a thread
-        of their own); never raises (one that cannot be written is back in
-        memory). The warnings to give the caller."""
+        of their own, holding ``owner``); never raises (one that cannot be
+        written is back in memory). The warnings to give the caller."""
         held: List[str] = []
         _WRITING_BEHIND.warnings = held
         try:
@@ -445,7 +464,7 @@ class Eviction:
             job.wait()
             if job.error is not None:  # (a bug: _spill_all never raises)
                 logger.warning("chest at %s: writing behind failed: %r",
-                               self.store.path, job.error)
+                               self.path, job.error)
             for message in job.result or ():
                 warnings.warn(message, ChestWarning, stacklevel=3)
         if shrink and self.memory.used > self.memory.budget:

@@ -2027,6 +2027,47 @@ elif case == "fork":
             os._exit(0 if ok else 1)
         assert os.waitpid(pid, 0)[1] == 0
     c.close()
+elif case == "cycle":
+    # A chest in a reference cycle (on_miss a method of its owner), dropped
+    # while a thread writes behind it, and collected on that thread: its
+    # close waited there for the very job that was running (the thread
+    # hung, nothing was flushed) when the job held the eviction but not
+    # the chest.
+    import threading, time
+
+    class Owner:
+        def __init__(self):
+            self.c = Chest(path=path, available_memory=20_000, on_miss=self.miss)
+
+        def miss(self, key):
+            pass
+
+    owner = Owner()
+    c = owner.c
+    c["a"] = np.zeros(2_000)
+    go, entered = threading.Event(), threading.Event()
+    real = c.store.write_bytes_temp
+
+    def held(filename, data):
+        entered.set()
+        assert go.wait(30)
+        gc.collect()  # the collector runs on the writing thread
+        return real(filename, data)
+
+    c.store.write_bytes_temp = held
+    c["b"] = np.ones(2_000)  # "a" is written behind
+    assert entered.wait(10), "not written behind"
+    del c, owner  # only the cycle holds the chest now
+    go.set()
+    time.sleep(1)  # (the writing thread collects it first)
+    for _ in range(200):
+        gc.collect()
+        reopened = Chest(path=path, readonly=True)
+        if len(reopened) == 2:
+            break
+        reopened.close()
+        time.sleep(0.05)
+    assert (reopened["a"] == 0).all() and (reopened["b"] == 1).all()
 elif case == "exit":
     # At exit, a temporary chest with a write behind: the interpreter hung
     # (its __del__ waited for a thread that no longer ran) or left a
@@ -2038,7 +2079,7 @@ elif case == "exit":
 """
 
 
-@pytest.mark.parametrize("case", ["gc", "fork", "exit"])
+@pytest.mark.parametrize("case", ["gc", "cycle", "fork", "exit"])
 def test_writes_behind_end_well_at_gc_fork_and_exit(tmp_path, case):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(chest.__file__)))
     for _ in range(3 if case == "exit" else 1):
@@ -2121,3 +2162,60 @@ def test_a_forked_child_changes_nothing_of_its_parents_chest(tmp_path):
     done = subprocess.run([sys.executable, "-c", FORKED_CHILD_SCRIPT, str(tmp_path / "c")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("name", ["on_miss", "on_overflow"])
+def test_a_callback_that_is_not_callable_is_refused_at_once(tmp_path, name):
+    # (on_overflow=None was called, and raised, only once a value left memory)
+    with pytest.raises(TypeError, match=f"{name} must be callable"):
+        Chest(path=str(tmp_path / "c"), **{name: None})
+    assert not os.path.exists(tmp_path / "c")
+
+
+@pytest.mark.parametrize("write_through", [False, True])
+def test_on_overflow_may_raise_the_budget_for_the_value_it_was_called_for(
+        make_chest, write_through):
+    c = None
+
+    def grow(key):
+        c.available_memory = 100_000
+
+    c = make_chest(available_memory=1000, on_overflow=grow, write_through=write_through)
+    c["big"] = np.zeros(10_000)  # 80 kB: over the budget, which on_overflow raises
+    assert "big" in c.inmem
+
+
+def test_messages_of_eviction_name_the_chest_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = Chest(path="rel", available_memory=1000)
+    c["a"] = b"x" * 600
+
+    def full(filename, data):
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(c.store, "write_bytes_temp", full)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        c["b"] = b"y" * 600  # "a" cannot leave: the disk is full
+        c.evict()  # (dask's path)
+    found = [w for w in seen if w.category is ChestWarning]
+    assert len(found) == 2 and all(str(w.message).startswith("chest at rel: no space")
+                                   for w in found)
+    # Each names the caller's line, not one of chest's own.
+    assert {w.filename for w in found} == {__file__}
+    monkeypatch.undo()
+    c.drop()
+
+
+def test_packed_limit_changed_after_opening_holds_for_every_write(make_chest):
+    c = make_chest(available_memory=1000, packed="sqlite")
+    c.packed_limit = 0  # pack nothing from now on
+    c["a"] = b"x" * 600
+    c["b"] = b"y" * 600  # evicts "a"
+    c.flush()
+    assert not c.store.slots and sorted(c.store.files) == ["a", "b"]
+    c.packed_limit = "1KiB"
+    assert c.packed_limit == c.io.packed_limit == c.store.packed_limit == 1024
+    with pytest.raises(ValueError, match="packed_limit must be at most"):
+        c.packed_limit = "1MiB"
+    assert c.packed_limit == 1024

@@ -50,7 +50,8 @@ class Parts:
         self.eviction = Eviction(
             lock=self.lock, memory=self.memory, flight=self.flight, store=self.store,
             io=self.io, ledger=self.ledger, stats=self.stats,
-            session=Session(str(folder)), versions=self.versions, on_overflow=on_overflow,
+            session=Session(str(folder)), versions=self.versions, path=str(folder),
+            on_overflow=on_overflow,
             writable=ask, guarded=lambda: writable is not None,
             own_functions_only=True, readonly=readonly)
 
@@ -190,7 +191,8 @@ def test_the_chest_is_held_weakly(tmp_path):
     owner = Owner()
     e = Eviction(lock=threading.RLock(), memory=MemoryTier(LRU()), flight=InFlight(),
                  store=None, io=None, ledger=None, stats=Stats(),  # type: ignore
-                 session=Session(str(tmp_path)), versions={}, on_overflow=None,
+                 session=Session(str(tmp_path)), versions={}, path=str(tmp_path),
+                 on_overflow=None,
                  writable=owner.writable, guarded=owner.guarded,
                  own_functions_only=True, readonly=False)
     assert e.guarded()
