@@ -1,15 +1,16 @@
 """``Chest``: a dictionary that spills to disk.
 
 Here: the lock and the keys' versions, setting (in memory or written
-through), loading back (reads outside the lock), flush and close, copies
-and updates between chests, and the public API (dict's, chest 0.2's,
-dask's). Composed from:
+through), flush and close, copies and updates between chests, and the
+public API (dict's, chest 0.2's, dask's). Composed from:
 
 - :mod:`chest.memory`: the values in memory, their sizes, the budget and
   the policy;
 - :mod:`chest.eviction`: values leaving memory for storage (writes outside
   the lock, packing in batches, values that cannot be written, the
   threads writing behind a set and making room beside a read);
+- :mod:`chest.loading`: values brought back into memory (reads outside
+  the lock, values taken back from flight or from a holder elsewhere);
 - :mod:`chest.ledger`: what is known of each key's stored copy (its
   bytes' token, its size when written or read, a failed write);
 - :mod:`chest.flight`: values being written outside the lock, and the
@@ -50,8 +51,9 @@ from .files import FILE_MODE
 from .fingerprint import bytes_token
 from .flight import InFlight
 from .index import INDEX_NAME
-from .journal import IN_JOURNAL, JOURNAL_NAME
+from .journal import JOURNAL_NAME
 from .ledger import Ledger
+from .loading import Loading
 from .lock import refuse_if_held_here
 from .memory import MemoryTier
 from .names import key_to_filename
@@ -67,8 +69,6 @@ from .worker import FREED_MEMORY, OnDiskKeys, SpilledSize, disk_metrics, worker_
 
 __all__ = ["Chest", "nbytes", "key_to_filename"]
 
-#: How many files :meth:`Chest.prefetch` opens at once.
-MAX_OPEN_FILES = 512
 #: With write_through, the index is written (and the journal emptied) once
 #: the journal holds this many bytes of values: reopening replays it all.
 JOURNAL_FOLD = 32 * 2**20
@@ -358,6 +358,12 @@ class Chest(MutableMapping):
             own_functions_only=(self.codec.default and on_overflow is _do_nothing
                                 and key_to_filename is _DEFAULT_KEY_TO_FILENAME),
             readonly=readonly)
+        #: Values come back from storage (see :mod:`chest.loading`).
+        self.loading = Loading(
+            lock=self.lock, memory=self.memory, flight=self.flight, store=self.store,
+            io=self.io, ledger=self.ledger, stats=self.stats, eviction=self.eviction,
+            codec=self.codec, versions=self._keys, next_version=self._versions,
+            on_miss=None if self._on_miss is _do_nothing else self._on_miss)
         _CHESTS[id(self)] = self
         self.session.watch(self)
 
@@ -716,9 +722,7 @@ class Chest(MutableMapping):
                     return _MISSING
                 version = self._keys[key]
                 value = self.inmem.get(key, self.flight.values.get(key, _MISSING))
-                place: Any = self.store.slots.get(key)
-                if place is None and key in self.store.journaled:
-                    place = (IN_JOURNAL, *self.store.journaled[key])
+                place = self.store.place(key)
                 filename = "" if place is not None or key not in self.store.files \
                     else self.store.filename(key)
             if value is not _MISSING:
@@ -727,9 +731,7 @@ class Chest(MutableMapping):
                 return self.io.read(key, filename, place)[0]
             except ValueFileError:
                 with self.lock:
-                    now: Any = self.store.slots.get(key)
-                    if now is None and key in self.store.journaled:
-                        now = (IN_JOURNAL, *self.store.journaled[key])
+                    now = self.store.place(key)
                     if self._keys.get(key, _MISSING) == version and now == place \
                             and key in self.store.files:
                         raise
@@ -848,103 +850,10 @@ class Chest(MutableMapping):
         return freed
 
     def _load(self, key: Hashable, read: bool) -> Any:
-        """Load ``key`` from disk (file I/O without the lock) into memory.
-
-        ``read``: for a read by the user (counted as a miss, calls ``on_miss``)
-        rather than a prefetch.
-        """
-        # (The path of a small packed value: ~30% of a read here was this
-        # method's own bookkeeping, so lookups are kept to one per table.)
-        inmem, store, stats = self.inmem, self.store, self.stats
-        while True:
-            with self.lock:
-                value = inmem.get(key, _MISSING)
-                if value is not _MISSING:
-                    stats.hits += 1
-                    return value
-                if key in self.flight.values:
-                    # Back in memory: the caller may change it in place, and
-                    # the write under way (or the pickle waiting to be
-                    # packed) holds it as it was. Its commit finds the key
-                    # at a new version and backs off. (Not in flight was not
-                    # enough: evicted again meanwhile, the same object was
-                    # in flight again, and the older pickle was committed
-                    # and let it go: the key then read that pickle.)
-                    stats.hits += 1
-                    value, size, data = self.flight.take_back(key)
-                    self._keys[key] = next(self._versions)
-                    if data is None or \
-                            self.codec.unchanged(bytes_token(data), value):
-                        # (As it left: counted as it left, not sized again.)
-                        self.memory.keep(key, value, size)
-                    else:
-                        value = self.codec.loads(data)
-                        self.memory.keep(key, value, nbytes(value))
-                    over = self.memory.used > self._available_memory
-                    break
-                if self.ledger.left:
-                    # Evicted, but still held elsewhere: the same object,
-                    # not a copy from disk, if it still is what its file
-                    # holds. (Changed in place after it left, it is not the
-                    # key's value, as before: the file's is read.)
-                    value = self.ledger.left.pop(key, _MISSING)
-                    if value is not _MISSING and self.ledger.is_clean(key, value, self.store.files):
-                        stats.hits += 1
-                        self.memory.keep(key, value, nbytes(value), clean=True)
-                        self._closed = False
-                        over = self.memory.used > self._available_memory
-                        break
-                version = self._keys.get(key, _MISSING)
-                if version is _MISSING:
-                    raise KeyError(key)
-                incoming = store.files.get(key)
-                if incoming is None:
-                    raise ValueFileError(key, store.filename(key),
-                                         "the chest holds no data for it")
-                if read and self._on_miss is not _do_nothing:
-                    self._on_miss(key)
-                place: Any = store.slots.get(key)
-                if place is None:
-                    journaled = store.journaled.get(key)
-                    if journaled is not None:
-                        place = (IN_JOURNAL, *journaled)
-                filename = "" if place is not None else store.filename(key)
-            room_maker = self.eviction.make_room_beside_read(incoming)
-            try:
-                value, size_on_disk, seconds, token = self.io.read(key, filename, place)
-            except ValueFileError:
-                with self.lock:
-                    now: Any = store.slots.get(key)
-                    if now is None and key in store.journaled:
-                        now = (IN_JOURNAL, *store.journaled[key])
-                    if self._keys.get(key, _MISSING) == version and \
-                            key in store.files and now == place:
-                        raise
-                continue  # the key (or where it is) changed while we read: again
-            finally:
-                if room_maker is not None:
-                    room_maker.join()
-            with self.lock:
-                if self._keys.get(key, _MISSING) != version:
-                    continue
-                stats.misses += read
-                stats.reloads += 1
-                stats.bytes_read += size_on_disk
-                stats.read_seconds += seconds
-                now = inmem.get(key, _MISSING)
-                if now is not _MISSING:
-                    return now
-                known = self.ledger.read_size(key, token)
-                size = nbytes(value) if known is None else known
-                if size > self._available_memory:
-                    return value
-                self.memory.keep(key, value, size, clean=True)
-                self.ledger.kept_read(key, size, token, value)
-                self._closed = False  # it may be changed in place: flush on close
-                over = self.memory.used > self._available_memory
-            break
-        if over:
-            self.eviction.shrink(keep=key)
+        """Load ``key``'s value into memory (see :meth:`Loading.load`)."""
+        value, loaded = self.loading.load(key, read)
+        if loaded:
+            self._closed = False  # it may be changed in place: flush on close
         return value
 
     # -- dask.distributed's spilling interface -----------------------------------
@@ -1081,45 +990,11 @@ class Chest(MutableMapping):
             if missing:
                 raise KeyError(missing[0])
             keys = [k for k in keys if k not in self.inmem and k in self.store.files]
-            for key in [k for k in keys if k in self.store.slots or
-                        k in self.store.journaled]:
+            for key in [k for k in keys if self.store.place(k) is not None]:
                 self.get_from_disk(key)  # packed or in the journal: no file to open
-            keys = [k for k in keys if k not in self.store.slots and
-                    k not in self.store.journaled]
-            for i in range(0, len(keys), MAX_OPEN_FILES):
-                batch = keys[i:i + MAX_OPEN_FILES]
-                names = [self.store.filename(k) for k in batch]
-                try:
-                    with self.open_many(names, mode="r" + self.mode) as files:
-                        for key, name, f in zip(batch, names, files):
-                            try:
-                                value = self.load(f)
-                            except (MemoryError, KeyboardInterrupt):
-                                raise
-                            except Exception as e:
-                                raise ValueFileError(key, name, describe(e)) from e
-                            token = None if self.codec.default or \
-                                self.store.files[key] > SMALL_VALUE else \
-                                self.codec.token(value)
-                            self.stats.reloads += 1
-                            size = nbytes(value)
-                            if size > self._available_memory:
-                                continue  # (as for a read: it would evict all)
-                            self.memory.keep(key, value, size, clean=True)
-                            self.ledger.kept_read(key, size, token, value)
-                            # Within the budget as it goes (a batch of 512
-                            # values loaded before any left: 116 MB held
-                            # through a 20 MB budget).
-                            self.eviction.shrink(keep=key)
-                except OSError as e:
-                    if isinstance(e, ValueFileError):
-                        raise
-                    # The user's open_many failed: name the file it names,
-                    # else the first one missing, else the first of the batch.
-                    name = e.filename if e.filename in names else next(
-                        (n for n in names if not os.path.isfile(n)), names[0])
-                    raise ValueFileError(batch[names.index(name)], name,
-                                         describe(e)) from e
+            keys = [k for k in keys if self.store.place(k) is None]
+            if self.loading.load_files(keys, self.open_many, self.load, self.mode):
+                self._closed = False  # (as for a read: flush on close)
         self.shrink()
 
     def flush(self) -> None:

@@ -634,6 +634,16 @@ class Store:
         self.disk_usage += size - old_size
         self.unindexed_writes = True
 
+    def place(self, key: Hashable) -> Optional[Tuple[Any, ...]]:
+        """Where ``key``'s value is if not in a file of its own: its slot
+        ``(engine, number)``, or ``(IN_JOURNAL, offset, length)`` for a
+        value kept in the journal; None for a file (or no stored copy)."""
+        slot = self.slots.get(key)
+        if slot is not None:
+            return slot
+        journaled = self.journaled.get(key)
+        return None if journaled is None else (IN_JOURNAL, *journaled)
+
     def read_journaled(self, key: Hashable, place: Tuple[int, int]) -> Tuple[bytes, float]:
         """The bytes of a value kept in the journal at ``place`` (offset,
         length): ``(data, seconds)``."""

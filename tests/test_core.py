@@ -990,6 +990,27 @@ def test_prefetch_with_a_user_open_many(make_chest):
     assert len(opened) == 2 and set(c.inmem) == {1, 2}
 
 
+@pytest.mark.parametrize("user_open_many", [False, True])
+def test_a_value_prefetched_after_close_and_changed_in_place_is_saved(
+        tmp_path, user_open_many):
+    # (With a user's open_many, close() did not write it: a read took the
+    # chest out of its closed state, a prefetch did not.)
+    from chest.codec import open_many
+
+    kwargs = {"open_many": lambda names, mode: open_many(names, mode)} \
+        if user_open_many else {}
+    path = str(tmp_path / "c")
+    c = Chest(path=path, **kwargs)
+    c["k"] = [1]
+    c.close()
+    c.prefetch(["k"])
+    c.inmem["k"].append(2)
+    c.close()
+    again = Chest(path=path)
+    assert again["k"] == [1, 2]
+    again.close()
+
+
 def test_prefetch_with_a_user_open_many_keeps_the_budget_as_it_goes(make_chest):
     # A batch of up to 512 values was loaded before any left (116 MB held
     # through a 20 MB budget); chest 0.2.3 shrank after each value.
