@@ -851,10 +851,12 @@ class Chest(MutableMapping):
 
     def _load(self, key: Hashable, read: bool) -> Any:
         """Load ``key``'s value into memory (see :meth:`Loading.load`)."""
-        value, loaded = self.loading.load(key, read)
-        if loaded:
-            self._closed = False  # it may be changed in place: flush on close
-        return value
+        return self.loading.load(key, read, self._reopened)
+
+    def _reopened(self) -> None:
+        """A value came back to memory: the caller may change it in place,
+        so the next close flushes (lock held)."""
+        self._closed = False
 
     # -- dask.distributed's spilling interface -----------------------------------
     @property
@@ -993,8 +995,8 @@ class Chest(MutableMapping):
             for key in [k for k in keys if self.store.place(k) is not None]:
                 self.get_from_disk(key)  # packed or in the journal: no file to open
             keys = [k for k in keys if self.store.place(k) is None]
-            if self.loading.load_files(keys, self.open_many, self.load, self.mode):
-                self._closed = False  # (as for a read: flush on close)
+            self.loading.load_files(keys, self.open_many, self.load, self.mode,
+                                    self._reopened)  # (as a read)
         self.shrink()
 
     def flush(self) -> None:
@@ -1197,6 +1199,12 @@ class Chest(MutableMapping):
             finally:
                 self.store.close()
                 self._release_writer_lock()
+            # (A flush after an earlier close takes the writer's lock again,
+            # which opens the chest: closed again now, or its values that
+            # cannot be written were flushed, and warned of, once more at
+            # garbage collection and at exit.)
+            self._closed = True
+            self.session.unwatch(self)
 
     def _refuse_in_child(self, action: str) -> None:
         """:meth:`_writable`'s refusal in a child forked from C (uWSGI's

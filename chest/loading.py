@@ -15,18 +15,18 @@ it never calls the chest (:mod:`chest.core`).
 >>> from chest import Chest
 >>> c = Chest(available_memory=1000)
 >>> c["a"] = b"x" * 600; c["b"] = b"y" * 600   # "a" left memory
->>> value, read = c.loading.load("a", read=True)
->>> len(value), read, sorted(c.inmem)           # read from disk; "b" left
-(600, True, ['a'])
->>> c.loading.load("a", read=True)[1]           # in memory: nothing read
-False
+>>> kept = []
+>>> len(c.loading.load("a", True, lambda: kept.append(1))), kept, sorted(c.inmem)
+(600, [1], ['a'])
+>>> len(c.loading.load("a", True, lambda: kept.append(2))), kept   # in memory
+(600, [1])
 >>> c.close()
 """
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional
 
 from .codec import Codec
 from .errors import ValueFileError, describe
@@ -46,6 +46,10 @@ __all__ = ["Loading", "MAX_OPEN_FILES"]
 MAX_OPEN_FILES = 512
 
 _MISSING = object()
+
+
+def _nothing() -> None:
+    pass
 
 
 class Loading:
@@ -75,13 +79,15 @@ class Loading:
         #: reader (None: nothing).
         self.on_miss = on_miss
 
-    def load(self, key: Hashable, read: bool) -> Tuple[Any, bool]:
+    def load(self, key: Hashable, read: bool,
+             kept: Callable[[], None] = _nothing) -> Any:
         """``key``'s value, brought into memory if it fits the budget (file
-        I/O without the lock); and whether it came from storage or from a
-        holder elsewhere (a value the caller may change in place, that a
-        flush must then write). ``read``: for a reader (counted as a miss,
-        calls ``on_miss``) rather than a prefetch. KeyError if the chest
-        has no such key."""
+        I/O without the lock). ``kept()`` is called, with the lock held and
+        before memory is shrunk, when a value from storage or from a holder
+        elsewhere is kept: one the caller may change in place, that a flush
+        must then write. ``read``: for a reader (counted as a miss, calls
+        ``on_miss``) rather than a prefetch. KeyError if the chest has no
+        such key."""
         # (The path of a small packed value: ~30% of a read here was this
         # method's own bookkeeping, so lookups are kept to one per table.)
         memory, store, stats, ledger = self.memory, self.store, self.stats, self.ledger
@@ -91,7 +97,7 @@ class Loading:
                 value = inmem.get(key, _MISSING)
                 if value is not _MISSING:
                     stats.hits += 1
-                    return value, False
+                    return value
                 if key in self.flight.values:
                     # Back in memory: the caller may change it in place, and
                     # the write under way (or the pickle waiting to be
@@ -109,7 +115,7 @@ class Loading:
                     else:
                         value = self.codec.loads(data)
                         memory.keep(key, value, nbytes(value))
-                    over, loaded = memory.used > memory.budget, False
+                    over = memory.used > memory.budget
                     break
                 if ledger.left:
                     # Evicted, but still held elsewhere: the same object,
@@ -120,7 +126,8 @@ class Loading:
                     if value is not _MISSING and ledger.is_clean(key, value, store.files):
                         stats.hits += 1
                         memory.keep(key, value, nbytes(value), clean=True)
-                        over, loaded = memory.used > memory.budget, True
+                        kept()
+                        over = memory.used > memory.budget
                         break
                 version = versions.get(key, _MISSING)
                 if version is _MISSING:
@@ -154,28 +161,28 @@ class Loading:
                 stats.read_seconds += seconds
                 now = inmem.get(key, _MISSING)
                 if now is not _MISSING:
-                    return now, False
+                    return now
                 known = ledger.read_size(key, token)
                 size = nbytes(value) if known is None else known
                 if size > memory.budget:
-                    return value, False  # (read each time: it is not kept)
+                    return value  # (read each time: it is not kept)
                 memory.keep(key, value, size, clean=True)
                 ledger.kept_read(key, size, token, value)
-                over, loaded = memory.used > memory.budget, True
+                kept()
+                over = memory.used > memory.budget
             break
         if over:
             self.eviction.shrink(keep=key)
-        return value, loaded
+        return value
 
     def load_files(self, keys: List[Hashable],
                    open_many: Callable[..., Any], load: Callable[..., Any],
-                   mode: str) -> bool:
+                   mode: str, kept: Callable[[], None] = _nothing) -> None:
         """Read the files of ``keys`` (on disk only, in files: not packed,
         not in the journal) with the user's ``open_many``, at most
         MAX_OPEN_FILES at once, keeping each in memory within the budget as
-        it goes (lock held). Whether any was kept. ValueFileError names
-        the key and the file that failed."""
-        loaded = False
+        it goes (lock held; ``kept()`` after each, as for :meth:`load`).
+        ValueFileError names the key and the file that failed."""
         store, memory = self.store, self.memory
         for i in range(0, len(keys), MAX_OPEN_FILES):
             batch = keys[i:i + MAX_OPEN_FILES]
@@ -197,7 +204,7 @@ class Loading:
                             continue  # (as for a read: it would evict all)
                         memory.keep(key, value, size, clean=True)
                         self.ledger.kept_read(key, size, token, value)
-                        loaded = True
+                        kept()
                         # Within the budget as it goes (a batch of 512
                         # values loaded before any left: 116 MB held
                         # through a 20 MB budget).
@@ -210,4 +217,3 @@ class Loading:
                 name = e.filename if e.filename in names else next(
                     (n for n in names if not os.path.isfile(n)), names[0])
                 raise ValueFileError(batch[names.index(name)], name, describe(e)) from e
-        return loaded

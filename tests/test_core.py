@@ -1011,6 +1011,42 @@ def test_a_value_prefetched_after_close_and_changed_in_place_is_saved(
     again.close()
 
 
+def test_a_value_read_after_close_whose_shrink_raised_is_saved_if_changed(tmp_path):
+    # The read kept the value, then its shrink could not take the writer's
+    # lock again (another process had it): the chest stayed "closed", and
+    # the next close did not write the change made to that value.
+    path = str(tmp_path / "c")
+    c = Chest(path=path, available_memory=2000, lock_timeout=0.2)
+    c["a"] = list(range(50))
+    c["lock"] = threading.Lock()  # cannot be written: stays in memory
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c.close()  # the writer's lock is let go; "lock" stays in memory
+    c.available_memory = nbytes(list(range(50))) + 40  # "a" fits, not with "lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from chest import Chest\n"
+         f"c = Chest(path={path!r})\nprint('held', flush=True)\n"
+         "sys.stdin.readline(); c.close()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(chest.__file__))))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(chest.ChestLockedError):
+            c["a"]  # read, kept, then the shrink cannot write
+        assert "a" in c.inmem
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait()
+        holder.stdout.close()
+    c["a"].append("changed")
+    with pytest.warns(ChestWarning, match="could not be written"):
+        c.close()  # (the unwritable value is warned of once: not again at gc)
+    again = Chest(path=path, readonly=True)
+    assert again["a"][-1] == "changed"
+    again.close()
+
+
 def test_prefetch_with_a_user_open_many_keeps_the_budget_as_it_goes(make_chest):
     # A batch of up to 512 values was loaded before any left (116 MB held
     # through a 20 MB budget); chest 0.2.3 shrank after each value.
@@ -2240,3 +2276,22 @@ def test_packed_limit_changed_after_opening_holds_for_every_write(make_chest):
     with pytest.raises(ValueError, match="packed_limit must be at most"):
         c.packed_limit = "1MiB"
     assert c.packed_limit == 1024
+
+
+def test_a_chest_closed_again_after_use_stays_closed(tmp_path):
+    # Used after close(), its next close took the writer's lock again inside
+    # flush, which marked it open: garbage collection and exit then flushed
+    # it once more, warning again of the value that cannot be written.
+    c = Chest(path=str(tmp_path / "c"))
+    c["x"] = [1]
+    c["lock"] = threading.Lock()  # cannot be written: stays in memory
+    with pytest.warns(ChestWarning, match="could not be written"):
+        c.close()
+    assert c["x"] == [1]  # read back: open again (it may be changed in place)
+    with pytest.warns(ChestWarning, match="could not be written"):
+        c.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c.close()  # closed: nothing more
+        del c
+        gc.collect()

@@ -44,8 +44,9 @@ def test_a_value_read_back_is_kept_clean_and_sized_once(parts):
     p = parts(budget=1000, on_miss=missed.append)
     p.set("k", {"a": 1}, 300)
     p.eviction.evict_next()
-    value, loaded = p.loading.load("k", read=True)
-    assert value == {"a": 1} and loaded and "k" in p.memory.values
+    kept: list = []
+    value = p.loading.load("k", True, lambda: kept.append("k" in p.memory.values))
+    assert value == {"a": 1} and kept == [True] and "k" in p.memory.values
     assert p.ledger.is_clean("k", value, p.store.files) and missed == ["k"]
     assert p.stats.misses == 1 and p.stats.reloads == 1
     size = p.memory.sizes["k"]
@@ -53,8 +54,8 @@ def test_a_value_read_back_is_kept_clean_and_sized_once(parts):
     assert p.stats.spills == 1
     p.loading.load("k", read=False)  # a prefetch: not a miss, no on_miss
     assert p.stats.misses == 1 and missed == ["k"] and p.memory.sizes["k"] == size
-    assert p.loading.load("k", read=True) == ({"a": 1}, False)  # in memory: a hit
-    assert p.stats.hits == 1
+    assert p.loading.load("k", True, lambda: kept.append(0)) == {"a": 1}  # a hit
+    assert p.stats.hits == 1 and kept == [True]  # (a hit keeps nothing new)
 
 
 def test_a_missing_key_and_a_key_without_data(parts):
@@ -73,8 +74,9 @@ def test_a_value_in_flight_is_taken_back_and_its_write_backs_off(parts):
     version = p.versions["k"]
     popped = p.memory.pop_next()
     p.flight.start("k", value, 100)  # (as an eviction outside the lock)
-    got, loaded = p.loading.load("k", read=True)
-    assert got is value and not loaded and popped[0] == "k"
+    kept: list = []
+    got = p.loading.load("k", True, lambda: kept.append(1))
+    assert got is value and not kept and popped[0] == "k"  # (never left memory)
     assert p.versions["k"] != version and "k" not in p.flight
     assert p.memory.sizes["k"] == 100  # counted as it left
 
@@ -85,11 +87,12 @@ def test_a_large_value_held_elsewhere_is_taken_back_unless_changed(parts):
     p.set("a", array, array.nbytes)
     p.eviction.shrink()
     assert "a" in p.ledger.left
-    got, loaded = p.loading.load("a", read=True)
-    assert got is array and loaded
+    kept: list = []
+    got = p.loading.load("a", True, lambda: kept.append(1))
+    assert got is array and kept == [1]
     p.eviction.shrink()
     array[0] = -1  # changed in place after it left: the file's value is read
-    got, _ = p.loading.load("a", read=True)
+    got = p.loading.load("a", read=True)
     assert got is not array and got[0] == 0
 
 
@@ -108,7 +111,7 @@ def test_a_key_set_while_its_value_was_read_is_read_again(parts, monkeypatch):
         return read(key, filename, place)
 
     monkeypatch.setattr(p.io, "read", set_meanwhile)
-    assert p.loading.load("k", read=True) == ("new", False)
+    assert p.loading.load("k", read=True) == "new"
     assert len(calls) == 1
 
 
@@ -116,8 +119,9 @@ def test_a_value_over_the_whole_budget_is_read_but_not_kept(parts):
     p = parts(budget=1000)
     p.set("big", b"x" * 5000, 5033)
     p.eviction.evict_next()
-    value, loaded = p.loading.load("big", read=True)
-    assert value == b"x" * 5000 and not loaded and not p.memory.values
+    kept: list = []
+    value = p.loading.load("big", True, lambda: kept.append(1))
+    assert value == b"x" * 5000 and not kept and not p.memory.values
 
 
 def test_load_files_keeps_the_budget_as_it_goes(parts):
@@ -126,8 +130,27 @@ def test_load_files_keeps_the_budget_as_it_goes(parts):
         p.set(i, b"%d" % i * 400, 433)
     p.eviction.shrink()
     on_disk = [k for k in range(10) if k not in p.memory.values]
-    assert p.loading.load_files(on_disk, open_many, p.codec.load, "b")
-    assert p.memory.used <= 2000 and p.stats.reloads == len(on_disk)
+    kept: list = []
+    p.loading.load_files(on_disk, open_many, p.codec.load, "b", lambda: kept.append(1))
+    assert p.memory.used <= 2000 and p.stats.reloads == len(on_disk) == len(kept)
     with pytest.raises(ValueFileError) as info:
         p.loading.load_files([on_disk[0], "gone"], open_many, p.codec.load, "b")
     assert info.value.key == "gone"
+
+
+def test_kept_is_told_before_the_shrink_that_may_raise(parts):
+    order = []
+    p = parts(budget=500)
+    p.set("k", b"x" * 400, 433)
+    p.eviction.evict_next()
+    p.set("other", b"y" * 400, 433)
+
+    def refuse(action):
+        order.append("shrink")
+        raise RuntimeError("cannot write now")
+
+    p.eviction._writable = lambda: refuse  # (as a chest whose lock is taken)
+    p.eviction._guarded = lambda: lambda: True
+    with pytest.raises(RuntimeError):
+        p.loading.load("k", True, lambda: order.append("kept"))
+    assert order == ["kept", "shrink"] and "k" in p.memory.values
