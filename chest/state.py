@@ -136,10 +136,11 @@ if yaml is not None:
     _sequence("!set", set)
     _sequence("!frozenset", frozenset)
     _StateLoader.add_constructor(
-        "!bytes", lambda loader, node: base64.b64decode(loader.construct_scalar(node)))
+        "!bytes", lambda loader, node: base64.b64decode(loader.construct_scalar(node),
+                                                        validate=True))
     _StateLoader.add_constructor(
         "!pickle", lambda loader, node: pickle.loads(
-            base64.b64decode(loader.construct_scalar(node))))
+            base64.b64decode(loader.construct_scalar(node), validate=True)))
     _StateDumper.add_representer(
         tuple, lambda d, v: d.represent_sequence("!tuple", list(v)))
     _StateDumper.add_representer(
@@ -276,6 +277,13 @@ _MISSING: Any = object()
 
 
 # -- views of dicts and lists in the state ------------------------------------------
+def _note(error: BaseException, text: str) -> None:
+    """Say on ``error`` (Python 3.11+) which key and file it is about."""
+    if hasattr(error, "add_note") and not isinstance(error, (KeyboardInterrupt,
+                                                             SystemExit)):
+        error.add_note(text)
+
+
 def _refused(what: str, path: str) -> ValueError:
     """The error of a value that holds itself (or is nested deeper than the
     interpreter's recursion limit): written without anchors, it has no end."""
@@ -335,8 +343,10 @@ class _View:
             try:
                 result = change(target)
                 self._state._write_key(self._top)
-            except BaseException:
+            except BaseException as e:
                 self._undo(target, before)
+                _note(e, f"the state {self._state._path}: {self._top!r} was not "
+                         f"changed")
                 raise
             return result
 
@@ -584,9 +594,12 @@ class State(MutableMapping):
     ``items``, ``s.items`` is its value (``State.items(s)`` the method).
     Other names of the class (``keys``, ``path``, ``close``...) are always
     the class's: ``s.path = v`` raises AttributeError, ``s["path"] = v``
-    stores it. Dicts and lists are written through when changed in place;
-    other mutable values (sets, your objects) only when set again. One
-    process at a time: another gets :class:`~chest.errors.ChestLockedError`.
+    stores it. Dicts and lists are written through when changed in place
+    (the whole top-level value, one line); other mutable values (sets, your
+    objects, dict subclasses such as ``defaultdict``, kept pickled) only when
+    set again. One process at a time: another gets
+    :class:`~chest.errors.ChestLockedError`; after :meth:`close`, reads see
+    what another process wrote since.
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, durable: bool = False,
@@ -610,6 +623,7 @@ class State(MutableMapping):
         self._appended = 0
         self._document = 0
         self._closed_as: Optional[Tuple[int, int, int]] = None  # (inode, size, mtime)
+        self._beside = False  # reading without the lock: nothing is written
         self._open()
         missing = {k: v for k, v in defaults.items() if k not in self._data}
         if missing and readonly:
@@ -733,6 +747,11 @@ class State(MutableMapping):
         except RecursionError:
             raise FolderError(f"cannot read the state {self._path}: nested too "
                               f"deep") from None
+        except Exception as e:
+            # A tagged value that does not make one: "!bytes" that is not
+            # base64, "!pickle" that does not unpickle, "!set" of lists.
+            raise FolderError(f"cannot read the state {self._path}: a value in it "
+                              f"cannot be made ({type(e).__name__}: {e})") from e
         if data is None:
             return {}
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
@@ -754,8 +773,8 @@ class State(MutableMapping):
         """A last line left out: appended to ``<path>.dropped`` (not by a
         read-only state), and a warning names it."""
         where = f"{self._path}.dropped"
-        if self._readonly:
-            where = "nowhere (read-only)"
+        if self._readonly or self._beside:
+            where = "nowhere (read without the file's lock)"
         else:
             with open(where, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
@@ -788,6 +807,26 @@ class State(MutableMapping):
                 return
             self._release()
         self._open()  # read again: views taken before see it (RuntimeError on change)
+
+    def _fresh(self) -> None:
+        """Before a read after :meth:`close`: the file as it is now, if
+        another process changed it since (read without taking its lock, as
+        a reader does; the next change takes it, and reads again if the
+        file changed after this)."""
+        if self._fd is not None or self._closed_as is None:
+            return  # (open: the file is this state's; a reader reads it once)
+        with self._lock:
+            if self._fd is not None or self._closed_as is None:
+                return
+            identity = self._identity()  # (before the text: a later change is seen)
+            if identity == self._closed_as or identity is None:
+                return
+            self._beside = True
+            try:
+                self._data = self._parse(self._read_whole_lines())
+            finally:
+                self._beside = False
+            self._closed_as = identity
 
     def _identity(self) -> Optional[Tuple[int, int, int]]:
         try:
@@ -825,6 +864,7 @@ class State(MutableMapping):
         data = text.encode("utf-8")
         folder, base = os.path.split(self._path)
         tmp = temp_name(folder, base)
+        new_fd: Optional[int] = None
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             try:
@@ -843,12 +883,25 @@ class State(MutableMapping):
             os.replace(tmp, self._path)
         except BaseException:
             remove_quietly(tmp)
+            if new_fd is not None:
+                os.close(new_fd)
             raise
-        if self._durable:
-            sync_dir(folder)
+        # The new file is the state's from here: its descriptor first (a
+        # failed sync of the folder below left the state appending to the
+        # file the rename replaced, and every later change was lost).
         self._release()
         self._fd = new_fd
         self._document, self._appended = len(data), 0
+        if self._durable:
+            try:
+                sync_dir(folder)
+            except OSError as e:
+                # The file holds the change; only a power loss before the
+                # system writes the folder could take the rename back.
+                warnings.warn(f"the state {self._path} was rewritten, but its folder "
+                              f"could not be synced ({e}): a power loss now may bring "
+                              f"back the file as it was before", ChestWarning,
+                              stacklevel=4)
 
     def _release(self) -> None:
         if self._fd is not None:
@@ -865,9 +918,17 @@ class State(MutableMapping):
                 return
         except RecursionError:  # (a tuple, a set, in itself: YAML recurses)
             raise _refused(repr(key), self._path) from None
-        self._append(line)
+        self._append(line)  # the change is in the file once this returns
         if self._appended > max(FOLD_AFTER, self._document):
-            self._rewrite()
+            try:
+                self._rewrite()
+            except Exception:
+                # (A full disk, say.) The change is kept: its line is in the
+                # file, and the fold is tried again at the next change or
+                # close. Raised, the caller undid the change in memory that
+                # the file held: a crash then brought back a change it was
+                # told had failed.
+                pass
 
     def _view(self, top: str, value: Any, root: Any = _MISSING) -> Any:
         if type(value) is dict:
@@ -878,6 +939,8 @@ class State(MutableMapping):
 
     # -- the mapping -------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
+        if self._fd is None:
+            self._fresh()
         return self._view(key, self._data[key])
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -901,11 +964,13 @@ class State(MutableMapping):
                     raise _refused(repr(key), self._path) from None
             try:
                 self._write_key(key)
-            except BaseException:
+            except BaseException as e:
                 if old is _MISSING:
                     del self._data[key]
                 else:
                     self._data[key] = old
+                _note(e, f"the state {self._path}: {key!r} was not set (it keeps "
+                         f"its earlier value)")
                 raise
 
     def __delitem__(self, key: str) -> None:
@@ -919,16 +984,24 @@ class State(MutableMapping):
                 raise
 
     def __iter__(self) -> Iterator[str]:
+        if self._fd is None:
+            self._fresh()
         return iter(list(self._data))
 
     def __len__(self) -> int:
+        if self._fd is None:
+            self._fresh()
         return len(self._data)
 
     def __contains__(self, key: object) -> bool:
+        if self._fd is None:
+            self._fresh()
         return key in self._data
 
     def __eq__(self, other: object) -> bool:
         # (Mapping's __eq__ calls self.items(), which a key "items" hides.)
+        if self._fd is None:
+            self._fresh()
         if isinstance(other, State):
             return self._data == other._data
         if isinstance(other, Mapping):
@@ -962,7 +1035,7 @@ class State(MutableMapping):
         with self._lock:
             self._ensure_writable()
             for key in self._data:
-                return key, self.pop(key)
+                return key, State.pop(self, key)  # (a key "pop" hides self.pop)
             raise KeyError(f"popitem(): the state at {self._path} is empty")
 
     def to_dict(self) -> Dict[str, Any]:
@@ -970,6 +1043,8 @@ class State(MutableMapping):
         not views (``dict(s)`` holds the state's views: a change to them
         is written)."""
         with self._lock:
+            if self._fd is None:
+                self._fresh()
             return _plain(self._data)
 
     def clear(self) -> None:
@@ -1070,6 +1145,8 @@ class _KeyOrMethod:
     def __get__(self, state: Any, owner: Any = None) -> Any:
         if state is None:
             return self.method
+        if state.__dict__.get("_fd", 0) is None:
+            state._fresh()
         data = state.__dict__.get("_data")
         if data is not None and self.name in data:
             return state._view(self.name, data[self.name])

@@ -655,3 +655,105 @@ def test_pop_gives_the_plain_value(tmp_path):
     assert dict(s) == {"jobs": [{"id": 1}], "more": {}}
     assert s.pop("missing", 0) == 0 and s.more.pop("missing", 0) == 0
     s.close()
+
+
+# -- found by a probe as a user (2026-12-01) -------------------------------------
+def test_a_change_whose_fold_fails_is_kept_as_the_file_has_it(tmp_path, monkeypatch):
+    # Its line was appended, then the rewrite that folds the appended lines
+    # failed (a full disk): the call raised and undid the change in memory
+    # that the file held (a crash then brought back a change said to fail).
+    import chest.state
+
+    path = str(tmp_path / "s.yaml")
+    s = State(path)
+    s.a = "x" * 1000
+    rewrite = State._rewrite
+
+    def full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(State, "_rewrite", full)
+    for i in range(80):  # past FOLD_AFTER of appended lines: a fold each set
+        s.a = "x" * 1000 + str(i)
+    assert s._appended > chest.state.FOLD_AFTER
+    assert s.a == "x" * 1000 + "79"
+    assert State(path, readonly=True).a == "x" * 1000 + "79"
+    monkeypatch.setattr(State, "_rewrite", rewrite)
+    s.a = "done"  # folded now
+    assert s._appended == 0
+    s.close()
+    assert State(path, readonly=True).to_dict() == {"a": "done"}
+
+
+def test_a_failed_folder_sync_after_a_rewrite_loses_no_later_change(tmp_path,
+                                                                    monkeypatch):
+    import chest.state
+
+    path = str(tmp_path / "s.yaml")
+    s = State(path, durable=True, a=1, b=2)
+    sync_dir = chest.state.sync_dir
+
+    def failing_once(folder):
+        monkeypatch.setattr(chest.state, "sync_dir", sync_dir)
+        raise OSError(5, "injected I/O error")
+
+    monkeypatch.setattr(chest.state, "sync_dir", failing_once)
+    with pytest.warns(ChestWarning, match="could not be synced"):
+        del s["a"]  # a rewrite: renamed into place, then the folder's sync failed
+    assert s.to_dict() == {"b": 2}  # done: the file has it
+    s.c = 3  # appended to the file at the path, not to the one replaced
+    assert State(path, readonly=True).to_dict() == {"b": 2, "c": 3}
+    s.close()
+
+
+def test_a_read_after_close_sees_what_another_process_wrote(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    s = State(path, n=10)
+    s.close()
+    subprocess.run([sys.executable, "-c", "from chest import State\n"
+                    f"s = State({path!r})\ns.n += 1\ns.close()"], check=True,
+                   env=dict(os.environ, PYTHONPATH=os.path.dirname(
+                       os.path.dirname(sys.modules["chest"].__file__))))
+    assert s.n == 11 and "n" in s and len(s) == 1 and s.to_dict() == {"n": 11}
+    s.n += 1  # not a lost update
+    s.close()
+    assert State(path, readonly=True).n == 12
+
+
+@pytest.mark.parametrize("text, why", [
+    ("a: !pickle AAAA\n", "cannot be made"),
+    ("a: !bytes 'abc'\n", "cannot be made"),
+    ("a: !bytes '!!!'\n", "cannot be made"),  # (read as b'' before)
+    ("a: !set [[1]]\n", "cannot be made"),
+])
+def test_a_bad_tagged_value_in_the_file_is_an_error_naming_it(tmp_path, text, why):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(FolderError, match=why) as info:
+        State(str(path))
+    assert str(path) in str(info.value)
+    assert path.read_text() == text  # left as it was
+
+
+def test_popitem_with_a_key_named_pop(tmp_path):
+    s = State(str(tmp_path / "s.yaml"))
+    s["pop"] = 1
+    assert s.popitem() == ("pop", 1) and len(s) == 0
+    s.close()
+
+
+def test_a_value_that_cannot_be_written_names_its_key_and_file(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    s = State(path)
+    s.items_ = [1]
+    with pytest.raises(TypeError) as info:
+        s["lock"] = [1, threading.Lock()]
+    assert "lock" not in s
+    assert any("'lock' was not set" in note and path in note
+               for note in getattr(info.value, "__notes__", []))
+    with pytest.raises(TypeError) as info:
+        s.items_.append(threading.Lock())
+    assert s.items_ == [1]
+    assert any("'items_' was not changed" in note
+               for note in getattr(info.value, "__notes__", []))
+    s.close()
