@@ -41,6 +41,7 @@ Examples
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import operator
 import os
@@ -782,6 +783,12 @@ class List(_Container, MutableSequence):
             return f"List([{head}, ...] {n} items at {self.chest.path})"
 
 
+def _is_member(value: Any) -> bool:
+    """Is ``value`` what a Set keeps for an element (None, or an empty dict
+    with a dump of yours)?"""
+    return value is None or (isinstance(value, dict) and not value)
+
+
 class Set(_Container, MutableSet):
     """A set whose elements persist as a chest's keys (any hashable value).
 
@@ -803,8 +810,26 @@ class Set(_Container, MutableSet):
     def __init__(self, data: Iterable[Hashable] = (), path: Optional[_PathLike] = None,
                  **chest_keywords: Any) -> None:
         super().__init__(path, chest_keywords)
+        if len(self.chest) and self._holds_a_list():
+            self.chest.close()
+            raise ValueError(f"the chest at {self.chest.path} already holds a List, "
+                             f"not a Set's elements: open it with chest.List")
         for x in data:
             self.add(x)
+
+    def _holds_a_list(self) -> bool:
+        """Is this chest a List's? (A Set took a List's positions for its
+        elements, and its first add made the List unopenable.) Its own key
+        holds a dict of settings (a Set's elements hold None, or an empty
+        dict with a dump of yours), or its first keys are positions whose
+        values are not a Set's. (A List whose first eight items are all None
+        cannot be told from a Set of positions.)"""
+        chest = self.chest
+        if _META in chest and not _is_member(chest.get(_META)):
+            return True
+        sample = list(itertools.islice(iter(chest), 8))
+        return all(type(k) is tuple and k and all(type(d) is int for d in k)
+                   for k in sample) and not all(_is_member(chest[k]) for k in sample)
 
     def _chest_keywords(self, keywords: Dict[str, Any]) -> Dict[str, Any]:
         """The user's keywords, with a ``dump`` and ``load`` that write each

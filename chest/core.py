@@ -517,6 +517,10 @@ class Chest(MutableMapping):
             with self.lock:
                 store = self.store
                 if data is not None:
+                    if size > memory.budget:
+                        # First: if it raises, nothing changes; it may raise
+                        # the budget (as for a value not written through).
+                        self._on_overflow(key)
                     if store.max_disk is not None and store.unindexed_bytes + \
                             len(data) > store.max_disk - store.disk_usage:
                         # The journal keeps every version until it is folded:

@@ -1042,3 +1042,22 @@ def test_pickling_or_deep_copying_a_container_is_a_clear_error(kind):
                 action(c)
         plain = list if kind is List else set
         assert pickle.loads(pickle.dumps(plain(c))) == plain([1, 2])
+
+
+def test_a_set_refuses_a_lists_folder(tmp_path):
+    # It took the List's positions for its elements, and its first add made
+    # the List unopenable (a List refused a Set's folder already).
+    path = str(tmp_path / "l")
+    List(["a", "b"], path=path).close()
+    with pytest.raises(ValueError, match="already holds a List"):
+        Set(path=path)
+    with List(path=path) as again:
+        assert list(again) == ["a", "b"]
+        again.sort(reverse=True)  # (its settings' key: a dict)
+    with pytest.raises(ValueError, match="already holds a List"):
+        Set(path=path)
+    # A Set of positions, and of the name of a List's own key, is a Set.
+    positions = str(tmp_path / "s")
+    Set([(1,), (2,), "list"], path=positions).close()
+    with Set(path=positions) as s:
+        assert s == {(1,), (2,), "list"}

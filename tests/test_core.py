@@ -2230,16 +2230,19 @@ def test_a_callback_that_is_not_callable_is_refused_at_once(tmp_path, name):
 
 
 @pytest.mark.parametrize("write_through", [False, True])
+@pytest.mark.parametrize("count", [1_000, 10_000])  # 8 kB (journaled), 80 kB
 def test_on_overflow_may_raise_the_budget_for_the_value_it_was_called_for(
-        make_chest, write_through):
+        make_chest, write_through, count):
     c = None
+    called = []
 
     def grow(key):
-        c.available_memory = 100_000
+        called.append(key)
+        c.available_memory = 200_000
 
     c = make_chest(available_memory=1000, on_overflow=grow, write_through=write_through)
-    c["big"] = np.zeros(10_000)  # 80 kB: over the budget, which on_overflow raises
-    assert "big" in c.inmem
+    c["big"] = np.zeros(count)  # over the budget, which on_overflow raises
+    assert called == ["big"] and "big" in c.inmem
 
 
 def test_messages_of_eviction_name_the_chest_as_given(tmp_path, monkeypatch):
