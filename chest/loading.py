@@ -38,6 +38,7 @@ from .memory import MemoryTier
 from .sizeof import nbytes
 from .stats import Stats
 from .store import Store
+from . import valueio
 from .valueio import SMALL_VALUE, ValueIO
 
 __all__ = ["Loading", "MAX_OPEN_FILES"]
@@ -140,7 +141,8 @@ class Loading:
                     self.on_miss(key)
                 place = store.place(key)
                 filename = "" if place is not None else store.filename(key)
-            room_maker = self.eviction.make_room_beside_read(incoming)
+            room_maker = None if incoming < valueio.LARGE_VALUE else \
+                self.eviction.make_room_beside_read(incoming)  # (no call for a small one)
             try:
                 value, size_on_disk, seconds, token = self.io.read(key, filename, place)
             except ValueFileError:
