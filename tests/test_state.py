@@ -757,3 +757,42 @@ def test_a_value_that_cannot_be_written_names_its_key_and_file(tmp_path):
     assert any("'items_' was not changed" in note
                for note in getattr(info.value, "__notes__", []))
     s.close()
+
+
+def test_dict_subclasses_are_written_through_with_their_own_methods(tmp_path):
+    # A defaultdict, Counter or OrderedDict was kept pickled and given back
+    # as itself: s.counts["a"] += 1 changed memory only (a kill -9 lost it).
+    import collections
+
+    path = str(tmp_path / "s.yaml")
+    s = State(path)
+    ref = {"counts": collections.defaultdict(int), "c": collections.Counter("hello"),
+           "o": collections.OrderedDict(a=1, b=2)}
+    for key, value in ref.items():
+        s[key] = type(value)(value) if key != "counts" else collections.defaultdict(int)
+    ops = [
+        lambda x: x["counts"].__setitem__("a", x["counts"]["a"] + 1),
+        lambda x: x["counts"]["new"],  # a defaultdict's read of a missing key adds it
+        lambda x: x["c"].update("ll"),  # Counter's update adds
+        lambda x: x["c"].subtract("h"),
+        lambda x: x["c"].__ior__(collections.Counter(q=9)),
+        lambda x: x["o"].move_to_end("a"),
+        lambda x: x["o"].popitem(last=False),
+        lambda x: x["o"].update(c=3),
+    ]
+    for op in ops:
+        op(ref)
+        op(s)
+        on_disk = State(path, readonly=True)
+        for key in ref:
+            assert ref[key] == s[key] == on_disk[key], (key, ref[key], on_disk[key])
+            assert list(ref[key]) == list(on_disk[key])
+    assert s.c.most_common(1) == ref["c"].most_common(1)
+    assert s.counts.default_factory is int
+    assert pickle.loads(pickle.dumps(s.c)) == ref["c"]
+    assert type(s.to_dict()["o"]) is collections.OrderedDict
+    s.close()
+    again = State(path)
+    assert again.to_dict() == ref
+    assert type(again.to_dict()["counts"]) is collections.defaultdict
+    again.close()
