@@ -78,7 +78,6 @@ seen:
 from __future__ import annotations
 
 import base64
-import collections
 import copy
 import fcntl
 import functools
@@ -88,7 +87,6 @@ import pickle
 import re
 import threading
 import time
-import types
 import warnings
 from collections.abc import Mapping, MutableMapping, MutableSequence
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
@@ -272,27 +270,13 @@ def _line(key: str, value: Any) -> Optional[str]:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` without the state's views (what they show): its dicts and
-    lists copied (a dict or list subclass, a ``defaultdict`` or
-    ``OrderedDict``, as one of its kind)."""
+    """``value`` without the state's views (what they show)."""
     if isinstance(value, _View):
         return _plain(value._target)
-    t = type(value)
-    if t is dict:
+    if type(value) is dict:
         return {k: _plain(v) for k, v in value.items()}
-    if t is list:
+    if type(value) is list:
         return [_plain(v) for v in value]
-    if isinstance(value, (dict, list)):
-        try:
-            copied = copy.copy(value)
-        except Exception:
-            return value  # (a subclass that cannot be copied: kept as it is)
-        if isinstance(copied, dict):
-            for k in list(copied):
-                copied[k] = _plain(copied[k])
-        else:
-            copied[:] = [_plain(v) for v in copied]
-        return copied
     return value
 
 
@@ -399,24 +383,8 @@ class _View:
         return copy.deepcopy(self._target, memo)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        return _as_is, (self.copy(),)  # (pickled as the plain dict or list)
-
-    def __getattr__(self, name: str) -> Any:
-        """A dict or list subclass's own methods (``most_common``,
-        ``move_to_end``, ``default_factory``...): each call is a change,
-        written as one (a method that only reads costs a write)."""
-        if name.startswith("_") or type(self._target) in (dict, list):
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute "
-                                 f"{name!r}")
-        attr = getattr(self._target, name)
-        if not isinstance(attr, (types.MethodType, types.BuiltinMethodType)):
-            return attr  # (data: a defaultdict's default_factory)
-
-        @functools.wraps(attr)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._change(lambda t: getattr(t, name)(*args, **kwargs))
-
-        return call
+        plain = self.copy()  # (pickled as the plain dict or list)
+        return type(plain), (plain,)
 
     def __eq__(self, other: object) -> bool:
         return self._target == (other._target if isinstance(other, _View) else other)
@@ -433,11 +401,6 @@ class _View:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _as_is(value: Any) -> Any:
-    """What a view is unpickled as: the plain copy it was pickled as."""
-    return value
-
-
 def _other(value: Any, kind: type) -> Any:
     """``value`` (a view's plain copy) if it is a ``kind``, else NotImplemented."""
     if isinstance(value, _View):
@@ -452,12 +415,7 @@ class _DictView(_View, MutableMapping):
         target.update(before)  # (in its order)
 
     def __getitem__(self, key: Any) -> Any:
-        target = self._target
-        if type(target) is not dict and isinstance(target, collections.defaultdict) \
-                and key not in target:
-            # Reading a missing key of a defaultdict adds it: a change.
-            return self._wrap(self._change(lambda t: t[key]))
-        return self._wrap(target[key])
+        return self._wrap(self._target[key])
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if self._stored(key, value):
@@ -478,23 +436,16 @@ class _DictView(_View, MutableMapping):
                 return default
             return self._change(lambda t: t.pop(key))
 
-    def popitem(self, *args: Any, **kwargs: Any) -> Tuple[Any, Any]:
-        """As dict's (the last key): the item removed, its value plain.
-        (``last=False`` of an OrderedDict's, too.)"""
-        return self._change(lambda t: t.popitem(*args, **kwargs))
+    def popitem(self) -> Tuple[Any, Any]:
+        """As dict's (the last key): the item removed, its value plain."""
+        return self._change(lambda t: t.popitem())
 
     def clear(self) -> None:
         if self._target:
             self._change(lambda t: t.clear())
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        """As dict's: one write, however many keys. (A subclass's own:
-        ``Counter.update`` adds counts.)"""
-        if type(self._target) is not dict:
-            args = () if other == () else (_plain(other),)
-            plain_kwargs = {k: self._plain(v) for k, v in kwargs.items()}
-            self._change(lambda t: t.update(*args, **plain_kwargs))
-            return
+        """As dict's: one write, however many keys."""
         if isinstance(other, Mapping):
             pairs = [(k, other[k]) for k in other]
         elif hasattr(other, "keys"):
@@ -514,22 +465,14 @@ class _DictView(_View, MutableMapping):
             return self[key]
 
     def __or__(self, other: Any) -> Any:
-        if type(self._target) is not dict:  # (a subclass's own: Counter's max)
-            return self.copy() | _plain(other)
         other = _other(other, dict)
         return NotImplemented if other is NotImplemented else {**self.copy(), **other}
 
     def __ror__(self, other: Any) -> Any:
-        if type(self._target) is not dict:
-            return _plain(other) | self.copy()
         other = _other(other, dict)
         return NotImplemented if other is NotImplemented else {**other, **self.copy()}
 
     def __ior__(self, other: Any) -> "_DictView":
-        if type(self._target) is not dict:
-            plain = _plain(other)
-            self._change(lambda t: t.__ior__(plain))
-            return self
         self.update(other)
         return self
 
@@ -659,10 +602,9 @@ class State(MutableMapping):
     Other names of the class (``keys``, ``path``, ``close``...) are always
     the class's: ``s.path = v`` raises AttributeError, ``s["path"] = v``
     stores it. Dicts and lists are written through when changed in place
-    (the whole top-level value, one line), also their subclasses
-    (``defaultdict``, ``OrderedDict``, ``Counter``: kept pickled, each call
-    of their own methods written as a change); other mutable values (sets,
-    your objects) only when set again. One process at a time: another gets
+    (the whole top-level value, one line); other mutable values (sets, your
+    objects, dict subclasses such as ``defaultdict``, kept pickled) only when
+    set again. One process at a time: another gets
     :class:`~chest.errors.ChestLockedError`; after :meth:`close`, reads see
     what another process wrote since.
     """
@@ -998,9 +940,9 @@ class State(MutableMapping):
                 pass
 
     def _view(self, top: str, value: Any, root: Any = _MISSING) -> Any:
-        if isinstance(value, dict):  # (also a defaultdict, OrderedDict, Counter)
+        if type(value) is dict:
             return _DictView(self, top, value, value if root is _MISSING else root)
-        if isinstance(value, list):
+        if type(value) is list:
             return _ListView(self, top, value, value if root is _MISSING else root)
         return value
 
