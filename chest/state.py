@@ -150,8 +150,15 @@ if yaml is not None:
     _StateDumper.add_representer(
         bytes, lambda d, v: d.represent_scalar("!bytes", base64.b64encode(v).decode()))
     def _pickled(dumper: Any, value: Any) -> Any:
-        return dumper.represent_scalar(
-            "!pickle", base64.b64encode(pickle.dumps(value, protocol=5)).decode())
+        data = pickle.dumps(value, protocol=5)
+        try:
+            pickle.loads(data)
+        except Exception as e:
+            # Written, it would make the whole file one no State can open.
+            raise ValueError(f"{type(value).__name__} value pickles but does not "
+                             f"unpickle ({type(e).__name__}: {e}): the state could "
+                             f"not be opened again") from e
+        return dumper.represent_scalar("!pickle", base64.b64encode(data).decode())
 
     _StateDumper.add_multi_representer(object, _pickled)
 
@@ -281,6 +288,8 @@ def _plain(value: Any) -> Any:
 
 
 _MISSING: Any = object()
+#: ``State._closed_as`` of a file removed after close().
+_GONE = (-1, -1, -1)
 
 
 # -- views of dicts and lists in the state ------------------------------------------
@@ -355,6 +364,7 @@ class _View:
                 _note(e, f"the state {self._state._path}: {self._top!r} was not "
                          f"changed")
                 raise
+            self._state._fold_if_due()
             return result
 
     @staticmethod
@@ -606,7 +616,8 @@ class State(MutableMapping):
     objects, dict subclasses such as ``defaultdict``, kept pickled) only when
     set again. One process at a time: another gets
     :class:`~chest.errors.ChestLockedError`; after :meth:`close`, reads see
-    what another process wrote since.
+    what another process wrote since (not a view taken before: read it
+    again).
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, durable: bool = False,
@@ -826,7 +837,13 @@ class State(MutableMapping):
             if self._fd is not None or self._closed_as is None:
                 return
             identity = self._identity()  # (before the text: a later change is seen)
-            if identity == self._closed_as or identity is None:
+            if identity == self._closed_as:
+                return
+            if identity is None:
+                # Removed since: the state is empty, as the next change
+                # (which makes the file again) will find it.
+                self._data = {}
+                self._closed_as = _GONE
                 return
             self._beside = True
             try:
@@ -918,8 +935,9 @@ class State(MutableMapping):
             self._fd = None
 
     def _write_key(self, key: str) -> None:
-        """Append ``key``'s value (lock held); rewrite the file once the
-        appended lines outgrow the document, or if no line can hold it."""
+        """Append ``key``'s value (lock held), or rewrite the file if no line
+        can hold it. Raises if it is not in the file (the caller undoes the
+        change); once it is, the caller calls :meth:`_fold_if_due`."""
         try:
             line = _line(key, self._data[key])
             if line is None:
@@ -928,15 +946,19 @@ class State(MutableMapping):
         except RecursionError:  # (a tuple, a set, in itself: YAML recurses)
             raise _refused(repr(key), self._path) from None
         self._append(line)  # the change is in the file once this returns
+
+    def _fold_if_due(self) -> None:
+        """Rewrite the file once the appended lines outgrow the document
+        (lock held). After the change is in the file, outside the caller's
+        undo: it stands whatever happens here. (Raised, the caller undid in
+        memory a change the file held, and a crash then brought it back.)
+        A failure (a full disk) is let go: the fold is tried again at the
+        next change or close. An interrupt (Ctrl-C) is raised, the change
+        kept."""
         if self._appended > max(FOLD_AFTER, self._document):
             try:
                 self._rewrite()
             except Exception:
-                # (A full disk, say.) The change is kept: its line is in the
-                # file, and the fold is tried again at the next change or
-                # close. Raised, the caller undid the change in memory that
-                # the file held: a crash then brought back a change it was
-                # told had failed.
                 pass
 
     def _view(self, top: str, value: Any, root: Any = _MISSING) -> Any:
@@ -981,6 +1003,7 @@ class State(MutableMapping):
                 _note(e, f"the state {self._path}: {key!r} was not set (it keeps "
                          f"its earlier value)")
                 raise
+            self._fold_if_due()
 
     def __delitem__(self, key: str) -> None:
         with self._lock:

@@ -757,3 +757,52 @@ def test_a_value_that_cannot_be_written_names_its_key_and_file(tmp_path):
     assert any("'items_' was not changed" in note
                for note in getattr(info.value, "__notes__", []))
     s.close()
+
+
+class _ReadOnlyDict(dict):
+    """Pickles, and does not unpickle (unpickling calls __setitem__)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("read-only")
+
+    __setitem__ = __delitem__ = update = _refuse
+
+
+def test_a_value_that_does_not_unpickle_is_refused_not_written(tmp_path):
+    # Written, it made the whole file one no State could open (FolderError).
+    path = str(tmp_path / "s.yaml")
+    s = State(path, n=1)
+    with pytest.raises(ValueError, match="does not unpickle"):
+        s.fd = _ReadOnlyDict(a=1)
+    assert "fd" not in s
+    s.close()
+    assert State(path).to_dict() == {"n": 1}
+
+
+def test_an_interrupt_in_the_fold_keeps_the_change_the_file_has(tmp_path, monkeypatch):
+    import chest.state
+
+    path = str(tmp_path / "s.yaml")
+    s = State(path, n=0)
+    monkeypatch.setattr(chest.state, "FOLD_AFTER", 0)  # a fold at the next change
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(State, "_rewrite", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        s.n = 5
+    monkeypatch.undo()
+    assert s.n == 5 == State(path, readonly=True).n
+    s.close()
+
+
+def test_a_file_removed_after_close_reads_as_an_empty_state(tmp_path):
+    path = str(tmp_path / "s.yaml")
+    s = State(path, n=1, keep="yes")
+    s.close()
+    os.remove(path)
+    assert len(s) == 0 and "keep" not in s and s.to_dict() == {}
+    s.n = 2  # made again, with what the reads showed
+    assert State(path, readonly=True).to_dict() == {"n": 2}
+    s.close()
