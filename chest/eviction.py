@@ -283,21 +283,31 @@ class Eviction:
         except Exception as e:
             return self._not_spilled(key, value, size, version, e)
         with self.lock:
-            if self.versions.get(key) != version or \
-                    not self.flight.is_current(key, value):
-                self.store.discard(written)  # set, deleted or flushed meanwhile
-                return True
-            try:
-                self.store.commit(key, written)
-            except Exception as e:
-                self.store.discard(written)
-                self.keep_unwritable(key, value, size, e)
-                _warn_if_disk_full(self.path, key, e)
-                return False
-            self.flight.landed(key)
-            self.count_write(key, written, size, token)
-            self.ledger.let_go(key, value, size)
-            return True
+            committed = self._commit(key, value, size, version, written, token)
+            if committed:
+                self.ledger.let_go(key, value, size)
+            return committed is not False
+
+    def _commit(self, key: Hashable, value: Any, size: int, version: int,
+                written: Union[Written, Packed], token: Any) -> Optional[bool]:
+        """Make ``written`` ``key``'s stored copy if the key still has this
+        value in flight (lock held): True once committed and counted; None
+        if the key was set, deleted or flushed meanwhile (``written`` is
+        discarded); False if the commit failed (the value is back in
+        memory, passed over until set again)."""
+        if self.versions.get(key) != version or not self.flight.is_current(key, value):
+            self.store.discard(written)
+            return None
+        try:
+            self.store.commit(key, written)
+        except Exception as e:
+            self.store.discard(written)
+            self.keep_unwritable(key, value, size, e)
+            _warn_if_disk_full(self.path, key, e)
+            return False
+        self.flight.landed(key)
+        self.count_write(key, written, size, token)
+        return True
 
     def count_write(self, key: Hashable, written: Union[Written, Packed], size: int,
                     token: Any) -> None:
@@ -348,19 +358,7 @@ class Eviction:
             return
         with self.lock:
             for (key, value, size, version, data), w in zip(batch, written):
-                if self.versions.get(key) != version or \
-                        not self.flight.is_current(key, value):
-                    self.store.discard(w)
-                    continue
-                try:
-                    self.store.commit(key, w)
-                except Exception as e:
-                    self.store.discard(w)
-                    self.keep_unwritable(key, value, size, e)
-                    _warn_if_disk_full(self.path, key, e)
-                    continue
-                self.flight.landed(key)
-                self.count_write(key, w, size, bytes_token(data))
+                self._commit(key, value, size, version, w, bytes_token(data))
 
     def keep_unwritable(self, key: Hashable, value: Any, size: int,
                         error: BaseException) -> None:

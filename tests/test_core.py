@@ -2054,6 +2054,22 @@ import chest.valueio
 from chest import Chest
 chest.valueio.LARGE_VALUE = 10_000
 case, path = sys.argv[1], sys.argv[2]
+
+
+def reopened_whole(collect=False):
+    # The chest reopened once the index its collected close writes is there.
+    import time
+    for _ in range(200):
+        if collect:
+            gc.collect()
+        reopened = Chest(path=path, readonly=True)
+        if len(reopened) == 2:
+            break
+        reopened.close()
+        time.sleep(0.05)
+    assert (reopened["a"] == 0).all() and (reopened["b"] == 1).all()
+
+
 if case == "gc":
     # The thread writing behind held the last reference: __del__ ran on it,
     # and close() waited for that thread's own job, for ever.
@@ -2062,14 +2078,7 @@ if case == "gc":
     c["b"] = np.ones(2_000)
     del c
     gc.collect()
-    import time
-    for _ in range(200):  # until the index the collector's close writes is there
-        reopened = Chest(path=path, readonly=True)
-        if len(reopened) == 2:
-            break
-        reopened.close()
-        time.sleep(0.05)
-    assert (reopened["a"] == 0).all() and (reopened["b"] == 1).all()
+    reopened_whole()
 elif case == "fork":
     # A child forked while the thread writing behind held the chest's lock
     # inherited it held, and hung at its first read.
@@ -2117,14 +2126,7 @@ elif case == "cycle":
     del c, owner  # only the cycle holds the chest now
     go.set()
     time.sleep(1)  # (the writing thread collects it first)
-    for _ in range(200):
-        gc.collect()
-        reopened = Chest(path=path, readonly=True)
-        if len(reopened) == 2:
-            break
-        reopened.close()
-        time.sleep(0.05)
-    assert (reopened["a"] == 0).all() and (reopened["b"] == 1).all()
+    reopened_whole(collect=True)
 elif case == "exit":
     # At exit, a temporary chest with a write behind: the interpreter hung
     # (its __del__ waited for a thread that no longer ran) or left a
