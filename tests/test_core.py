@@ -1336,18 +1336,18 @@ def test_large_values_are_fingerprinted_while_written(make_chest, monkeypatch):
 
 def test_a_large_value_that_cannot_be_written_stays_in_memory(make_chest, monkeypatch):
     monkeypatch.setattr(chest.valueio, "LARGE_VALUE", 10_000)
-    # No fingerprint taken on another thread for it. (Counting the threads
-    # of that name failed when an earlier test had left one idle.)
-    started = []
+    # No fingerprint left running on another thread for it. (Counting the
+    # threads of that name failed when an earlier test had left one idle:
+    # they are kept for the next job.)
+    jobs = []
     fingerprints = chest.valueio._FINGERPRINTS
-    monkeypatch.setattr(fingerprints, "run",
-                        lambda *args: started.append(args) or type(fingerprints).run(
-                            fingerprints, *args))
+    run = fingerprints.run
+    monkeypatch.setattr(fingerprints, "run", lambda *args: jobs.append(run(*args)) or jobs[-1])
     c = make_chest(available_memory=20_000, max_disk=1_000)
     with pytest.warns(ChestWarning, match="cannot be written"):
         c["big"] = np.ones(5_000)  # 40 kB: larger than the budget and max_disk
     assert (c["big"] == 1).all() and "big" in c.inmem
-    assert not started
+    assert all(job.wait(0) for job in jobs)
     with pytest.warns(ChestWarning, match="could not be written"):
         c.close()
 
