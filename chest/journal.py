@@ -36,6 +36,8 @@ import errno
 import os
 import pickle
 import struct
+import threading
+import weakref
 import zlib
 from typing import Any, Dict, Hashable, List, Optional, Tuple
 
@@ -59,6 +61,14 @@ JOIN_BELOW = 4096
 #: the key was deleted, size)
 Record = Tuple[Hashable, Any, int]
 
+# The journals open in this process, by their file's (device, inode). One
+# alone on its file knows where its file ends, and where a value it
+# appends starts, without asking the system (an lseek: 0.2-0.3 us of a
+# 6 us append written through); two (chests opened on one folder in one
+# process share its writer's lock) ask each time, as either may append.
+_open_files: Dict[Tuple[int, int], "weakref.WeakSet[Journal]"] = {}
+_open_files_lock = threading.Lock()
+
 
 class Journal:
     """An append-only log of ``(key, file name or None if deleted, size)``."""
@@ -69,6 +79,10 @@ class Journal:
         self.durable = durable
         self.file_mode = file_mode
         self._fd: Optional[int] = None
+        self._file_id = (0, 0)  # the open file's (device, inode)
+        #: Where the open file ends, if this journal is the only one open on
+        #: it in this process (else None: asked of the system).
+        self._end: Optional[int] = None
         # (key's type, key, value's length, size) -> pickled record.
         self._metas: Dict[Tuple[type, Hashable, int, int], bytes] = {}
 
@@ -112,12 +126,17 @@ class Journal:
             try:
                 os.ftruncate(fd, os.fstat(fd).st_size - written)
             except OSError:
-                pass
+                self._end = None  # (where it ends is not known: asked)
             raise
-        if not kept:
+        end = self._end
+        if end is not None:
+            self._end = end = end + total
+        elif not kept:
             return -1
-        # An appending descriptor is left at the end of what it wrote.
-        return os.lseek(fd, 0, os.SEEK_CUR) - len(data)
+        else:
+            # An appending descriptor is left at the end of what it wrote.
+            end = os.lseek(fd, 0, os.SEEK_CUR)
+        return end - len(data) if kept else -1
 
     @staticmethod
     def _pickle(meta: Record) -> bytes:
@@ -144,11 +163,26 @@ class Journal:
         return known
 
     def _open(self) -> int:
-        self._fd = os.open(self.filename, os.O_RDWR | os.O_APPEND | os.O_CREAT,
-                           self.file_mode)
-        if self.file_mode != 0o600:
-            os.fchmod(self._fd, self.file_mode)
-        return self._fd
+        fd = os.open(self.filename, os.O_RDWR | os.O_APPEND | os.O_CREAT,
+                     self.file_mode)
+        try:
+            if self.file_mode != 0o600:
+                os.fchmod(fd, self.file_mode)
+            info = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._file_id = (info.st_dev, info.st_ino)
+        with _open_files_lock:
+            beside = _open_files.setdefault(self._file_id, weakref.WeakSet())
+            beside.add(self)
+            if len(beside) == 1:
+                self._end = info.st_size
+            else:
+                for journal in beside:
+                    journal._end = None
+        return fd
 
     def touch(self) -> None:
         """Make the journal's file if there is none (an empty journal)."""
@@ -184,8 +218,15 @@ class Journal:
     def close(self) -> None:
         """Close the journal's file descriptor."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            with _open_files_lock:
+                beside = _open_files.get(self._file_id)
+                if beside is not None:
+                    beside.discard(self)
+                    if not beside:
+                        del _open_files[self._file_id]
+            self._end = None
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 def read_journal(filename: str) -> List[Record]:

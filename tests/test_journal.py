@@ -131,6 +131,50 @@ def test_a_failed_append_cuts_only_its_own_record(tmp_path, monkeypatch):
         b.close()
 
 
+def test_offsets_of_values_are_right_alone_beside_another_and_after_a_failure(
+        tmp_path, monkeypatch):
+    # A journal alone on its file counts where its values start; one with
+    # another journal on the same file (two chests on one folder in one
+    # process) asks the system. Each must read back what it appended, also
+    # once the other is closed, after a failed append, and on a file that
+    # already held records when it was opened.
+    path = str(tmp_path / ".journal")
+    a = Journal(path)
+    written = {}
+
+    def put(journal, key, data):
+        written[key] = (journal, journal.append(key, None, len(data), data=data), data)
+
+    put(a, "a1", b"first")
+    a.append("gone", None, 0)
+    put(a, "a2", b"x" * 5000)  # (written with writev)
+    b = Journal(path)
+    put(b, "b1", b"b's")
+    put(a, "a3", b"after b")
+    put(b, "b2", b"after a")
+    b.close()
+    put(a, "a4", b"b closed")
+    write = os.write
+
+    def disk_full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError):
+        a.append("failed", None, 3, data=b"abc")
+    monkeypatch.setattr(os, "write", write)
+    put(a, "a5", b"after the failure")
+    a.close()
+    c = Journal(path)  # (on a file already there)
+    put(c, "c1", b"reopened")
+    for key, (journal, offset, data) in written.items():
+        assert c.read(offset, len(data)) == data, key
+    c.close()
+    places = {key: place for key, place, _ in read_journal(path) if place}
+    for key, (journal, offset, data) in written.items():
+        assert places[key] == ("journal", offset, len(data)), key
+
+
 def test_equal_keys_of_other_types_are_recorded_as_they_are(tmp_path):
     # Records of values are remembered by key for str and int keys; keys
     # equal to those but of another type must not take their record.
