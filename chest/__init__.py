@@ -9,8 +9,8 @@
 """
 from .core import Chest, key_to_filename, nbytes
 from .errors import (BoundToMemoryError, ChestError, ChestLockedError, ChestWarning,
-                     DiskBudgetError, FolderError, IndexFileError, IndexWriteError,
-                     ReadOnlyError, UnwritableValuesError, ValueFileError)
+                     DiskBudgetError, FolderChangedError, FolderError, IndexFileError,
+                     IndexWriteError, ReadOnlyError, UnwritableValuesError, ValueFileError)
 from .containers import List, Set
 from .serialize import keep_in_memory
 from .state import State
@@ -21,6 +21,7 @@ __all__ = [
     "Chest", "List", "Set", "State", "nbytes", "key_to_filename", "keep_in_memory",
     "BoundToMemoryError",
     "ChestError", "ChestLockedError",
-    "ChestWarning", "DiskBudgetError", "FolderError", "IndexFileError", "IndexWriteError",
+    "ChestWarning", "DiskBudgetError", "FolderChangedError", "FolderError",
+    "IndexFileError", "IndexWriteError",
     "ReadOnlyError", "UnwritableValuesError", "ValueFileError", "__version__",
 ]

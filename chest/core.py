@@ -44,7 +44,7 @@ from . import serialize
 from .budget import (DEFAULT_BUDGET, budget_is_binary, format_budget, format_bytes,
                      parse_budget)
 from .codec import Codec, open_many
-from .errors import (BoundToMemoryError, ChestWarning, IndexWriteError,
+from .errors import (BoundToMemoryError, ChestWarning, FolderChangedError, IndexWriteError,
                      ReadOnlyError, UnwritableValuesError, ValueFileError, describe)
 from .eviction import Eviction, is_disk_full
 from .files import FILE_MODE
@@ -320,6 +320,9 @@ class Chest(MutableMapping):
         self.flight = InFlight()
         self._changed = False  # anything not yet in the index on disk
         self._closed = False  # closed, and not changed since
+        # The folder's index and journal as this chest left them when it gave
+        # the writer's lock back (None while it holds it; see _writable).
+        self._left_as: Optional[Tuple[Any, ...]] = None
 
         self.readonly = readonly
         if mmap and not self.codec.default:
@@ -1095,9 +1098,10 @@ class Chest(MutableMapping):
         it (files the chest did not write stay); the chest is empty."""
         self.eviction.wait_behind(shrink=False)  # (nothing to write: all goes)
         with self.lock:
-            if self.readonly or not self.session.in_owner:
-                # (A forked child removed its parent's whole chest.)
-                self._writable("drop the chest")
+            # (Also after close(): the lock is taken again, and refused if
+            # another chest wrote the folder since, whose files would go; a
+            # forked child removed its parent's whole chest.)
+            self._writable("drop the chest")
             self.store.drop()
             self._release_writer_lock()
             self.memory.clear()
@@ -1207,6 +1211,18 @@ class Chest(MutableMapping):
                     self.flush()
             except UnwritableValuesError as e:
                 warnings.warn(str(e), ChestWarning, stacklevel=2)
+            except FolderChangedError as e:
+                # Closed before, then used (a value read and changed in
+                # place), while another chest wrote the folder: nothing of
+                # this one is written over it; what is lost is said.
+                changed = [k for k, v in list(self.inmem.items())
+                           if not self.ledger.is_clean(k, v, self.store.files)]
+                if changed or self._changed:
+                    warnings.warn(f"{e}. Not saved: the values of "
+                                  f"{', '.join(map(repr, changed[:5]))}"
+                                  f"{' and others' if len(changed) > 5 else ''}, "
+                                  f"changed since it was closed", ChestWarning,
+                                  stacklevel=2)
             except BaseException:
                 self._closed = False  # not saved: closing again tries again
                 raise
@@ -1251,6 +1267,14 @@ class Chest(MutableMapping):
             self._adopt_worker_budget()
         if not self.session.locked and not self.session.temporary:
             self.session.lock()
+            left_as, self._left_as = self._left_as, None
+            if left_as is not None and self.store.disk_mark() != left_as:
+                # Another chest wrote the folder since this one let it go:
+                # this one's index would undo its changes (and drop() delete
+                # its files).
+                self._left_as = left_as
+                self.session.unlock()
+                raise FolderChangedError(self.path, action)
             self.session.watch(self)
             self._closed = False  # open again: close() must release the lock
         self._guarded = False
@@ -1267,6 +1291,9 @@ class Chest(MutableMapping):
 
     def _release_writer_lock(self) -> None:
         if self.session.locked:
+            # What this chest leaves on disk: taking the lock again, it
+            # writes only if no other chest wrote the folder meanwhile.
+            self._left_as = self.store.disk_mark()
             self.session.unlock()
             self._guarded = True
 

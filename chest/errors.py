@@ -181,6 +181,25 @@ class FolderError(ChestError):
     a repair is refused. The message names the folder and says which."""
 
 
+class FolderChangedError(FolderError):
+    """A chest closed (or dropped) was to write again, but another chest
+    wrote its folder meanwhile: what this one holds is out of date, and
+    writing it would undo the other's changes. Nothing is written; reopen
+    the chest to see the folder as it is."""
+
+    def __init__(self, path: str, action: str) -> None:
+        self.path = path
+        self.action = action
+        super().__init__(
+            f"cannot {action}: the chest at {path} was changed by another "
+            f"chest since this one was closed (or dropped), and this one's "
+            f"keys are out of date; nothing was written: reopen it "
+            f"(Chest({path!r})) to see its changes")
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return type(self), (self.path, self.action)
+
+
 class ChestWarning(UserWarning):
     """Something went wrong where raising would not reach you: in the
     background, at garbage collection, at exit, or in ``close()`` (values

@@ -793,6 +793,21 @@ class Store:
         """Absolute path of the ``.keys`` index."""
         return os.path.join(self.path, INDEX_NAME)
 
+    def disk_mark(self) -> Tuple[Optional[Tuple[int, ...]], ...]:
+        """The index and the journal as they are on disk now (inode, size,
+        times of each; None for one not there): another writer's change to
+        the folder (a flush, a close, a value spilled) changes it."""
+        marks: List[Optional[Tuple[int, ...]]] = []
+        for filename in (self.index_path, self.journal_path):
+            try:
+                info = os.stat(filename)
+            except FileNotFoundError:
+                marks.append(None)
+            else:
+                marks.append((info.st_ino, info.st_size, info.st_mtime_ns,
+                              info.st_ctime_ns))
+        return tuple(marks)
+
     def write_index(self, keys: Iterable[Hashable]) -> None:
         """Atomically write the index of ``keys``, then delete retired files
         and free the names of forgotten keys.

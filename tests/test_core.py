@@ -778,6 +778,60 @@ def test_closed_chest_whose_folder_was_removed_is_not_recreated(chest_path):
     assert not os.path.exists(chest_path)
 
 
+@pytest.mark.parametrize("packed", [None, "sqlite", "lmdb"])
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_a_chest_used_after_close_does_not_write_over_another_writers_changes(
+        tmp_path, packed, how):
+    # A chest closed (or dropped) takes the writer's lock again to write:
+    # another chest that wrote the folder meanwhile must not lose its keys
+    # to this one's old index, nor its files to a drop().
+    path = str(tmp_path / "c")
+    c = Chest(path=path, packed=packed)
+    c["a"], c["kept"] = 1, np.arange(5)
+    if how == "close":
+        c.close()
+    else:
+        c.flush()
+        c.drop()
+    other = Chest(path=path, packed=packed)
+    other["x"] = "from the other"
+    other.pop("a", None)
+    other.close()
+    with pytest.raises(chest.FolderChangedError, match="changed by another chest") as e:
+        c["b"] = 2
+    assert path in str(e.value) and "set a key" in str(e.value)
+    assert "b" not in c  # nothing changed
+    with pytest.raises(chest.FolderChangedError):
+        c.drop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c.close()  # nothing of its own to save: quiet
+    again = Chest(path=path)
+    assert sorted(again, key=str) == ["x"] if how == "drop" else sorted(again) == ["kept", "x"]
+    assert again["x"] == "from the other"
+    again.close()
+    # A chest used after close() with no other writer meanwhile writes, as before.
+    again["y"] = 3
+    again.close()
+    assert sorted(Chest(path=path, readonly=True), key=str)[-1] == "y"
+
+
+def test_a_chest_changed_after_close_while_another_wrote_warns_at_close(tmp_path):
+    path = str(tmp_path / "c")
+    c = Chest(path=path)
+    c["a"] = [1]
+    c.close()
+    value = c["a"]  # read after close: in memory, maybe changed in place
+    other = Chest(path=path)
+    other["a"] = "the other's"
+    other.close()
+    value.append(2)
+    with pytest.warns(ChestWarning, match="changed by another chest") as w:
+        c.close()
+    assert "Not saved: the values of 'a', changed since" in str(w[0].message)
+    assert Chest(path=path, readonly=True)["a"] == "the other's"
+
+
 def test_repr(make_chest):
     c = make_chest(available_memory=1000)
     c["a"] = np.zeros(100)

@@ -8,8 +8,8 @@ import pytest
 
 import chest
 from chest.folder import check_folder
-from chest.errors import (ChestError, ChestLockedError, DiskBudgetError, FolderError,
-                          IndexFileError, ReadOnlyError, UnwritableValuesError,
+from chest.errors import (ChestError, ChestLockedError, DiskBudgetError,
+                          FolderChangedError, FolderError, IndexFileError, ReadOnlyError, UnwritableValuesError,
                           ValueFileError)
 
 ERRORS = [
@@ -19,6 +19,7 @@ ERRORS = [
     (ChestLockedError("/c", "process 12"), ["/c", "process 12"]),
     (ReadOnlyError("/c", "set a key"), ["/c", "set a key"]),
     (DiskBudgetError("/c", "k", 200, 100), ["/c", "'k'", "max_disk=100"]),
+    (FolderChangedError("/c", "set a key"), ["/c", "set a key", "reopen"]),
 ]
 
 
