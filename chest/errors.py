@@ -192,7 +192,7 @@ class FolderChangedError(FolderError):
         self.action = action
         super().__init__(
             f"cannot {action}: the chest at {path} was changed by another "
-            f"chest since this one was closed (or dropped), and this one's "
+            f"chest (or removed) since this one was closed or dropped, and this one's "
             f"keys are out of date; nothing was written: reopen it "
             f"(Chest({path!r})) to see its changes")
 
