@@ -59,7 +59,7 @@ from .folder import (BACKUP_NAME, ENGINE_FILES, Entry, IndexInfo, JournalInfo,
                      walk_files, is_journal_place, read_journal_value)
 from .journal import JOURNAL_NAME, Journal
 from .progress import Progress
-from .files import OLD_PREFIX, TMP_PREFIX, is_temp_name, sync_dir, temp_name
+from .files import FILE_MODE, OLD_PREFIX, TMP_PREFIX, is_temp_name, sync_dir, temp_name
 from .index import (ENGINE_NAMES, INDEX_MAGIC, INDEX_NAME, Slot, is_slot,
                     is_valid_place, parse_index)
 from .index import write_index_file as _write_index_file
@@ -724,7 +724,8 @@ def _damaged_engine_name(path: str, engine: str) -> str:
 
 def write_index_file(path: str, entries: Iterable[Entry], durable: bool = True,
                      packed: Optional[str] = None, next_slot: int = 0,
-                     retired_slots: Iterable[Slot] = ()) -> None:
+                     retired_slots: Iterable[Slot] = (),
+                     file_mode: int = FILE_MODE) -> None:
     """Atomically write ``.keys`` listing ``entries``, as Store.write_index does.
 
     The bytes are the store's format (:func:`chest.index.write_index_file`):
@@ -748,9 +749,12 @@ def write_index_file(path: str, entries: Iterable[Entry], durable: bool = True,
     retired_slots : iterable of (engine, slot)
         Slots that are removed right after the index is written (if that
         does not happen, the writer removes them when it opens the chest).
+    file_mode : int
+        The index file's permissions (the chest's ``file_mode``).
     """
     _write_index_file(path, [(e.key, e.name, e.size) for e in entries], durable,
-                      packed=packed, next_slot=next_slot, retired_slots=retired_slots)
+                      file_mode=file_mode, packed=packed, next_slot=next_slot,
+                      retired_slots=retired_slots)
 
 
 def _backup_name(path: str) -> str:
@@ -809,6 +813,9 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
         for engine in ENGINE_NAMES:
             for name in engine_files(engine):
                 _refuse_unreadable(path, full_path(path, name), os.O_RDWR)
+        print(f"{'dry run, nothing is changed: ' if dry_run else ''}repairing {path}",
+              file=out)
+        mode = _chest_file_mode(path)
         journal = read_journal_file(path)
         held = _held_in_journal(journal)
         if held:
@@ -821,12 +828,10 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
                 say(f"write  {key!r}: its value kept in the journal "
                     f"({place[2]} bytes) to a file of its own")
             if not dry_run:
-                _write_out_of_journal(path, held, journal)
+                _write_out_of_journal(path, held, journal, mode)
                 journal = read_journal_file(path)
         index = read_index(path)
         files = walk_files(path)
-        print(f"{'dry run, nothing is changed: ' if dry_run else ''}repairing {path}",
-              file=out)
         print(f"index: {index.describe()}", file=out)
         backup = _backup_name(path) if index.error is not None else None
         if backup is not None:
@@ -855,7 +860,7 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
                 f"loads with pickle.load; was the chest written with another dump? "
                 f"Nothing was changed (pass --force to drop them from the index)")
         if not dry_run:
-            _apply(path, plan, index, journal, backup)
+            _apply(path, plan, index, journal, backup, mode)
         sources = [e.source for e in plan.entries]
         print(f"{'would write' if dry_run else 'wrote'} {INDEX_NAME}: "
               f"{len(plan.entries)} keys ({sources.count('index')} from the index, "
@@ -894,14 +899,27 @@ def _held_in_journal(journal: JournalInfo) -> Dict[Hashable, Any]:
     return {key: place for key, place in last.items() if is_journal_place(place)}
 
 
+def _chest_file_mode(path: str) -> int:
+    """The permissions the chest at ``path`` gives its files (its
+    ``file_mode``): those of its journal, else of its index, else the
+    default. Files repair writes get them, so that those who may read the
+    chest's other files (a group it is shared with) may read these."""
+    for name in (JOURNAL_NAME, INDEX_NAME):
+        try:
+            return stat.S_IMODE(os.stat(os.path.join(path, name)).st_mode)
+        except OSError:
+            pass
+    return FILE_MODE
+
+
 def _write_out_of_journal(path: str, held: Dict[Hashable, Any],
-                          journal_info: JournalInfo) -> None:
+                          journal_info: JournalInfo, mode: int = FILE_MODE) -> None:
     """Write each value kept in the journal to a file of its own (a hashed
-    name no file has), and record that in the journal after it (first
-    cutting off the torn bytes after its last whole record: a record
-    appended after them would never be read)."""
+    name no file has, with permissions ``mode``), and record that in the
+    journal after it (first cutting off the torn bytes after its last whole
+    record: a record appended after them would never be read)."""
     filename = os.path.join(path, JOURNAL_NAME)
-    journal = Journal(filename)
+    journal = Journal(filename, file_mode=mode)
     try:
         if journal_info.torn_bytes:
             os.truncate(filename, len(journal_info.data) - journal_info.torn_bytes)
@@ -913,6 +931,8 @@ def _write_out_of_journal(path: str, held: Dict[Hashable, Any],
             tmp = full_path(path, f".tmp.{name}.{os.urandom(6).hex()}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
+                if mode != 0o600:
+                    os.fchmod(fd, mode)  # (exactly: not narrowed by the umask)
                 os.write(fd, data)
                 os.fsync(fd)
             finally:
@@ -927,7 +947,7 @@ def _write_out_of_journal(path: str, held: Dict[Hashable, Any],
 
 
 def _apply(path: str, plan: Plan, index: IndexInfo, journal: JournalInfo,
-           backup: Optional[str]) -> None:
+           backup: Optional[str], mode: int = FILE_MODE) -> None:
     # The fresh databases first: if one cannot be made, nothing else is done.
     fresh: Dict[str, str] = {}
     try:
@@ -964,7 +984,8 @@ def _apply(path: str, plan: Plan, index: IndexInfo, journal: JournalInfo,
         # The slots about to go are listed: if this dies before they are
         # removed, the writer removes them when it opens the chest.
         write_index_file(path, plan.entries, packed=plan.packed,
-                         next_slot=plan.next_slot, retired_slots=plan.slot_removals)
+                         next_slot=plan.next_slot, retired_slots=plan.slot_removals,
+                         file_mode=mode)
         # Only now: a crash before the index is written must find the journal.
         if journal.exists:
             os.remove(os.path.join(path, JOURNAL_NAME))

@@ -441,6 +441,37 @@ def test_repair_keeps_the_values_a_crashed_write_through_chest_kept_in_its_journ
 
 
 @pytest.mark.parametrize("engine", ["files", "sqlite", "lmdb"])
+def test_repair_gives_the_files_it_writes_the_chests_file_mode(tmp_path, capsys, engine):
+    # A chest shared with a group (file_mode=0o660), killed with values kept
+    # in its journal: repair wrote them, and the index, readable by its
+    # owner only (0o600), and reopening it did not widen them again. Its
+    # report named the values written before the chest it repairs.
+    import stat
+    import subprocess
+    import sys
+    path = str(tmp_path / "c")
+    script = WRITE_THROUGH_THEN_KILL.replace("write_through=True,",
+                                             "write_through=True, file_mode=0o660,")
+    subprocess.run([sys.executable, "-c", script, path, engine])
+    os.umask(old := os.umask(0o077))  # (a narrow umask must not narrow them)
+    try:
+        assert cli.main(["repair", path]) == 0
+    finally:
+        os.umask(old)
+    out = capsys.readouterr().out
+    assert out.index(f"repairing {path}") < out.index("write  'counter'")
+    c = Chest(path=path, file_mode=0o660)
+    try:
+        assert dict(c) == {"flushed": "F2", "counter": 42}
+        names = [c.key_to_filename(k) for k in c if not c.store.place(k)]
+    finally:
+        c.close()
+    names.append(os.path.join(path, ".keys"))
+    assert {n: oct(stat.S_IMODE(os.stat(n).st_mode)) for n in names} == \
+        {n: "0o660" for n in names}
+
+
+@pytest.mark.parametrize("engine", ["files", "sqlite", "lmdb"])
 def test_repair_of_a_write_through_journal_whose_last_record_is_torn(
         tmp_path, capsys, engine):
     # repair recorded the files it wrote the journal's values to after the
