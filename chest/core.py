@@ -578,7 +578,18 @@ class Chest(MutableMapping):
             if self._guarded:
                 self._writable("delete a key")
             self._refuse_in_child("delete a key")
-            self.store.forget(key)  # first: if it fails, nothing has changed
+            try:
+                self.store.forget(key)  # first: if it fails, nothing has changed
+            except OSError as e:
+                # (A deletion is recorded in the journal: on a disk with no
+                # room at all, even that small write fails.)
+                if hasattr(e, "add_note"):  # Python 3.11+
+                    e.add_note(f"chest at {self.path}: key {key!r} was not deleted: "
+                               f"its deletion cannot be recorded in "
+                               f"{self.store.journal_path}; the key keeps its value"
+                               + ("; the disk is full: free room on it, then delete "
+                                  "again" if is_disk_full(e) else ""))
+                raise
             self._drop_value(key)
             del self._keys[key]
             self._changed = True

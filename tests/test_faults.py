@@ -581,6 +581,39 @@ def test_deleting_keys_on_a_disk_too_full_for_the_index_saves_the_values(
         again.close()
 
 
+@pytest.mark.parametrize("engine", [None, "sqlite", "lmdb"])
+@pytest.mark.parametrize("write_through", [False, True])
+def test_a_deletion_a_full_disk_cannot_record_names_the_key_and_changes_nothing(
+        tmp_path, monkeypatch, engine, write_through):
+    # A deletion is one small journal record: on a disk with no room at all
+    # it failed with a bare OSError that named neither the key nor the chest.
+    from chest.journal import Journal
+    path = str(tmp_path / "chest")
+    c = Chest(path=path, available_memory=0, packed=engine, write_through=write_through)
+    c["a"], c["b"] = ("a", 1), ("b", 2)
+    append = Journal.append
+
+    def full(self, key, name, size, data=None):
+        raise OSError(errno.ENOSPC, "No space left on device", self.filename)
+
+    monkeypatch.setattr(Journal, "append", full)
+    with pytest.raises(OSError) as e:
+        del c["a"]
+    notes = "\n".join(getattr(e.value, "__notes__", []))
+    if sys.version_info >= (3, 11):
+        assert f"chest at {path}: key 'a' was not deleted" in notes
+        assert os.path.join(path, ".journal") in notes and "disk is full" in notes
+    assert c["a"] == ("a", 1) and sorted(c) == ["a", "b"]
+    monkeypatch.setattr(Journal, "append", append)  # room again
+    del c["a"]
+    c.close()
+    again = Chest(path=path)
+    try:
+        assert dict(again) == {"b": ("b", 2)}
+    finally:
+        again.close()
+
+
 @pytest.mark.parametrize("engine", [None, "sqlite"])
 def test_a_crashed_chest_on_a_full_disk_says_how_to_open_it(tmp_path, monkeypatch,
                                                              engine):
