@@ -561,8 +561,8 @@ class Chest(MutableMapping):
                 fold = store.unindexed_bytes > JOURNAL_FOLD
         except Exception as e:
             if hasattr(e, "add_note"):  # Python 3.11+: say which key, and that
-                e.add_note(f"chest at {self.path}: key {key!r} was not set: its "
-                           f"value cannot be written through; the key keeps "
+                e.add_note(f"chest at {self.path}: key {key!r} was not set: it "
+                           f"cannot be written through; the key keeps "
                            f"its earlier value")
             raise
         # Set: what follows may raise, but not undo it.

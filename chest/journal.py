@@ -43,8 +43,8 @@ from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 import cloudpickle
 
-__all__ = ["Journal", "read_journal", "read_journal_bytes", "read_journal_file_bytes",
-           "JOURNAL_NAME", "RECORD", "IN_JOURNAL"]
+__all__ = ["Journal", "UnpicklableKeyError", "read_journal", "read_journal_bytes",
+           "read_journal_file_bytes", "JOURNAL_NAME", "RECORD", "IN_JOURNAL"]
 
 JOURNAL_NAME = ".journal"
 #: A record that keeps the value itself says so in its place:
@@ -68,6 +68,11 @@ Record = Tuple[Hashable, Any, int]
 # process share its writer's lock) ask each time, as either may append.
 _open_files: Dict[Tuple[int, int], "weakref.WeakSet[Journal]"] = {}
 _open_files_lock = threading.Lock()
+
+
+class UnpicklableKeyError(TypeError):
+    """A record of a key that cannot be pickled: no record of it can be in
+    the journal, nor (pickled too) in the index."""
 
 
 class Journal:
@@ -143,7 +148,14 @@ class Journal:
         try:
             return pickle.dumps(meta, protocol=5)
         except Exception:
-            return cloudpickle.dumps(meta, protocol=5)
+            try:
+                return cloudpickle.dumps(meta, protocol=5)
+            except Exception as e:
+                # (Only the key can fail: a name, a place and sizes always
+                # pickle. Said so, not blamed on the value.)
+                raise UnpicklableKeyError(
+                    f"the key {meta[0]!r} cannot be pickled ({type(e).__name__}: "
+                    f"{e}): a chest with a path keeps its keys on disk") from e
 
     def _meta_of_value(self, key: Hashable, length: int, size: int) -> bytes:
         """The pickled record of a value kept in the journal. Remembered for

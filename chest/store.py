@@ -44,8 +44,8 @@ from .files import (FILE_MODE, OLD_PREFIX, TMP_PREFIX, Written,
                     size_of_open_file, sync_dir, temp_name)
 from .index import (INDEX_MAGIC, INDEX_NAME, Place, Slot, as_key, holds_a_chest,
                     is_valid_place, parse_index, write_index_file)
-from .journal import (IN_JOURNAL, JOURNAL_NAME, Journal, read_journal_bytes,
-                      read_journal_file_bytes)
+from .journal import (IN_JOURNAL, JOURNAL_NAME, Journal, UnpicklableKeyError,
+                      read_journal_bytes, read_journal_file_bytes)
 from .packed import ENGINES, PackedEngine, engine_files, open_engine
 from .names import NameTable, fold, key_to_filename, safe_name
 
@@ -607,7 +607,12 @@ class Store:
         file)."""
         if (key in self.names or key in self.slots or key in self.journaled) and \
                 self.journal is not None:
-            self.journal.append(key, None, 0)  # first: if it fails, no change
+            try:
+                self.journal.append(key, None, 0)  # first: if it fails, no change
+            except UnpicklableKeyError:
+                # Its value's write failed on the same record (its file, if
+                # written, was discarded): nothing on disk names the key.
+                pass
         self.retire(key)
         self.table.release(key)
 

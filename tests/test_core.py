@@ -832,6 +832,47 @@ def test_a_chest_changed_after_close_while_another_wrote_warns_at_close(tmp_path
     assert Chest(path=path, readonly=True)["a"] == "the other's"
 
 
+class _KeyHoldingALock:
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def __hash__(self):
+        return 1
+
+    def __eq__(self, other):
+        return isinstance(other, _KeyHoldingALock)
+
+
+@pytest.mark.parametrize("packed", [None, "sqlite", "lmdb"])
+@pytest.mark.parametrize("write_through", [False, True])
+def test_a_key_that_cannot_be_pickled_is_named_as_the_cause(tmp_path, packed,
+                                                            write_through):
+    # The error blamed the value ("its value cannot be written through",
+    # "1 value(s) could not be written") when the key was what would not
+    # pickle.
+    path = str(tmp_path / "c")
+    c = Chest(path=path, packed=packed, write_through=write_through,
+              available_memory=0)
+    c["fine"] = "v"
+    key = _KeyHoldingALock()
+    if write_through:
+        with pytest.raises(TypeError, match="the key .* cannot be pickled"):
+            c[key] = "v"
+        assert key not in c
+    else:
+        with pytest.warns(ChestWarning, match="the key .* cannot be pickled"):
+            c[key] = "v"  # stays in memory: it cannot be written
+        with pytest.raises(UnwritableValuesError, match="the key .* cannot be pickled"):
+            c.flush()
+        assert c[key] == "v"
+        del c[key]
+    c.close()
+    with Chest(path=path, readonly=True) as again:
+        assert dict(again) == {"fine": "v"}
+    from chest.verify import find_problems
+    assert find_problems(path, deep=True, quiet=True).problems == []
+
+
 def test_repr(make_chest):
     c = make_chest(available_memory=1000)
     c["a"] = np.zeros(100)
