@@ -800,8 +800,9 @@ class Store:
 
     def disk_mark(self) -> Tuple[Optional[Tuple[int, ...]], ...]:
         """The index and the journal as they are on disk now (inode, size,
-        times of each; None for one not there): another writer's change to
-        the folder (a flush, a close, a value spilled) changes it."""
+        times of each; None for one not there, or an empty journal, which
+        a read opens): another writer's change to the folder (a flush, a
+        close, a value spilled) changes it."""
         marks: List[Optional[Tuple[int, ...]]] = []
         for filename in (self.index_path, self.journal_path):
             try:
@@ -809,8 +810,9 @@ class Store:
             except FileNotFoundError:
                 marks.append(None)
             else:
-                marks.append((info.st_ino, info.st_size, info.st_mtime_ns,
-                              info.st_ctime_ns))
+                marks.append(None if info.st_size == 0 and filename == self.journal_path
+                              else (info.st_ino, info.st_size, info.st_mtime_ns,
+                                    info.st_ctime_ns))
         return tuple(marks)
 
     def write_index(self, keys: Iterable[Hashable]) -> None:
