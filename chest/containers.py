@@ -362,21 +362,15 @@ class List(_Container, MutableSequence):
         after = self._positions[j] if j < len(self._positions) else None
         return self._between(before, after)
 
-    def _write_meta(self, meta: Dict[str, Any],
-                    restore: Optional[Dict[str, Any]] = None) -> None:
-        """Set the List's own key to ``meta``. Without ``write_through``, a
-        List with a path also writes it to disk now (one small write): what
-        is evicted after it (journaled) must not be found after a crash
-        without it (see :meth:`sort`). If it cannot be written, the key is
-        set back to ``restore`` (when given, in memory) and this raises."""
-        self.chest[_META] = self._state(meta)
-        if not self.chest.write_through and not self.chest.session.temporary:
-            try:
-                self.chest.move_to_disk(_META)
-            except BaseException:
-                if restore is not None:
-                    self.chest[_META] = self._state(restore)
-                raise
+    def _write_meta(self, meta: Dict[str, Any]) -> None:
+        """Set the List's own key to ``meta``, on disk when this returns (see
+        :meth:`Chest.write`), also without ``write_through``: what is
+        written after it (items evicted, journaled) must not be found after a
+        crash without it (see :meth:`sort`), nor its earlier value lost
+        before it is written (a set, then a write, left a moment where
+        neither was on disk: a crash there in sort() emptied the list). If
+        it cannot be written, this raises and nothing changes."""
+        self.chest.write(_META, self._state(meta))
 
     def _changing(self) -> None:
         """ValueError while a key of :meth:`sort` changes the list (the lock
@@ -580,7 +574,7 @@ class List(_Container, MutableSequence):
         with self._lock:
             self._changing()
             flag = not self._reversed
-            self._write_meta({"reversed": flag}, restore={"reversed": self._reversed})
+            self._write_meta({"reversed": flag})
             self._reversed = flag
             self._positions.reverse()
 

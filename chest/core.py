@@ -507,6 +507,20 @@ class Chest(MutableMapping):
         if over:
             self.eviction.shrink_behind(size, self)  # (held while it writes)
 
+    def write(self, key: Hashable, value: Any) -> None:
+        """``c[key] = value``, on disk when this returns, as every set is with
+        ``write_through=True``: a crash (``kill -9``) afterwards finds it,
+        and until it returns finds the key's earlier stored value. If it
+        cannot be written, this raises and the key keeps its value. (A
+        temporary chest keeps nothing: a set.)"""
+        if self.session.temporary:
+            self[key] = value
+            return
+        if self._guarded:
+            hash(key)  # a bad key changes nothing, not even the lock
+            self._writable("set a key")
+        self._set_through(key, value)
+
     def _set_through(self, key: Hashable, value: Any) -> None:
         """``c[key] = value`` with ``write_through``: a small value is kept in
         the journal, a large one written to its file or slot, before this

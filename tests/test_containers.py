@@ -707,6 +707,58 @@ def test_kill_9_during_sort_leaves_the_old_list_or_the_sorted_one(tmp_path, kind
             assert len(l.chest) == n + (_META in l.chest)
 
 
+# A process forked for each point k, killed right after the k-th change that
+# sort() asks of its chest returns (past the last one: it exits as it is).
+KILLED_AFTER_EACH_CHANGE = '''
+import os, signal, sys
+from chest import Chest, List
+folder, engine, through, points = sys.argv[1:]
+done = [0]
+def killing(method):
+    def wrapped(*args, **kwargs):
+        result = method(*args, **kwargs)
+        if done[0] is not None:
+            done[0] += 1
+            if done[0] == k:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    return wrapped
+for name in ("__setitem__", "__delitem__", "write", "move_to_disk", "flush"):
+    setattr(Chest, name, killing(getattr(Chest, name)))
+for k in range(1, int(points) + 1):
+    pid = os.fork()
+    if pid == 0:
+        done[0] = None
+        l = List([5, 3, 4, 1], path=os.path.join(folder, str(k)), write_through=through == "1",
+                 packed=None if engine == "None" else engine)
+        l.flush()
+        done[0] = 0
+        l.sort()
+        os._exit(0)
+    os.waitpid(pid, 0)
+'''
+
+
+@pytest.mark.parametrize("engine", [None, "sqlite", "lmdb"])
+@pytest.mark.parametrize("through", [False, True])
+def test_kill_9_after_any_change_of_a_sort_leaves_the_old_list_or_the_sorted_one(
+        tmp_path, engine, through):
+    # Without write_through, the List's marker was set in memory, then
+    # written: a kill between the two, at the end of sort(), lost the marker
+    # that said the sorted items were all written, after the old ones were
+    # deleted: the List reopened empty.
+    points = 30
+    subprocess.run([sys.executable, "-c", KILLED_AFTER_EACH_CHANGE, str(tmp_path),
+                    str(engine), "1" if through else "0", str(points)],
+                   check=True, timeout=120)
+    found = {}
+    for k in range(1, points + 1):
+        with List(path=str(tmp_path / str(k))) as l:
+            found[k] = list(l)
+    assert {k: v for k, v in found.items() if v not in ([5, 3, 4, 1], [1, 3, 4, 5])} == {}
+    assert found[points] == [1, 3, 4, 5]  # (the last point: no kill, sorted)
+
+
 def test_a_new_container_at_a_path_that_holds_one_is_refused(tmp_path):
     # union(path=P), copy(path=P), fromkeys(path=P) make a *new* container:
     # at a path that holds items they would mix them in (or, at a List's

@@ -1556,6 +1556,37 @@ def test_write_through_a_value_that_cannot_be_written_raises_and_keeps_the_old(
     assert make_chest("chest")["k"] == "old"
 
 
+@pytest.mark.parametrize("packed", [None, "sqlite", "lmdb"])
+def test_write_puts_one_value_on_disk_at_once_in_a_chest_not_written_through(
+        tmp_path, packed):
+    path = str(tmp_path / "c")
+    c = Chest(path=path, packed=packed)
+    c["flushed"], c["big"] = "old", np.arange(10)
+    c.flush()
+    c.write("flushed", "new")
+    c.write("added", {"a": 1})
+    c.write("big", np.arange(20_000))  # (a large one: its file, at once)
+    c["memory only"] = 1
+    crashed = str(tmp_path / "crashed")
+    shutil.copytree(path, crashed)  # the folder as a kill -9 now leaves it
+    with Chest(path=crashed) as again:
+        assert sorted(again) == ["added", "big", "flushed"]
+        assert again["flushed"] == "new" and again["added"] == {"a": 1}
+        assert (again["big"] == np.arange(20_000)).all()
+    with pytest.raises(TypeError):
+        c.write("flushed", Unpicklable())
+    assert c["flushed"] == "new"  # unchanged
+    c.close()
+    with Chest(path=path, readonly=True) as reader:
+        with pytest.raises(chest.ReadOnlyError):
+            reader.write("flushed", 1)
+        assert reader["flushed"] == "new"
+    temporary = Chest()
+    temporary.write("k", 1)  # (keeps nothing: a set)
+    assert temporary["k"] == 1
+    temporary.close()
+
+
 def test_write_through_needs_a_path_and_folds_a_long_journal(make_chest, monkeypatch):
     with pytest.raises(ValueError, match="write_through"):
         Chest(write_through=True)
