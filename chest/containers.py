@@ -844,27 +844,34 @@ class Set(_Container, MutableSet):
     def __len__(self) -> int:
         return len(self.chest)
 
+    # (Each looks, then changes, under the chest's lock: two threads
+    # discarding one element, one of them between the other's look and its
+    # deletion, raised KeyError.)
     def add(self, x: Hashable) -> None:
         """Add ``x`` (one write if it is new)."""
-        if x not in self.chest:
-            self.chest[x] = self._member
+        with self.chest.lock:
+            if x not in self.chest:
+                self.chest[x] = self._member
 
     def discard(self, x: Hashable) -> None:
         """Remove ``x`` if it is there."""
-        if x in self.chest:
-            del self.chest[x]
+        with self.chest.lock:
+            if x in self.chest:
+                del self.chest[x]
 
     def remove(self, x: Hashable) -> None:
         """Remove ``x``; KeyError if it is not there."""
-        if x not in self.chest:
-            raise KeyError(x)
-        del self.chest[x]
+        with self.chest.lock:
+            if x not in self.chest:
+                raise KeyError(x)
+            del self.chest[x]
 
     def pop(self) -> Any:
         """Remove and return an element; KeyError if the set is empty."""
-        if not len(self.chest):
-            raise KeyError("pop from an empty set")
-        return self.chest.popitem()[0]
+        with self.chest.lock:
+            if not len(self.chest):
+                raise KeyError("pop from an empty set")
+            return self.chest.popitem()[0]
 
     def clear(self) -> None:
         """Remove every element."""

@@ -759,6 +759,42 @@ def test_kill_9_after_any_change_of_a_sort_leaves_the_old_list_or_the_sorted_one
     assert found[points] == [1, 3, 4, 5]  # (the last point: no kill, sorted)
 
 
+def test_threads_adding_discarding_and_popping_one_set_never_fail(tmp_path):
+    # discard() looked, then deleted, without a lock: two threads discarding
+    # the same element, one between the other's look and its deletion, got
+    # KeyError (set.discard never raises); pop() and remove() the same.
+    errors = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for attempt in range(5):
+            s = Set(path=str(tmp_path / f"s{attempt}"), write_through=True)
+
+            def work(action):
+                try:
+                    for i in range(1500):
+                        action(i % 20)
+                except Exception as e:  # pragma: no cover (the defect)
+                    errors.append(e)
+
+            def pop(_):
+                try:
+                    s.pop()
+                except KeyError as e:
+                    assert str(e) == "'pop from an empty set'"
+
+            threads = [threading.Thread(target=work, args=(action,))
+                       for action in (s.add, s.add, s.discard, s.discard, pop)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            s.close()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
 def test_a_new_container_at_a_path_that_holds_one_is_refused(tmp_path):
     # union(path=P), copy(path=P), fromkeys(path=P) make a *new* container:
     # at a path that holds items they would mix them in (or, at a List's
