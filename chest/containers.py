@@ -56,7 +56,7 @@ from . import serialize
 from .core import Chest
 from .store import Keep
 from .errors import UnwritableValuesError
-from .lock import refuse_if_held_here
+from .lock import held_here, refuse_if_held_here
 
 __all__ = ["List", "Set", "between"]
 
@@ -201,6 +201,16 @@ class _Container:
     """What the list and the set share: their chest, its keywords, closing."""
 
     def __init__(self, path: Optional[_PathLike], chest_keywords: Dict[str, Any]) -> None:
+        if path is not None and not chest_keywords.get("readonly") and \
+                os.path.isdir(path) and held_here(os.fspath(path)):
+            # (Two writers in one process share the folder's lock: this one
+            # would not see the other's changes not yet flushed, and the one
+            # closed last would undo the other's. A notebook cell run again,
+            # l = List(path=p), lost the items of the first.)
+            kind = type(self).__name__
+            raise ValueError(f"{kind}(path={os.fspath(path)!r}): it is open in this "
+                             f"process already (a {kind} or chest not closed): close "
+                             f"that one first, or open this one with readonly=True")
         if "packed" not in chest_keywords and "dump" not in chest_keywords:
             # A new one packs its small items in SQLite: items are many and
             # small more often than not, and a file each cost 0.9 ms here to

@@ -795,6 +795,24 @@ def test_threads_adding_discarding_and_popping_one_set_never_fail(tmp_path):
     assert errors == []
 
 
+@pytest.mark.parametrize("kind", [List, Set])
+def test_a_container_open_for_writing_in_this_process_is_not_opened_twice(tmp_path, kind):
+    # A notebook cell run again (l = List(path=p) while the first l is
+    # open) made a second writer that did not see the first's items, and
+    # whose close undid them.
+    path = str(tmp_path / "c")
+    first = kind([1, 2], path=path)
+    with pytest.raises(ValueError, match="open in this process already.*close that one"):
+        kind(path=path)
+    first.flush()
+    with kind(path=path, readonly=True) as reader:  # (a reader may)
+        assert sorted(reader) == [1, 2]
+    first.close()
+    second = kind(path=path)  # closed: opened again
+    second.close()
+    assert sorted(kind(path=path, readonly=True)) == [1, 2]
+
+
 def test_a_new_container_at_a_path_that_holds_one_is_refused(tmp_path):
     # union(path=P), copy(path=P), fromkeys(path=P) make a *new* container:
     # at a path that holds items they would mix them in (or, at a List's
