@@ -40,6 +40,7 @@ Examples
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -256,6 +257,31 @@ class _Container:
                              f"{type(self).__name__} of {count} items; give a new path")
         return new
 
+    @contextlib.contextmanager
+    def _closed_on_error(self) -> Iterator[None]:
+        """Close the container if the block raises (its constructor: no one
+        else will, and its lock would keep the path from being opened
+        again in this process)."""
+        try:
+            yield
+        except BaseException:
+            self.chest.close()
+            raise
+
+    @contextlib.contextmanager
+    def _dropped_on_error(self) -> Iterator[None]:
+        """Remove the container (made new, empty, by a method) if the block
+        that fills it raises: a retry at the same path was refused, the path
+        holding a part of it."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.chest.drop()
+            finally:
+                self.chest.close()
+            raise
+
     def flush(self) -> None:
         """Write every item to disk (see :meth:`chest.Chest.flush`)."""
         self.chest.flush()
@@ -331,7 +357,8 @@ class List(_Container, MutableSequence):
         else:
             self._reversed = bool(meta and meta.get("reversed"))
         self._positions: ListOf[Position] = sorted(positions, reverse=self._reversed)
-        self.extend(data)
+        with self._closed_on_error():
+            self.extend(data)  # (all or none: a retry would add some twice)
 
     def _chest_keywords(self, keywords: Dict[str, Any]) -> Dict[str, Any]:
         """The user's keywords, with a ``dump`` and ``load`` that write the
@@ -488,6 +515,23 @@ class List(_Container, MutableSequence):
             position = self._new_position(j)
             self.chest[position] = value
             self._positions.insert(j, position)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        """Append each of ``values``: one write each. If one cannot be
+        written (or ``values`` raises), this raises and the list is as it
+        was: the items it appended are deleted again (as a slice assignment
+        changes nothing; ``list.extend`` keeps those an iterator gave before
+        it raised). A crash meanwhile keeps those written."""
+        with self._lock:
+            if values is self:
+                values = list(values)
+            count = len(self._positions)
+            try:
+                for value in values:
+                    self.append(value)
+            except BaseException:
+                del self[count:]
+                raise
 
     def append(self, value: Any) -> None:
         """Add ``value`` at the end: one write."""
@@ -689,8 +733,8 @@ class List(_Container, MutableSequence):
         """A new List with the same items and keywords: temporary unless
         given a ``path`` (which must not hold items already)."""
         new: List = self._empty_like(path, "List.copy")
-        with self._lock:  # (the new List is no other thread's: no deadlock)
-            new.extend(self)
+        with self._lock, new._dropped_on_error():
+            new.extend(self)  # (the new List is no other thread's: no deadlock)
         return new
 
     __copy__ = copy
@@ -818,8 +862,8 @@ class Set(_Container, MutableSet):
             self.chest.close()
             raise ValueError(f"the chest at {self.chest.path} already holds a List, "
                              f"not a Set's elements: open it with chest.List")
-        for x in data:
-            self.add(x)
+        with self._closed_on_error():
+            self.update(data)  # (all or none: a retry would not know which were new)
 
     def _holds_a_list(self) -> bool:
         """Is this chest a List's? (A Set took a List's positions for its
@@ -900,7 +944,8 @@ class Set(_Container, MutableSet):
         """A new Set with the same elements and keywords: temporary unless
         given a ``path`` (which must not hold elements already)."""
         new = self._new(path)
-        new.update(self)
+        with new._dropped_on_error():
+            new.update(self)
         return new
 
     __copy__ = copy
@@ -914,7 +959,8 @@ class Set(_Container, MutableSet):
     def union(self, *others: Iterable[Hashable], path: Optional[_PathLike] = None) -> "Set":
         """A new set of the elements of this set and of ``others``."""
         new = self._new(path)
-        new.update(self, *others)
+        with new._dropped_on_error():
+            new.update(self, *others)
         return new
 
     def intersection(self, *others: Iterable[Hashable],
@@ -922,9 +968,10 @@ class Set(_Container, MutableSet):
         """A new set of the elements in this set and in every one of ``others``."""
         lookups = [self._lookup(o) for o in others]
         new = self._new(path)
-        for x in self:
-            if all(x in o for o in lookups):
-                new.add(x)
+        with new._dropped_on_error():
+            for x in self:
+                if all(x in o for o in lookups):
+                    new.add(x)
         return new
 
     def difference(self, *others: Iterable[Hashable],
@@ -932,9 +979,10 @@ class Set(_Container, MutableSet):
         """A new set of the elements in this set and in none of ``others``."""
         lookups = [self._lookup(o) for o in others]
         new = self._new(path)
-        for x in self:
-            if not any(x in o for o in lookups):
-                new.add(x)
+        with new._dropped_on_error():
+            for x in self:
+                if not any(x in o for o in lookups):
+                    new.add(x)
         return new
 
     def symmetric_difference(self, other: Iterable[Hashable],
@@ -942,19 +990,35 @@ class Set(_Container, MutableSet):
         """A new set of the elements in exactly one of this set and ``other``."""
         lookup = self._lookup(other)
         new = self._new(path)
-        for x in self:
-            if x not in lookup:
-                new.add(x)
-        for x in lookup:
-            if x not in self:
-                new.add(x)
+        with new._dropped_on_error():
+            for x in self:
+                if x not in lookup:
+                    new.add(x)
+            for x in lookup:
+                if x not in self:
+                    new.add(x)
         return new
 
     def update(self, *others: Iterable[Hashable]) -> None:
-        """Add the elements of ``others``."""
-        for other in others:
-            for x in other:
-                self.add(x)
+        """Add the elements of ``others``. If one cannot be written (or
+        ``others`` raise), this raises and the set is as it was: the
+        elements it added are removed again."""
+        added: ListOf[Hashable] = []
+        try:
+            for other in others:
+                for x in other:
+                    with self.chest.lock:
+                        if x not in self.chest:
+                            self.chest[x] = self._member
+                            added.append(x)
+        except BaseException:
+            for x in added:
+                self.discard(x)
+            raise
+
+    def __ior__(self, other: AbstractSet[Any]) -> "Set":  # type: ignore[misc]
+        self.update(other)
+        return self
 
     def intersection_update(self, *others: Iterable[Hashable]) -> None:
         """Keep only the elements also in every one of ``others``."""
