@@ -351,6 +351,20 @@ class List(_Container, MutableSequence):
             raise ValueError(f"the chest at {self.chest.path} is not a List's: "
                              f"it has the key {bad[0]!r}")
         meta = self.chest.get(_META) if _META in self.chest else None
+        if meta is None and positions and self._holds_a_set(positions):
+            self.chest.close()
+            raise ValueError(f"the chest at {self.chest.path} holds a Set's elements, "
+                             f"not a List: open it with chest.Set")
+        if _META in self.chest and not isinstance(meta, dict):
+            self.chest.close()
+            raise ValueError(f"the chest at {self.chest.path} is not a List's: its "
+                             f"key {_META!r} holds {type(meta).__name__}, not a "
+                             f"List's settings")
+        if meta is None and not self.chest.readonly:
+            # Every List keeps its settings key from the start: it is what
+            # tells it from a Set (whose elements may be positions too).
+            with self._closed_on_error():
+                self._write_meta({"reversed": False})
         if isinstance(meta, dict) and meta.get("sort") is not None:
             positions = self._settle_sort(meta, positions)
             self._reversed = bool(meta.get("reversed")) and not meta.get("written")
@@ -359,6 +373,14 @@ class List(_Container, MutableSequence):
         self._positions: ListOf[Position] = sorted(positions, reverse=self._reversed)
         with self._closed_on_error():
             self.extend(data)  # (all or none: a retry would add some twice)
+
+    def _holds_a_set(self, positions: ListOf[Position]) -> bool:
+        """Is this chest, whose keys are all ``positions`` and which has no
+        settings key, a Set's (of tuples of ints)? A List made before every
+        List kept that key may have none: then its values tell, unless its
+        first eight items are all None (or empty dicts: what a Set keeps)."""
+        sample = positions[:8]
+        return all(_is_member(self.chest[k]) for k in sample)
 
     def _chest_keywords(self, keywords: Dict[str, Any]) -> Dict[str, Any]:
         """The user's keywords, with a ``dump`` and ``load`` that write the
@@ -728,6 +750,7 @@ class List(_Container, MutableSequence):
             self.chest.clear()
             self._positions = []
             self._reversed = False
+            self._write_meta({"reversed": False})  # (what tells it from a Set)
 
     def copy(self, path: Optional[_PathLike] = None) -> "List":
         """A new List with the same items and keywords: temporary unless
@@ -869,9 +892,9 @@ class Set(_Container, MutableSet):
         """Is this chest a List's? (A Set took a List's positions for its
         elements, and its first add made the List unopenable.) Its own key
         holds a dict of settings (a Set's elements hold None, or an empty
-        dict with a dump of yours), or its first keys are positions whose
-        values are not a Set's. (A List whose first eight items are all None
-        cannot be told from a Set of positions.)"""
+        dict with a dump of yours), as every List's does; one made before
+        that has positions for keys, whose values are not a Set's (unless
+        its first eight items are all None)."""
         chest = self.chest
         if _META in chest and not _is_member(chest.get(_META)):
             return True

@@ -2,6 +2,7 @@
 machines with reopening in between), and what they keep on disk."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -169,7 +170,8 @@ def test_a_new_container_packs_small_items_unless_told_otherwise(tmp_path, kind)
         assert c.chest.store.packed == engine
         c.close()
         found = [f for f in os.listdir(path) if not f.startswith(".")]
-        assert len(found) == files, (kwargs, found)
+        # (A List's settings key is one more value: what tells it from a Set.)
+        assert len(found) == files + (files and kind is List), (kwargs, found)
         again = kind(path=path, **{k: v for k, v in kwargs.items() if k != "packed"})
         assert again.chest.store.packed == engine and list(again) == items
         copied = again.copy(path=path + "-copy")  # as its index says, not as new
@@ -193,7 +195,8 @@ def test_a_new_container_packs_small_items_unless_told_otherwise(tmp_path, kind)
             again = List(path=path) if name == "list" else Set(path=path)
             assert again.chest.store.packed == engine and len(again) == 2
             again.close()
-            assert len([f for f in os.listdir(path) if not f.startswith(".")]) == files
+            assert len([f for f in os.listdir(path) if not f.startswith(".")]) == \
+                files + (files and name == "list")
 
 
 def test_inserting_in_the_middle_writes_one_item(tmp_path):
@@ -921,20 +924,20 @@ def test_a_reverse_whose_flag_cannot_be_written_changes_nothing(tmp_path, kwargs
     # The flag was flipped before it was written: after the failure the next
     # append took a position already taken and overwrote an item.
     path = str(tmp_path / "l")
-    l = List([("x" * 100, i) for i in range(5)], path=path, max_disk="2KiB", **kwargs)
+    l = List([("x" * 100, i) for i in range(7)], path=path, **kwargs)
     try:
         l.flush()
-        i = 5
-        with pytest.raises(Exception):
-            while True:  # up to max_disk
-                l.append(("x" * 100, i))
-                l.flush()
-                i += 1
         before = [x[1] for x in l]
-        with pytest.raises(Exception):
+
+        def disk_full(key, value):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        l.chest.write = disk_full  # (the flag's write)
+        with pytest.raises(OSError):
             l.reverse()
+        del l.chest.write
         assert [x[1] for x in l] == before
-        del l[0], l[0]  # room again
+        del l[0], l[0]
         l.append(("new", -1))
         expected = before[2:] + [-1]
         assert [x[1] for x in l] == expected
@@ -1201,6 +1204,32 @@ def test_pickling_or_deep_copying_a_container_is_a_clear_error(kind):
                 action(c)
         plain = list if kind is List else set
         assert pickle.loads(pickle.dumps(plain(c))) == plain([1, 2])
+
+
+@pytest.mark.parametrize("packed", [None, "sqlite"])
+def test_a_list_and_a_set_are_told_apart_by_the_lists_settings_key(tmp_path, packed):
+    # Told apart by their values only: a Set of tuples of ints opened as a
+    # List of Nones (and its first append made it unopenable as a Set); a
+    # List of empty dicts, or one whose first item was put before eight
+    # Nones, opened as a Set of positions.
+    sets = {"coordinates": {(1, 2), (3, 4)}, "positions": {(1,), (2,)}}
+    lists = {"dicts": [{}, {}, {}], "nones": [None] * 8, "empty": []}
+    for name, elements in sets.items():
+        Set(elements, path=str(tmp_path / name), packed=packed).close()
+        with pytest.raises(ValueError, match="holds a Set's elements.*chest.Set"):
+            List(path=str(tmp_path / name))
+        with Set(path=str(tmp_path / name)) as s:
+            assert s == elements
+    for name, items in lists.items():
+        with List(items, path=str(tmp_path / name), packed=packed) as l:
+            l.insert(0, "first")
+        with pytest.raises(ValueError, match="already holds a List"):
+            Set(path=str(tmp_path / name))
+        with List(path=str(tmp_path / name)) as l:
+            assert list(l) == ["first", *items]
+            l.clear()
+        with pytest.raises(ValueError, match="already holds a List"):
+            Set(path=str(tmp_path / name))  # (cleared: still a List's)
 
 
 def test_a_set_refuses_a_lists_folder(tmp_path):
