@@ -431,6 +431,21 @@ class List(_Container, MutableSequence):
         it cannot be written, this raises and nothing changes."""
         self.chest.write(_META, self._state(meta))
 
+    def _put(self, position: Position, value: Any, j: int) -> None:
+        """Set the item at ``position`` (index ``j``), its error saying so."""
+        try:
+            self.chest[position] = value
+        except Exception as e:
+            self._say_which(e, position, j)
+            raise
+
+    def _say_which(self, error: Exception, position: Position, j: int) -> None:
+        """Add to ``error`` (of the chest, which names the key: a position)
+        which item of the List it was about."""
+        if hasattr(error, "add_note"):  # Python 3.11+
+            error.add_note(f"List at {self.chest.path}: the item at index {j} (its "
+                           f"key {position!r} in the List's chest) was not set")
+
     def _changing(self) -> None:
         """ValueError while a key of :meth:`sort` changes the list (the lock
         is held: only the sorting thread gets here)."""
@@ -461,7 +476,8 @@ class List(_Container, MutableSequence):
     def _set(self, i: Union[SupportsIndex, slice], value: Any) -> None:
         """:meth:`__setitem__`, the lock held."""
         if not isinstance(i, slice):
-            self.chest[self._positions[self._index(i)]] = value
+            j = self._index(i)
+            self._put(self._positions[j], value, j)
             return
         values = list(value)
         start, stop, step = i.indices(len(self._positions))
@@ -535,7 +551,7 @@ class List(_Container, MutableSequence):
             j = i + n if i < 0 else i
             j = min(max(j, 0), n)
             position = self._new_position(j)
-            self.chest[position] = value
+            self._put(position, value, j)
             self._positions.insert(j, position)
 
     def extend(self, values: Iterable[Any]) -> None:
@@ -565,7 +581,11 @@ class List(_Container, MutableSequence):
                 self.insert(len(positions), value)
                 return
             position = (positions[-1][0] + 1,)  # between(last, None), without the call
-            self.chest[position] = value
+            try:
+                self.chest[position] = value
+            except Exception as e:
+                self._say_which(e, position, len(positions))
+                raise
             positions.append(position)
 
     def pop(self, index: SupportsIndex = -1) -> Any:
@@ -913,6 +933,8 @@ class Set(_Container, MutableSet):
         return own
 
     def __contains__(self, x: object) -> bool:
+        if isinstance(x, set):  # (as set does: {1} in a set of frozensets)
+            x = frozenset(x)
         return x in self.chest
 
     def __iter__(self) -> Iterator[Any]:
@@ -932,12 +954,16 @@ class Set(_Container, MutableSet):
 
     def discard(self, x: Hashable) -> None:
         """Remove ``x`` if it is there."""
+        if isinstance(x, set):  # (as set does)
+            x = frozenset(x)
         with self.chest.lock:
             if x in self.chest:
                 del self.chest[x]
 
     def remove(self, x: Hashable) -> None:
         """Remove ``x``; KeyError if it is not there."""
+        if isinstance(x, set):  # (as set does)
+            x = frozenset(x)
         with self.chest.lock:
             if x not in self.chest:
                 raise KeyError(x)

@@ -1232,6 +1232,40 @@ def test_a_list_and_a_set_are_told_apart_by_the_lists_settings_key(tmp_path, pac
             Set(path=str(tmp_path / name))  # (cleared: still a List's)
 
 
+def test_a_set_looks_up_a_set_as_the_frozenset_it_equals_as_set_does():
+    with Set([frozenset({1}), 2]) as s:
+        assert {1} in s and {3} not in s
+        s.discard({1})
+        assert s == {2}
+        with pytest.raises(KeyError):
+            s.remove({1})
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="notes are Python 3.11+")
+def test_an_item_that_cannot_be_written_is_named_by_its_index(tmp_path):
+    # The chest's error named its key, a position such as (3,), which means
+    # nothing to the List's user.
+    with List([1, 2, 3], path=str(tmp_path / "l"), write_through=True) as l:
+        for change in (l.append, lambda v: l.insert(1, v),
+                       lambda v: l.__setitem__(-1, v)):
+            with pytest.raises(TypeError) as e:
+                change(_CannotBePickled())
+            notes = "\n".join(e.value.__notes__)
+            assert "List at" in notes and "the item at index" in notes, notes
+        assert list(l) == [1, 2, 3]
+        assert "index 3 " in "\n".join(_notes_of(l.append, _CannotBePickled()))
+        assert "index 1 " in "\n".join(_notes_of(lambda v: l.insert(1, v),
+                                                  _CannotBePickled()))
+
+
+def _notes_of(change, value):
+    try:
+        change(value)
+    except TypeError as e:
+        return e.__notes__
+    raise AssertionError("it did not raise")
+
+
 def test_a_set_refuses_a_lists_folder(tmp_path):
     # It took the List's positions for its elements, and its first add made
     # the List unopenable (a List refused a Set's folder already).
