@@ -59,8 +59,8 @@ from . import __version__
 from .budget import format_bytes
 from .errors import FolderError
 from .folder import (Entry, IndexInfo, JournalInfo, PackedInfo, engine_filename,
-                     journal_sizes, leftover_kind, place_sizes, place_text, read_packed,
-                     stat_size,
+                     is_journal_place, journal_sizes, leftover_kind, place_sizes,
+                     place_text, read_packed, stat_size,
                      check_folder, effective_entries, journal_changes, lock_state,
                      read_index, read_journal_file, walk_files)
 from .index import is_slot
@@ -205,9 +205,12 @@ def info(path: str, largest: int = 10, as_json: bool = False,
     if index.readable:
         extra = f" ({from_journal} not in the index yet)" if from_journal else ""
         row("keys", f"{len(entries)}{extra}")
-        where = f"{len(entries) - len(in_slots)} value files"
+        in_journal = sum(is_journal_place(e.name) for e in entries.values())
+        where = f"{len(entries) - len(in_slots) - in_journal} value files"
         if in_slots:
             where += f" and {len(in_slots)} packed values"
+        if in_journal:
+            where += f" and {in_journal} in the journal (written through)"
         row("bytes on disk", f"{format_bytes(total)} ({total} bytes in {where})")
     else:
         row("keys", f"unknown (run: python -m chest repair {path})")

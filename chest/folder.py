@@ -714,7 +714,8 @@ def journal_changes(index: Sequence[Entry],
             changes.append(f"journal: key {key!r} was written to {where} after the "
                            f"index, and {gone} (a stale record)")
         elif entry is None:
-            changes.append(f"journal: key {key!r} is in {where} ({size} bytes) "
+            sized = "" if is_journal_place(name) else f" ({size} bytes)"  # (said)
+            changes.append(f"journal: key {key!r} is in {where}{sized} "
                            f"but not in the index")
         elif entry.name != name or entry.size != size:
             changes.append(f"journal: key {key!r} is in {where} ({size} bytes); "

@@ -135,6 +135,27 @@ def test_help_of_every_command(capsys):
     assert cli.main(["info", "--largest", "-1", "x"]) == 2
 
 
+def test_info_counts_values_kept_in_the_journal_apart_from_files(tmp_path, capsys):
+    # A value written through, in the journal only, was counted as a value
+    # file ("2 value files" for one file and one journal record), and verify
+    # gave its size twice.
+    import shutil
+    path = str(tmp_path / "c")
+    c = Chest(path=path, write_through=True, packed=None)
+    c["a"] = 1
+    c.flush()
+    c["b"] = 2
+    crashed = str(tmp_path / "crashed")
+    shutil.copytree(path, crashed)  # as a kill -9 leaves it
+    c.close()
+    assert cli.main(["info", crashed]) == 0
+    assert "in 1 value files and 1 in the journal (written through))" in \
+        capsys.readouterr().out
+    cli.main(["verify", crashed])
+    out = capsys.readouterr().out
+    assert "key 'b' is in the journal (5 bytes at" in out and "bytes) (" not in out
+
+
 # -- packed values ----------------------------------------------------------------
 def test_info_and_ls_of_a_packed_chest(tmp_path, engine, capsys):
     path = make_packed(str(tmp_path / "c"), engine)
