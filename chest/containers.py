@@ -41,6 +41,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import itertools
 import json
@@ -198,6 +199,10 @@ def _own_format(keywords: Dict[str, Any]) -> Dict[str, Any]:
     return {**keywords, "dump": own_dump, "load": own_load}
 
 
+#: The keywords a container passes on to its chest.
+_CHEST_KEYWORDS = frozenset(inspect.signature(Chest).parameters) - {"data", "path"}
+
+
 class _Container:
     """What the list and the set share: their chest, its keywords, closing."""
 
@@ -221,6 +226,11 @@ class _Container:
             # person can read, as pysos's files are; an existing container
             # keeps what its index says.
             chest_keywords = {**chest_keywords, "packed": Keep("sqlite")}
+        unknown = sorted(set(chest_keywords) - _CHEST_KEYWORDS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword "
+                            f"argument {unknown[0]!r} (it takes a chest's keywords: "
+                            f"{', '.join(sorted(_CHEST_KEYWORDS))})")
         self._keywords = dict(chest_keywords)
         self.chest = Chest(path=path, **self._chest_keywords(chest_keywords))
 

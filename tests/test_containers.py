@@ -1266,6 +1266,13 @@ def _notes_of(change, value):
     raise AssertionError("it did not raise")
 
 
+@pytest.mark.parametrize("kind", [List, Set])
+def test_an_unknown_keyword_is_named_with_the_containers_name(kind):
+    with pytest.raises(TypeError, match=rf"^{kind.__name__}\(\) got an unexpected "
+                                        rf"keyword argument 'availble_memory'.*available_memory"):
+        kind(availble_memory="1GB")
+
+
 def test_a_set_refuses_a_lists_folder(tmp_path):
     # It took the List's positions for its elements, and its first add made
     # the List unopenable (a List refused a Set's folder already).
