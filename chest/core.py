@@ -1123,10 +1123,16 @@ class Chest(MutableMapping):
         it (files the chest did not write stay); the chest is empty."""
         self.eviction.wait_behind(shrink=False)  # (nothing to write: all goes)
         with self.lock:
-            # (Also after close(): the lock is taken again, and refused if
-            # another chest wrote the folder since, whose files would go; a
-            # forked child removed its parent's whole chest.)
-            self._writable("drop the chest")
+            if self.readonly or not self.session.in_owner:
+                # (A forked child removed its parent's whole chest.)
+                self._writable("drop the chest")
+            if self.session.locked or os.path.isdir(self.store.path):
+                # Also after close(): the lock is taken again, and refused if
+                # another chest wrote the folder since, whose files would go.
+                # (A folder removed since has nothing left to remove.)
+                self._writable("drop the chest")
+            else:
+                self._left_as = (None, None)  # (it leaves nothing there)
             self.store.drop()
             self._release_writer_lock()
             self.memory.clear()
@@ -1291,6 +1297,12 @@ class Chest(MutableMapping):
         if self._budget_of_worker is not None:
             self._adopt_worker_budget()
         if not self.session.locked and not self.session.temporary:
+            if self._left_as is not None and any(self._left_as) and \
+                    not os.path.isdir(self.store.path):
+                # Removed (or moved away) since it was closed: not made again
+                # empty, as if it had never held anything (close() does not
+                # write it again either).
+                raise FolderChangedError(self.path, action)
             self.session.lock()
             left_as, self._left_as = self._left_as, None
             if left_as is not None and self.store.disk_mark() != left_as:

@@ -816,6 +816,23 @@ def test_a_chest_used_after_close_does_not_write_over_another_writers_changes(
     assert sorted(Chest(path=path, readonly=True), key=str)[-1] == "y"
 
 
+def test_a_chest_closed_whose_folder_was_removed_is_not_made_again_but_drops(tmp_path):
+    path = str(tmp_path / "c")
+    c = Chest(path=path)
+    c["a"] = 1
+    c.close()
+    shutil.rmtree(path)
+    with pytest.raises(chest.FolderChangedError, match="or removed"):
+        c["b"] = 2
+    assert not os.path.exists(path)  # (not made again, empty)
+    c.drop()  # nothing left to remove: no error
+    assert not os.path.exists(path) and len(c) == 0
+    c["c"] = 3  # dropped: a new chest there, as before
+    c.close()
+    with Chest(path=path, readonly=True) as again:
+        assert dict(again) == {"c": 3}
+
+
 def test_a_chest_changed_after_close_while_another_wrote_warns_at_close(tmp_path):
     path = str(tmp_path / "c")
     c = Chest(path=path)
