@@ -57,7 +57,7 @@ from typing import IO, Any, Callable, Dict, Hashable, Iterator, List as ListOf, 
 from . import serialize
 from .core import Chest
 from .store import Keep
-from .errors import UnwritableValuesError
+from .errors import UnwritableValuesError, ValueFileError
 from .lock import held_here, refuse_if_held_here
 
 __all__ = ["List", "Set", "between"]
@@ -878,10 +878,18 @@ class List(_Container, MutableSequence):
     def __repr__(self) -> str:
         with self._lock:
             n = len(self._positions)
+            shown = ", ".join(self._shown(j) for j in range(min(n, 20 if n <= 20 else 5)))
             if n <= 20:
-                return f"List({list(self)!r})"
-            head = ", ".join(repr(self[i]) for i in range(5))
-            return f"List([{head}, ...] {n} items at {self.chest.path})"
+                return f"List([{shown}])"
+            return f"List([{shown}, ...] {n} items at {self.chest.path})"
+
+    def _shown(self, j: int) -> str:
+        """The repr of item ``j``, or what keeps it from being read (a repr
+        never raises: a damaged item file is one item, not the whole list)."""
+        try:
+            return repr(self.chest[self._positions[j]])
+        except ValueFileError as e:
+            return f"<item {j} unreadable: {e}>"
 
 
 def _is_member(value: Any) -> bool:

@@ -1273,6 +1273,19 @@ def test_an_unknown_keyword_is_named_with_the_containers_name(kind):
         kind(availble_memory="1GB")
 
 
+def test_the_repr_of_a_list_with_a_damaged_item_shows_the_others(tmp_path):
+    path = str(tmp_path / "l")
+    with List(["a", "b", "c"], path=path, packed=None):
+        pass
+    with List(path=path) as l:
+        name = l.chest.key_to_filename(l._positions[1])
+        with open(name, "wb") as f:
+            f.write(b"damaged")
+        text = repr(l)
+        assert text.startswith("List(['a', <item 1 unreadable: ") and text.endswith(", 'c'])")
+        assert name in text
+
+
 def test_a_set_refuses_a_lists_folder(tmp_path):
     # It took the List's positions for its elements, and its first add made
     # the List unopenable (a List refused a Set's folder already).
