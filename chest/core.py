@@ -562,10 +562,12 @@ class Chest(MutableMapping):
                     if ledger.spilled_sizes:  # (of an older value)
                         ledger.spilled_sizes.pop(key, None)
                 else:
-                    self._drop_value(key, file=False)  # stored: nothing is lost
                     if size > memory.budget:
-                        self._on_overflow(key)
-                    self._write(key, value, size)
+                        self._on_overflow(key)  # first: if it raises, no change
+                    # Written first: if that fails, the key keeps its value
+                    # (which, for write(), may be in memory only: dropped
+                    # first, it was lost).
+                    self._write(key, value, size, replacing=True)
                     if size <= memory.budget:  # (on_overflow may have changed it)
                         memory.keep(key, value, size, clean=True)
                 self._keys[key] = next(self._versions)
@@ -841,9 +843,10 @@ class Chest(MutableMapping):
                 f"the budget but cannot be written ({e!r}); it stays in memory",
                 ChestWarning, stacklevel=3)
 
-    def _write(self, key: Hashable, value: Any, size: int) -> None:
+    def _write(self, key: Hashable, value: Any, size: int, replacing: bool = False) -> None:
         """Write ``key``'s value (``size`` bytes in memory) to its file now
-        (lock held)."""
+        (lock held); ``replacing``: a new value, the old one's (in memory,
+        in flight, what is known of it) dropped once the new is stored."""
         filename = None if self.io.packs(size) else self.store.prepare(key)
         written, token = self.io.write_temp(key, filename, value, size)
         try:
@@ -851,6 +854,8 @@ class Chest(MutableMapping):
         except BaseException:
             self.store.discard(written)
             raise
+        if replacing:
+            self._drop_value(key, file=False)  # (its stored copy was replaced)
         self.eviction.count_write(key, written, size, token)
 
     def shrink(self) -> None:

@@ -1593,6 +1593,13 @@ def test_write_puts_one_value_on_disk_at_once_in_a_chest_not_written_through(
     with pytest.raises(TypeError):
         c.write("flushed", Unpicklable())
     assert c["flushed"] == "new"  # unchanged
+    # A large one (written to its file, not the journal) that cannot be
+    # written: the old value was dropped first, and only in memory it was
+    # lost ("the chest holds no data for it").
+    c["in memory"] = "old"
+    with pytest.raises(TypeError):
+        c.write("in memory", [Unpicklable(), *range(20_000)])
+    assert c["in memory"] == "old"
     c.close()
     with Chest(path=path, readonly=True) as reader:
         with pytest.raises(chest.ReadOnlyError):
