@@ -44,7 +44,8 @@ from typing import Any, Dict, Hashable, List, Optional, Tuple
 import cloudpickle
 
 __all__ = ["Journal", "UnpicklableKeyError", "read_journal", "read_journal_bytes",
-           "read_journal_file_bytes", "JOURNAL_NAME", "RECORD", "IN_JOURNAL"]
+           "read_journal_records", "read_journal_file_bytes", "JOURNAL_NAME", "RECORD",
+           "IN_JOURNAL"]
 
 JOURNAL_NAME = ".journal"
 #: A record that keeps the value itself says so in its place:
@@ -258,6 +259,12 @@ def read_journal_file_bytes(filename: str) -> bytes:
 def read_journal_bytes(data: bytes) -> List[Record]:
     """Every whole record of the journal ``data``, in order (the offsets of
     values kept in it are offsets in ``data``)."""
+    return read_journal_records(data)[0]
+
+
+def read_journal_records(data: bytes) -> Tuple[List[Record], int]:
+    """:func:`read_journal_bytes`, and where the last whole record ends (what
+    follows is a record torn by a crash, or damaged)."""
     records: List[Record] = []
     offset = 0
     while offset + RECORD.size <= len(data):
@@ -275,4 +282,4 @@ def read_journal_bytes(data: bytes) -> List[Record]:
             name = (IN_JOURNAL, start, name[1])
         records.append((key, name, size))
         offset += RECORD.size + length
-    return records
+    return records, offset

@@ -45,7 +45,7 @@ from .files import (FILE_MODE, OLD_PREFIX, TMP_PREFIX, Written,
 from .index import (INDEX_MAGIC, INDEX_NAME, Place, Slot, as_key, holds_a_chest,
                     is_valid_place, parse_index, write_index_file)
 from .journal import (IN_JOURNAL, JOURNAL_NAME, Journal, UnpicklableKeyError,
-                      read_journal_bytes, read_journal_file_bytes)
+                      read_journal_file_bytes, read_journal_records)
 from .packed import ENGINES, PackedEngine, engine_files, open_engine
 from .names import NameTable, fold, key_to_filename, safe_name
 
@@ -999,7 +999,13 @@ class Store:
         # that read the file again for the values kept bytes of another
         # record (another key's value, when the lengths matched).
         blob = read_journal_file_bytes(filename)
-        records = read_journal_bytes(blob)
+        records, end = read_journal_records(blob)
+        if end < len(blob) and not self.readonly:
+            # A record torn by a crash (or damaged) ends what replay reads:
+            # cut off, or every record appended after it would be lost at
+            # the next crash (a journal with no whole record is not folded
+            # into the index, which would have emptied it).
+            self._cut_journal(filename, end)
         if self.readonly and any(type(p) is tuple and p[0] == IN_JOURNAL
                                  for _, p, _ in records):
             # A reader keeps the values the journal holds now: an offset
@@ -1053,6 +1059,17 @@ class Store:
         if records and list(self.files) != [k for k in order if k in self.files]:
             self.files = {k: self.files[k] for k in order if k in self.files}
         return records
+
+    def _cut_journal(self, filename: str, end: int) -> None:
+        """Cut the journal's file to its first ``end`` bytes (synced with
+        ``durable``: a torn record must not come back before later ones)."""
+        fd = os.open(filename, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, end)
+            if self.durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _recover(self, journaled: List[Tuple[Hashable, Optional[str], int]]) -> None:
         """Clean what a crash may have left: temporary files, retired files

@@ -175,6 +175,34 @@ def test_offsets_of_values_are_right_alone_beside_another_and_after_a_failure(
         assert places[key] == ("journal", offset, len(data)), key
 
 
+@pytest.mark.parametrize("whole_records", [0, 2])
+def test_a_torn_record_left_by_a_crash_does_not_hide_the_records_after_it(
+        tmp_path, whole_records):
+    # A kill -9 during a large write left a torn record at the journal's end;
+    # with no whole record before it, reopening folded nothing into the
+    # index (which empties the journal) and left it: the values written
+    # through after it were appended behind it, and the next crash's replay
+    # stopped at it. Reopened for writing, the chest cuts it off.
+    path = str(tmp_path / "c")
+    with Chest(path=path, write_through=True) as c:
+        c["flushed"] = 1
+    j = Journal(os.path.join(path, ".journal"))
+    for i in range(whole_records):
+        j.append(("before", i), None, 1, data=b"b")
+    j.close()
+    with open(os.path.join(path, ".journal"), "ab") as f:
+        f.write(b"\x10\x00\x01\x00torn record")  # (claims 65,552 bytes)
+    c = Chest(path=path, write_through=True)
+    c["x"] = 42
+    crashed = crash_copy(c, tmp_path)
+    c.close()
+    with Chest(path=crashed) as again:
+        assert again["x"] == 42 and again["flushed"] == 1
+        assert len(again) == 2 + whole_records
+    with Chest(path=path) as again:
+        assert again["x"] == 42
+
+
 def test_equal_keys_of_other_types_are_recorded_as_they_are(tmp_path):
     # Records of values are remembered by key for str and int keys; keys
     # equal to those but of another type must not take their record.
