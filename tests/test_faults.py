@@ -2020,7 +2020,7 @@ print("done", flush=True); sys.stdin.readline()
 c.close()
 """, stdin=True)
     assert writer.stdout.readline().strip() == "ready"
-    parse = chest.store.read_journal_bytes
+    parse = chest.store.read_journal_records
 
     def parse_while_the_writer_works(data):
         records = parse(data)
@@ -2029,9 +2029,9 @@ c.close()
         assert writer.stdout.readline().strip() == "done"
         return records
 
-    monkeypatch.setattr(chest.store, "read_journal_bytes", parse_while_the_writer_works)
+    monkeypatch.setattr(chest.store, "read_journal_records", parse_while_the_writer_works)
     reader = Chest(path=path, readonly=True)
-    monkeypatch.setattr(chest.store, "read_journal_bytes", parse)
+    monkeypatch.setattr(chest.store, "read_journal_records", parse)
     try:
         assert reader["k1"] == "value of k1"
     finally:
