@@ -340,6 +340,16 @@ class Chest(MutableMapping):
         except BaseException:
             self.session.unlock()
             raise
+        if self.session.shares_lock and (self.store.packed is not None or self.store.slots):
+            # Two writers of one folder's packed values each count its slots:
+            # they gave out the same slot, and one key read another's value.
+            self.store.close()
+            self.session.unlock()
+            raise ValueError(
+                f"the chest at {self.path} is open for writing in this process "
+                f"already, and keeps packed values, whose slots two chests would "
+                f"both give out: close the other first, or open this one with "
+                f"readonly=True")
         #: How one value is written out of sight and read back (see
         #: :mod:`chest.valueio`).
         self.io = ValueIO(self.codec, self.store, self.lock, packed_limit)

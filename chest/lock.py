@@ -38,6 +38,9 @@ class WriterLock:
         self.folder = folder
         self._id: Tuple[int, int] = (0, 0)
         self._released = False
+        #: Did another chest in this process hold the lock already (this one
+        #: shares it)?
+        self.shared = False
         deadline = time.monotonic() + timeout
         while True:
             with _held_lock:
@@ -55,6 +58,7 @@ class WriterLock:
         if held is not None:
             os.close(fd)
             held[1] += 1
+            self.shared = True
             return True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

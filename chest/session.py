@@ -87,6 +87,12 @@ class Session:
         return self._writer_lock is not None
 
     @property
+    def shares_lock(self) -> bool:
+        """Did another chest in this process hold the writer's lock already
+        when this one took it (both write the folder)?"""
+        return self._writer_lock is not None and self._writer_lock.shared
+
+    @property
     def in_owner(self) -> bool:
         """Is this the process that opened the chest (not a forked child)?"""
         # (Asked of the system each time, 0.3 us: a pid kept and set again

@@ -890,6 +890,30 @@ def test_a_key_that_cannot_be_pickled_is_named_as_the_cause(tmp_path, packed,
     assert find_problems(path, deep=True, quiet=True).problems == []
 
 
+@pytest.mark.parametrize("packed", ["sqlite", "lmdb"])
+def test_a_second_writer_of_a_packed_folder_in_this_process_is_refused(tmp_path, packed):
+    # Two chests on one folder share its lock in one process (as chest 0.2
+    # allowed): with packed values each gave out the same slots, and one
+    # key read another's value.
+    path = str(tmp_path / "c")
+    a = Chest(path=path, packed=packed)
+    a["a"] = b"A" * 300
+    a.flush()
+    for kwargs in ({"packed": packed}, {}, {"packed": None}):
+        with pytest.raises(ValueError, match="open for writing in this process "
+                                             "already, and keeps packed values"):
+            Chest(path=path, **kwargs)
+    with Chest(path=path, readonly=True) as reader:  # (a reader may)
+        assert reader["a"] == b"A" * 300
+    a["b"] = b"B" * 300
+    a.close()
+    with Chest(path=path) as b:  # (closed: opened again)
+        assert b["a"] == b"A" * 300 and b["b"] == b"B" * 300
+    files = str(tmp_path / "files")  # (files only: shared, as before)
+    with Chest(path=files, packed=None) as one, Chest(path=files, packed=None) as two:
+        one["x"], two["y"] = 1, 2
+
+
 def test_repr(make_chest):
     c = make_chest(available_memory=1000)
     c["a"] = np.zeros(100)

@@ -204,6 +204,10 @@ class ChestMachine(RuleBasedStateMachine):
     values = VALUES
     chest_kwargs: dict = {}
     read_only_arrays = False  # may reloaded arrays be read-only?
+    #: May a second chest open the folder for writing in this process while
+    #: the first is open? (Not with packed values: both would give out the
+    #: same slots, and a second is refused.)
+    shares_its_folder = True
     other_format: dict = {"dump": pickle.dump, "load": pickle.load}
 
     def __init__(self) -> None:
@@ -482,7 +486,7 @@ class ChestMachine(RuleBasedStateMachine):
     @rule(budget=BUDGETS, policy=POLICIES, how=st.sampled_from(["flush", "close"]))
     def reopen(self, budget, policy, how):
         old, self.c = self.c, None
-        if how == "flush":
+        if how == "flush" and self.shares_its_folder:
             old.flush()
             self.stale.append(old)  # dropped later, after more changes
         else:
@@ -575,6 +579,8 @@ class PackedChestMachine(ChestMachine):
     """Small values packed in SQLite; reopened with LMDB, files only, SQLite
     in turn: values packed by another engine stay readable."""
 
+    shares_its_folder = False
+
     chest_kwargs = {"packed": "sqlite", "packed_limit": 2000}
     other_format: dict = {"packed": "lmdb"}
     engines = ["lmdb", None, "sqlite"]
@@ -590,6 +596,8 @@ class WriteThroughChestMachine(ChestMachine):
     """Every change written through (small values packed in SQLite once the
     journal is folded); a crash (the folder copied as it is) at any step
     loses nothing."""
+
+    shares_its_folder = False
 
     chest_kwargs = {"write_through": True, "packed": "sqlite", "packed_limit": 2000}
 
@@ -616,6 +624,8 @@ class WriteThroughChestMachine(ChestMachine):
 
 class JsonPackedChestMachine(JsonChestMachine):
     """A json chest whose small values are packed in LMDB."""
+
+    shares_its_folder = False
 
     chest_kwargs = dict(JsonChestMachine.chest_kwargs, packed="lmdb")
 
