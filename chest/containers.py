@@ -58,7 +58,7 @@ from . import serialize
 from .core import Chest
 from .store import Keep
 from .errors import UnwritableValuesError, ValueFileError
-from .lock import held_here, refuse_if_held_here
+from .lock import held_here, hold_alone, refuse_if_held_here
 
 __all__ = ["List", "Set", "between"]
 
@@ -199,6 +199,8 @@ def _own_format(keywords: Dict[str, Any]) -> Dict[str, Any]:
     return {**keywords, "dump": own_dump, "load": own_load}
 
 
+_opening = threading.Lock()  # (see _Container.__init__)
+
 #: The keywords a container passes on to its chest.
 _CHEST_KEYWORDS = frozenset(inspect.signature(Chest).parameters) - {"data", "path"}
 
@@ -207,14 +209,21 @@ class _Container:
     """What the list and the set share: their chest, its keywords, closing."""
 
     def __init__(self, path: Optional[_PathLike], chest_keywords: Dict[str, Any]) -> None:
-        if path is not None and not chest_keywords.get("readonly") and \
-                os.path.isdir(path) and held_here(os.fspath(path)):
+        with _opening:  # (threads opening one path at once: one gets it)
+            self._open(path, chest_keywords)
+
+    def _open(self, path: Optional[_PathLike], chest_keywords: Dict[str, Any]) -> None:
+        """Make the container's chest; a writer's holds the folder's lock
+        alone in this process (see :func:`chest.lock.hold_alone`)."""
+        writer = path is not None and not chest_keywords.get("readonly")
+        folder = "" if path is None else os.fspath(path)
+        if writer and os.path.isdir(folder) and held_here(folder):
             # (Two writers in one process share the folder's lock: this one
             # would not see the other's changes not yet flushed, and the one
             # closed last would undo the other's. A notebook cell run again,
             # l = List(path=p), lost the items of the first.)
             kind = type(self).__name__
-            raise ValueError(f"{kind}(path={os.fspath(path)!r}): it is open in this "
+            raise ValueError(f"{kind}(path={folder!r}): it is open in this "
                              f"process already (a {kind} or chest not closed): close "
                              f"that one first, or open this one with readonly=True")
         if "packed" not in chest_keywords and "dump" not in chest_keywords:
@@ -233,6 +242,14 @@ class _Container:
                             f"{', '.join(sorted(_CHEST_KEYWORDS))})")
         self._keywords = dict(chest_keywords)
         self.chest = Chest(path=path, **self._chest_keywords(chest_keywords))
+        if writer and self.chest.session.locked:
+            # No other chest of this process may share it while it is open
+            # (one closed, then used again, while this one is open did).
+            try:
+                hold_alone(self.chest.session.folder)
+            except BaseException:
+                self.chest.close()
+                raise
 
     def _chest_keywords(self, keywords: Dict[str, Any]) -> Dict[str, Any]:
         """The keywords the chest is made with (the user's)."""

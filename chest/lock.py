@@ -25,9 +25,10 @@ from typing import Any, Dict, List, Tuple
 
 from .errors import ChestLockedError
 
-__all__ = ["WriterLock", "lock_holder", "held_here", "refuse_if_held_here"]
+__all__ = ["WriterLock", "lock_holder", "held_here", "hold_alone", "refuse_if_held_here"]
 
-_held: Dict[Tuple[int, int], List[int]] = {}  # (device, inode) -> [fd, users]
+# (device, inode) -> [fd, users, not to be shared (see hold_alone)]
+_held: Dict[Tuple[int, int], List[int]] = {}
 _held_lock = threading.Lock()
 
 
@@ -57,6 +58,10 @@ class WriterLock:
         held = _held.get(self._id)
         if held is not None:
             os.close(fd)
+            if held[2]:
+                raise ValueError(f"{self.folder} is open for writing in this process "
+                                 f"by a List or Set, which does not share it: close "
+                                 f"that one first")
             held[1] += 1
             self.shared = True
             return True
@@ -65,7 +70,7 @@ class WriterLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        _held[self._id] = [fd, 1]
+        _held[self._id] = [fd, 1, 0]
         return True
 
     def release(self) -> None:
@@ -89,6 +94,21 @@ def held_here(folder: str) -> bool:
     info = os.stat(folder)
     with _held_lock:
         return (info.st_dev, info.st_ino) in _held
+
+
+def hold_alone(folder: str) -> None:
+    """Let no other chest in this process share the writer's lock of
+    ``folder``, which this process holds for one chest only (ValueError if
+    it holds it for more): until that chest gives it back."""
+    info = os.stat(folder)
+    with _held_lock:
+        held = _held.get((info.st_dev, info.st_ino))
+        if held is None:
+            raise ValueError(f"{folder}: its writer's lock is not held here")
+        if held[1] > 1:
+            raise ValueError(f"{folder} is open for writing in this process "
+                             f"already: close it first")
+        held[2] = 1
 
 
 def refuse_if_held_here(folder: Any, action: str) -> None:

@@ -812,8 +812,40 @@ def test_a_container_open_for_writing_in_this_process_is_not_opened_twice(tmp_pa
         assert sorted(reader) == [1, 2]
     first.close()
     second = kind(path=path)  # closed: opened again
+    # The first, closed, used again while the second is open: it took the
+    # lock again, shared, and the one closed last undid the other's change.
+    with pytest.raises(ValueError, match="open for writing in this process by a "
+                                         "List or Set"):
+        first.add(3) if kind is Set else first.append(3)
+    with pytest.raises(ValueError, match="List or Set"):
+        Chest(path=path)  # (nor a chest)
     second.close()
     assert sorted(kind(path=path, readonly=True)) == [1, 2]
+
+
+@pytest.mark.parametrize("kind", [List, Set])
+def test_threads_opening_one_container_at_once_get_it_once(tmp_path, kind):
+    # The check that it is not open here and the opening were two steps: two
+    # threads both passed the first, and both wrote the folder.
+    for attempt in range(10):
+        path = str(tmp_path / f"c{attempt}")
+        opened, refused = [], []
+        start = threading.Barrier(4)
+
+        def open_it():
+            start.wait()
+            try:
+                opened.append(kind(path=path))
+            except ValueError:
+                refused.append(1)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert (len(opened), len(refused)) == (1, 3)
+        opened[0].close()
 
 
 class _CannotBePickled:
