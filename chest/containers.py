@@ -377,7 +377,7 @@ class List(_Container, MutableSequence):
             self.chest.close()
             raise ValueError(f"the chest at {self.chest.path} is not a List's: "
                              f"it has the key {bad[0]!r}")
-        meta = self.chest.get(_META) if _META in self.chest else None
+        meta = _settings_of(self.chest) if _META in self.chest else None
         if meta is None and positions and self._holds_a_set(positions):
             self.chest.close()
             raise ValueError(f"the chest at {self.chest.path} holds a Set's elements, "
@@ -909,6 +909,21 @@ class List(_Container, MutableSequence):
             return f"<item {j} unreadable: {e}>"
 
 
+def _settings_of(chest: Chest) -> Any:
+    """The value of a List's settings key in ``chest``. If it cannot be read
+    (made with another dump and load: json's, read with pickle's), the
+    chest is closed and ValueError says so (the error named only the key
+    and the loader's complaint, ``invalid load key, '{'``)."""
+    try:
+        return chest.get(_META)
+    except ValueFileError as e:
+        chest.close()
+        raise ValueError(f"the chest at {chest.path} cannot read its key {_META!r} (a "
+                         f"List's settings) with this load ({e}): was it made with "
+                         f"another dump and load (dump=json.dump, load=json.load, "
+                         f"mode='t')? Open it with those") from e
+
+
 def _is_member(value: Any) -> bool:
     """Is ``value`` what a Set keeps for an element (None, or an empty dict
     with a dump of yours)?"""
@@ -951,7 +966,7 @@ class Set(_Container, MutableSet):
         that has positions for keys, whose values are not a Set's (unless
         its first eight items are all None)."""
         chest = self.chest
-        if _META in chest and not _is_member(chest.get(_META)):
+        if _META in chest and not _is_member(_settings_of(chest)):
             return True
         sample = list(itertools.islice(iter(chest), 8))
         return all(type(k) is tuple and k and all(type(d) is int for d in k)

@@ -1318,6 +1318,16 @@ def test_the_repr_of_a_list_with_a_damaged_item_shows_the_others(tmp_path):
         assert name in text
 
 
+def test_a_json_list_opened_without_its_format_says_so(tmp_path):
+    path = str(tmp_path / "l")
+    List([1, 2], path=path, dump=json.dump, load=json.load, mode="t").close()
+    for open_it in (lambda: List(path=path, readonly=True), lambda: Set(path=path)):
+        with pytest.raises(ValueError, match="made with another dump and load.*json"):
+            open_it()
+    with List(path=path, dump=json.dump, load=json.load, mode="t") as l:
+        assert list(l) == [1, 2]
+
+
 def test_a_set_refuses_a_lists_folder(tmp_path):
     # It took the List's positions for its elements, and its first add made
     # the List unopenable (a List refused a Set's folder already).
