@@ -608,7 +608,7 @@ class List(_Container, MutableSequence):
                 self.insert(len(positions), value)
                 return
             position = (positions[-1][0] + 1,)  # between(last, None), without the call
-            try:
+            try:  # (_put, without the call either)
                 self.chest[position] = value
             except Exception as e:
                 self._say_which(e, position, len(positions))
@@ -895,7 +895,7 @@ class List(_Container, MutableSequence):
     def __repr__(self) -> str:
         with self._lock:
             n = len(self._positions)
-            shown = ", ".join(self._shown(j) for j in range(min(n, 20 if n <= 20 else 5)))
+            shown = ", ".join(self._shown(j) for j in range(n if n <= 20 else 5))
             if n <= 20:
                 return f"List([{shown}])"
             return f"List([{shown}, ...] {n} items at {self.chest.path})"
