@@ -1063,6 +1063,8 @@ class Store:
     def _cut_journal(self, filename: str, end: int) -> None:
         """Cut the journal's file to its first ``end`` bytes (synced with
         ``durable``: a torn record must not come back before later ones)."""
+        if self.journal is not None:
+            self.journal.close()  # (opened again: where it ends is asked then)
         fd = os.open(filename, os.O_WRONLY)
         try:
             os.ftruncate(fd, end)
