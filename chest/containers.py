@@ -58,7 +58,7 @@ from . import serialize
 from .core import Chest
 from .store import Keep
 from .errors import UnwritableValuesError, ValueFileError
-from .lock import held_here, hold_alone, refuse_if_held_here
+from .lock import held_here, refuse_if_held_here
 
 __all__ = ["List", "Set", "between"]
 
@@ -242,11 +242,11 @@ class _Container:
                             f"{', '.join(sorted(_CHEST_KEYWORDS))})")
         self._keywords = dict(chest_keywords)
         self.chest = Chest(path=path, **self._chest_keywords(chest_keywords))
-        if writer and self.chest.session.locked:
-            # No other chest of this process may share it while it is open
-            # (one closed, then used again, while this one is open did).
+        if writer:
+            # No other chest of this process may share it while it is open,
+            # nor this one share another's when it is used again after close().
             try:
-                hold_alone(self.chest.session.folder)
+                self.chest.session.hold_alone()
             except BaseException:
                 self.chest.close()
                 raise

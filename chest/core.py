@@ -340,16 +340,18 @@ class Chest(MutableMapping):
         except BaseException:
             self.session.unlock()
             raise
-        if self.session.shares_lock and (self.store.packed is not None or self.store.slots):
-            # Two writers of one folder's packed values each count its slots:
-            # they gave out the same slot, and one key read another's value.
-            self.store.close()
-            self.session.unlock()
-            raise ValueError(
-                f"the chest at {self.path} is open for writing in this process "
-                f"already, and keeps packed values, whose slots two chests would "
-                f"both give out: close the other first, or open this one with "
-                f"readonly=True")
+        if self.write_through or self.store.packed is not None or self.store.slots:
+            # Not shared with another chest of this process (as chest 0.2's
+            # are): two writers of packed values each gave out the same
+            # slots, and one key read another's value; a flush of one
+            # emptied the journal that held the other's values written
+            # through. Also when it takes the lock again after close().
+            try:
+                self.session.hold_alone()
+            except BaseException:
+                self.store.close()
+                self.session.unlock()
+                raise
         #: How one value is written out of sight and read back (see
         #: :mod:`chest.valueio`).
         self.io = ValueIO(self.codec, self.store, self.lock, packed_limit)

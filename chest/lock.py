@@ -60,8 +60,9 @@ class WriterLock:
             os.close(fd)
             if held[2]:
                 raise ValueError(f"{self.folder} is open for writing in this process "
-                                 f"by a List or Set, which does not share it: close "
-                                 f"that one first")
+                                 f"by a chest that does not share it (one with packed "
+                                 f"values or write_through, or a List or Set): close "
+                                 f"that one first, or open this one with readonly=True")
             held[1] += 1
             self.shared = True
             return True
@@ -99,7 +100,9 @@ def held_here(folder: str) -> bool:
 def hold_alone(folder: str) -> None:
     """Let no other chest in this process share the writer's lock of
     ``folder``, which this process holds for one chest only (ValueError if
-    it holds it for more): until that chest gives it back."""
+    it holds it for more): until that chest gives it back. (Chests with
+    packed values each gave out the same slots; one with write_through lost
+    its journal's values to the other's flush.)"""
     info = os.stat(folder)
     with _held_lock:
         held = _held.get((info.st_dev, info.st_ino))
@@ -125,7 +128,15 @@ def refuse_if_held_here(folder: Any, action: str) -> None:
 
 
 def _forget_inherited_locks() -> None:
-    """A forked child shares its parent's locks, but does not hold them."""
+    """A forked child shares its parent's locks, but does not hold them: its
+    copies of their descriptors are closed (while one was open, the flock
+    stayed held after the parent let it go, and the parent could not open
+    its own chest again for as long as the child lived)."""
+    for fd, *_ in _held.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     _held.clear()
 
 

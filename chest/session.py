@@ -34,7 +34,7 @@ from typing import Any, Iterable, Optional, Union
 from .errors import ChestWarning, FolderError
 from .files import FILE_MODE, make_folder, others_can_write
 from .folder import check_folder
-from .lock import WriterLock
+from .lock import WriterLock, hold_alone
 
 __all__ = ["Session"]
 
@@ -65,6 +65,9 @@ class Session:
         self.lock_timeout = lock_timeout
         self.file_mode = file_mode
         self._writer_lock: Optional[WriterLock] = None
+        #: Does this chest hold its folder's lock alone in this process, also
+        #: when it takes it again after close() (see :meth:`hold_alone`)?
+        self.alone = False
         self._finalizer: Optional[weakref.finalize] = None
         if path is not None:
             self.path = os.fspath(path)
@@ -87,12 +90,6 @@ class Session:
         return self._writer_lock is not None
 
     @property
-    def shares_lock(self) -> bool:
-        """Did another chest in this process hold the writer's lock already
-        when this one took it (both write the folder)?"""
-        return self._writer_lock is not None and self._writer_lock.shared
-
-    @property
     def in_owner(self) -> bool:
         """Is this the process that opened the chest (not a forked child)?"""
         # (Asked of the system each time, 0.3 us: a pid kept and set again
@@ -113,6 +110,28 @@ class Session:
             raise FolderError(f"{self.path} is a file, not a folder: a chest's "
                               f"path is a folder it owns") from None
         self._writer_lock = WriterLock(self.folder, self.lock_timeout)
+        if self.alone:
+            try:
+                self.hold_alone()
+            except BaseException:
+                self.unlock()
+                raise
+
+    def hold_alone(self) -> None:
+        """Let no other chest in this process share the writer's lock this
+        chest holds, now and whenever it takes it again (ValueError if one
+        does: see :func:`chest.lock.hold_alone`)."""
+        if self._writer_lock is None:
+            return
+        if self._writer_lock.shared:
+            raise ValueError(f"the chest at {self.path} is open for writing in this "
+                             f"process already; one with packed values or "
+                             f"write_through, or a List or Set, does not share its "
+                             f"folder (both would give out the same slots, or one's "
+                             f"flush drop the other's journal): close the other "
+                             f"first, or open this one with readonly=True")
+        hold_alone(self.folder)
+        self.alone = True
 
     def unlock(self) -> None:
         """Give the writer's lock back (if held)."""

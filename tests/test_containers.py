@@ -815,7 +815,7 @@ def test_a_container_open_for_writing_in_this_process_is_not_opened_twice(tmp_pa
     # The first, closed, used again while the second is open: it took the
     # lock again, shared, and the one closed last undid the other's change.
     with pytest.raises(ValueError, match="open for writing in this process by a "
-                                         "List or Set"):
+                                         "chest that does not share it"):
         first.add(3) if kind is Set else first.append(3)
     with pytest.raises(ValueError, match="List or Set"):
         Chest(path=path)  # (nor a chest)

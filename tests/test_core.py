@@ -890,28 +890,38 @@ def test_a_key_that_cannot_be_pickled_is_named_as_the_cause(tmp_path, packed,
     assert find_problems(path, deep=True, quiet=True).problems == []
 
 
-@pytest.mark.parametrize("packed", ["sqlite", "lmdb"])
-def test_a_second_writer_of_a_packed_folder_in_this_process_is_refused(tmp_path, packed):
+@pytest.mark.parametrize("kind", ["sqlite", "lmdb", "write_through"])
+def test_a_folder_with_packed_values_or_written_through_is_not_shared(tmp_path, kind):
     # Two chests on one folder share its lock in one process (as chest 0.2
-    # allowed): with packed values each gave out the same slots, and one
-    # key read another's value.
+    # allowed): with packed values each gave out the same slots, and one key
+    # read another's value; with write_through, one's flush emptied the
+    # journal that held the other's acknowledged values. Neither shares it,
+    # also when one is closed and used again while the other is open.
     path = str(tmp_path / "c")
-    a = Chest(path=path, packed=packed)
+    made = {"write_through": True} if kind == "write_through" else {"packed": kind}
+    a = Chest(path=path, **made)
     a["a"] = b"A" * 300
     a.flush()
-    for kwargs in ({"packed": packed}, {}, {"packed": None}):
-        with pytest.raises(ValueError, match="open for writing in this process "
-                                             "already, and keeps packed values"):
+    for kwargs in (made, {}, {"packed": None}):
+        with pytest.raises(ValueError, match="open for writing in this process"):
             Chest(path=path, **kwargs)
     with Chest(path=path, readonly=True) as reader:  # (a reader may)
         assert reader["a"] == b"A" * 300
-    a["b"] = b"B" * 300
     a.close()
-    with Chest(path=path) as b:  # (closed: opened again)
-        assert b["a"] == b"A" * 300 and b["b"] == b"B" * 300
+    b = Chest(path=path, **made)  # (closed: opened again)
+    with pytest.raises(ValueError, match="open for writing in this process"):
+        a["y"] = 2  # (closed, used again while b is open)
+    b["b"] = b"B" * 300
+    b.close()
+    with Chest(path=path) as again:
+        assert again["a"] == b"A" * 300 and again["b"] == b"B" * 300 and "y" not in again
     files = str(tmp_path / "files")  # (files only: shared, as before)
     with Chest(path=files, packed=None) as one, Chest(path=files, packed=None) as two:
         one["x"], two["y"] = 1, 2
+    first = Chest(path=files, packed=None)
+    with pytest.raises(ValueError, match="open for writing in this process"):
+        Chest(path=files, packed=None, write_through=True)  # (not beside one)
+    first.close()
 
 
 def test_repr(make_chest):

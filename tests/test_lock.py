@@ -121,3 +121,28 @@ def test_collecting_a_readonly_chest_keeps_the_folder(chest_path):
     del reader
     gc.collect()
     assert os.path.exists(os.path.join(chest_path, ".keys"))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_does_not_keep_its_parents_lock(tmp_path):
+    # The child's copy of the lock's descriptor kept the flock held after
+    # the parent closed the chest: the parent could not open its own chest
+    # again while the child lived (ChestLockedError naming the parent).
+    path = str(tmp_path / "c")
+    c = Chest(path=path)
+    c["a"] = 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: waits until the parent is done
+        os.close(write)
+        os.read(read, 1)
+        os._exit(0)
+    os.close(read)
+    try:
+        c.close()
+        with Chest(path=path) as again:
+            assert again["a"] == 1
+    finally:
+        os.write(write, b"x")
+        os.close(write)
+        os.waitpid(pid, 0)
