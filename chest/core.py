@@ -847,7 +847,7 @@ class Chest(MutableMapping):
             self._write(key, value, size)
         except Exception as e:
             self.memory.hold(key, value, size)
-            self.ledger.unwritable[key] = e
+            self.ledger.mark_unwritable(key, e)
             if isinstance(e, BoundToMemoryError):
                 return  # it must stay in memory: nothing went wrong
             warnings.warn(
@@ -979,7 +979,7 @@ class Chest(MutableMapping):
                 try:
                     self._write(key, value, self._sizes[key])
                 except Exception as e:
-                    self.ledger.unwritable[key] = e
+                    self.ledger.mark_unwritable(key, e)
                     raise
             self._forget_in_memory(key)
 

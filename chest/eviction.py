@@ -366,7 +366,7 @@ class Eviction:
         until it is set again or flushed (lock held)."""
         self.flight.discard(key)
         self.memory.hold(key, value, size)
-        self.ledger.unwritable[key] = error
+        self.ledger.mark_unwritable(key, error)
 
     # -- beside the caller --------------------------------------------------------
     def make_room_beside_read(self, incoming: int) -> Optional[Job]:

@@ -24,6 +24,8 @@ False
 """
 from __future__ import annotations
 
+import copy
+
 import weakref
 from typing import Any, Dict, Hashable, Mapping, Optional
 
@@ -61,6 +63,13 @@ class Ledger:
         #: object back instead of a second copy from disk (see :meth:`let_go`).
         self.left: "weakref.WeakValueDictionary[Hashable, Any]" = \
             weakref.WeakValueDictionary()
+
+    def mark_unwritable(self, key: Hashable, error: BaseException) -> None:
+        """``key``'s value could not be written: ``error``, kept without its
+        traceback (whose frames hold the chest: kept with them, a chest
+        dropped without close() lived, and held its folder's lock, until
+        the garbage collector found the cycle)."""
+        self.unwritable[key] = _detached(error)
 
     def is_clean(self, key: Hashable, value: Any, files: Mapping[Hashable, int]) -> bool:
         """Does ``key``'s file (one of ``files``) hold ``value`` as it is now?"""
@@ -134,3 +143,17 @@ class Ledger:
         self.spilled_sizes.clear()
         self.unwritable.clear()
         self.left.clear()
+
+
+def _detached(error: BaseException) -> BaseException:
+    """A copy of ``error`` without a traceback, cause or context; ``error``
+    itself if it cannot be copied so (what is raised keeps its traceback)."""
+    try:
+        copied = copy.copy(error)
+    except Exception:
+        return error
+    if type(copied) is not type(error) or str(copied) != str(error):
+        return error
+    copied.__traceback__ = None
+    copied.__cause__ = copied.__context__ = None
+    return copied

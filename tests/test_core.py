@@ -924,6 +924,31 @@ def test_a_folder_with_packed_values_or_written_through_is_not_shared(tmp_path, 
     first.close()
 
 
+@pytest.mark.parametrize("packed", [None, "sqlite"])
+def test_a_chest_holding_a_value_that_cannot_be_written_goes_when_dropped(tmp_path, packed):
+    # The error kept for the value held its traceback, whose frames held the
+    # chest: dropped without close(), the chest (and its folder's lock, and
+    # its unsaved changes) lived until the garbage collector ran.
+    from chest.lock import held_here
+    path = str(tmp_path / "c")
+    c = Chest(path=path, packed=packed, available_memory=100)
+    c["a"] = 1
+    with pytest.warns(ChestWarning, match="cannot be written"):
+        c["b"] = [Unpicklable()] * 1000  # over the budget, and not written
+    assert isinstance(c.ledger.unwritable["b"], TypeError)
+    assert c.ledger.unwritable["b"].__traceback__ is None
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ChestWarning)  # ('b' is not saved)
+            del c
+        assert not held_here(path)
+    finally:
+        gc.enable()
+    with Chest(path=path, packed=packed) as again:
+        assert dict(again) == {"a": 1}
+
+
 def test_repr(make_chest):
     c = make_chest(available_memory=1000)
     c["a"] = np.zeros(100)
