@@ -367,17 +367,7 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
             return plan_repair(path, index, journal, files, say, quiet, packed,
                                slot_reader)
     plan = Plan()
-    slots = packed.info.sizes
-    sizes = place_sizes(files, slots)
-    # The slots of a damaged database that the journal names, read by
-    # themselves: the replay keeps those that can be read, as the chest's
-    # own does (the index's are read as their keys are checked, below).
-    for _, name, _ in journal.records:
-        if is_valid_place(name) and is_slot(name) and name[0] in packed.info.errors:
-            size = damaged.read(name).size
-            if size is not None:
-                sizes[name] = size
-    entries = effective_entries(index.entries, journal.records, sizes.get)
+    entries = _replayed(index.entries, journal, files, packed, damaged)
     kept: Dict[Hashable, Entry] = {}
     used: Set[Any] = set()  # folded names and slots of kept entries
     restored: Set[str] = set()
@@ -546,7 +536,7 @@ def plan_repair(path: str, index: IndexInfo, journal: JournalInfo,
     _plan_slot_removals(plan, packed, index, journal, kept, say)
     journaled = [name[1] for _, name, _ in journal.records
                  if is_valid_place(name) and is_slot(name)]
-    plan.next_slot = max([index.next_slot, *(n + 1 for _, n in slots),
+    plan.next_slot = max([index.next_slot, *(n + 1 for _, n in packed.info.sizes),
                           *(n + 1 for n in journaled),
                           # Past the slots of a damaged database too, if its
                           # last one can be told: a reader on an older index
@@ -817,7 +807,7 @@ def repair(path: str, dry_run: bool = False, force: bool = False,
               file=out)
         mode = _chest_file_mode(path)
         journal = read_journal_file(path)
-        held = _held_in_journal(journal)
+        held = _held_in_journal(path, journal)
         if held:
             # Values written through are in the journal only: into files of
             # their own first, so the index can name them.
@@ -890,13 +880,35 @@ def _refuse_unreadable(path: str, filename: str, flags: int) -> None:
         pass  # (missing, or damaged: the plan says so)
 
 
-def _held_in_journal(journal: JournalInfo) -> Dict[Hashable, Any]:
-    """key -> the journal place of every key whose last record keeps its
-    value in the journal (written through since the index)."""
-    last: Dict[Hashable, Any] = {}
-    for key, place, _ in journal.records:
-        last[key] = place
-    return {key: place for key, place in last.items() if is_journal_place(place)}
+def _replayed(index: Iterable[Entry], journal: JournalInfo, files: Dict[str, int],
+              packed: PackedReader, damaged: DamagedSlots) -> Dict[Hashable, Entry]:
+    """The keys of ``index`` with ``journal`` replayed over them, as a chest
+    reopened for writing has them (:func:`~chest.folder.effective_entries`),
+    given the ``files`` and packed slots there are."""
+    sizes = place_sizes(files, packed.info.sizes)
+    # The slots of a damaged database that the journal names, read by
+    # themselves: the replay keeps those that can be read, as the chest's
+    # own does (the index's are read as their keys are checked, by the plan).
+    for _, name, _ in journal.records:
+        if is_valid_place(name) and is_slot(name) and name[0] in packed.info.errors:
+            size = damaged.read(name).size
+            if size is not None:
+                sizes[name] = size
+    return effective_entries(index, journal.records, sizes.get)
+
+
+def _held_in_journal(path: str, journal: JournalInfo) -> Dict[Hashable, Any]:
+    """key -> the journal place of every key whose value, as the journal is
+    replayed, is kept in the journal (written through since the index): its
+    last record's, or an earlier one's if the file or slot the later ones
+    name is missing (a kill -9 between a large value's record and its file's
+    rename: only the last records were written out, and the index then
+    named the journal, which repair removes)."""
+    if not any(is_journal_place(place) for _, place, _ in journal.records):
+        return {}
+    with packed_readers(path) as (packed, damaged):
+        entries = _replayed([], journal, walk_files(path), packed, damaged)
+    return {key: e.name for key, e in entries.items() if is_journal_place(e.name)}
 
 
 def _chest_file_mode(path: str) -> int:

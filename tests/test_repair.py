@@ -440,6 +440,41 @@ def test_repair_keeps_the_values_a_crashed_write_through_chest_kept_in_its_journ
         c.close()
 
 
+KILLED_BEFORE_A_LARGE_VALUES_RENAME = '''
+import os, signal, sys
+import chest.store
+from chest import Chest
+c = Chest(path=sys.argv[1], write_through=True,
+          packed=None if sys.argv[2] == "files" else sys.argv[2])
+c["k"] = "small, acknowledged"  # kept in the journal
+c["other"] = 1
+def killed(src, dst):  # after the large value's record, before its rename
+    os.kill(os.getpid(), signal.SIGKILL)
+chest.store.os.replace = killed
+c["k"] = b"x" * 200_000  # (never acknowledged)
+'''
+
+
+@pytest.mark.parametrize("engine", ["files", "sqlite", "lmdb"])
+def test_repair_keeps_a_value_the_journal_holds_before_a_record_whose_file_is_missing(
+        tmp_path, capsys, engine):
+    # The last record of 'k' names a file a kill -9 kept from being renamed
+    # into place: replay keeps the value an earlier record holds. repair
+    # wrote out the values of last records only, then an index naming the
+    # journal, which it removed: the chest no longer opened.
+    import subprocess
+    import sys
+    path = str(tmp_path / "c")
+    subprocess.run([sys.executable, "-c", KILLED_BEFORE_A_LARGE_VALUES_RENAME, path, engine])
+    with Chest(path=path, readonly=True) as before:
+        assert before["k"] == "small, acknowledged"
+    assert cli.main(["repair", path]) == 0
+    assert "write  'k'" in capsys.readouterr().out
+    assert cli.main(["verify", "--deep", path]) == 0
+    with Chest(path=path) as c:
+        assert dict(c) == {"k": "small, acknowledged", "other": 1}
+
+
 @pytest.mark.parametrize("engine", ["files", "sqlite", "lmdb"])
 def test_repair_gives_the_files_it_writes_the_chests_file_mode(tmp_path, capsys, engine):
     # A chest shared with a group (file_mode=0o660), killed with values kept
