@@ -85,6 +85,10 @@ class Journal:
         self.durable = durable
         self.file_mode = file_mode
         self._fd: Optional[int] = None
+        # (Opened by an append under the chest's lock, or by a packed
+        # engine's first use, or a read, outside it: two threads opening it
+        # at once each made a descriptor, and one was never closed.)
+        self._opening = threading.Lock()
         self._file_id = (0, 0)  # the open file's (device, inode)
         #: Where the open file ends, if this journal is the only one open on
         #: it in this process (else None: asked of the system).
@@ -176,6 +180,12 @@ class Journal:
         return known
 
     def _open(self) -> int:
+        with self._opening:
+            if self._fd is not None:
+                return self._fd  # (another thread opened it meanwhile)
+            return self._open_now()
+
+    def _open_now(self) -> int:
         fd = os.open(self.filename, os.O_RDWR | os.O_APPEND | os.O_CREAT,
                      self.file_mode)
         try:

@@ -203,6 +203,35 @@ def test_a_torn_record_left_by_a_crash_does_not_hide_the_records_after_it(
         assert again["x"] == 42
 
 
+def test_threads_opening_the_journal_at_once_open_it_once(tmp_path, monkeypatch):
+    # An append (under the chest's lock) and a packed engine's first use (not
+    # under it) both opened the journal when it was not open: each made a
+    # descriptor, and one of them was never closed.
+    import threading
+    import time
+    j = Journal(str(tmp_path / ".journal"))
+    opened = []
+    real_open = os.open
+
+    def slow_open(*args, **kwargs):
+        fd = real_open(*args, **kwargs)
+        opened.append(fd)
+        time.sleep(0.05)  # (the other thread gets here meanwhile)
+        return fd
+
+    monkeypatch.setattr(os, "open", slow_open)
+    threads = [threading.Thread(target=j.touch),
+               threading.Thread(target=lambda: j.append("k", None, 1, data=b"v"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.setattr(os, "open", real_open)
+    assert len(opened) == 1
+    j.close()
+    assert read_journal(j.filename)[0][0] == "k"
+
+
 def test_equal_keys_of_other_types_are_recorded_as_they_are(tmp_path):
     # Records of values are remembered by key for str and int keys; keys
     # equal to those but of another type must not take their record.
