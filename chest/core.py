@@ -1068,6 +1068,13 @@ class Chest(MutableMapping):
         """
         self.eviction.wait_behind()
         with self.lock:
+            if self._guarded and not self.readonly and self._all_stored():
+                # Closed before, and only read since: nothing to write, so
+                # the writer's lock is not taken again (another chest may
+                # hold it: close() after a read raised for it).
+                for key in list(self.inmem):
+                    self._forget_in_memory(key)
+                return
             self._writable("flush")
             failures = self._write_all()
             if failures and self.store.retired_files and \
@@ -1088,6 +1095,16 @@ class Chest(MutableMapping):
                 self.write_keys(failures)
             if failures:
                 raise UnwritableValuesError(self.path, failures, self.store.files)
+
+    def _all_stored(self) -> bool:
+        """Is everything already as a flush would leave it on disk: no key
+        changed, nothing in flight, and every value in memory what its file
+        or slot holds (lock held)?"""
+        store = self.store
+        return (not self._changed and not self.flight and not store.unindexed_writes
+                and not self.ledger.unwritable and os.path.exists(store.index_path)
+                and all(self.ledger.is_clean(k, v, store.files)
+                        for k, v in list(self.inmem.items())))
 
     def _write_all(self) -> Dict[Hashable, BaseException]:
         """Write every value in memory or in flight; those that could not be

@@ -222,9 +222,6 @@ class Eviction:
         if it could not be written and stays in memory."""
         with self.lock:
             child = not self.session.in_owner
-            if self.guarded() and not self.readonly and self.memory.policy and not child:
-                # First: if the lock cannot be taken again, nothing is lost.
-                self.writable("write to disk")
             # Values something else holds (a task's input, an array the
             # caller kept) are passed over: evicting them frees no memory.
             popped = self.memory.pop_next(keep, spare_in_use=True)
@@ -255,6 +252,15 @@ class Eviction:
             if self.ledger.is_clean(key, value, self.store.files):
                 self.ledger.let_go(key, value, size)
                 return size
+            if self.guarded():
+                # A write, after close(): the writer's lock is taken again
+                # (asked only now: a value its file holds leaves without it,
+                # as it did not while another chest had the folder open).
+                try:
+                    self.writable("write to disk")
+                except BaseException:
+                    self.memory.keep(key, value, size)  # (nothing is lost)
+                    raise
             self.flight.start(key, value, size)
             try:
                 filename = None if self.io.packs(size) else self.store.prepare(key)

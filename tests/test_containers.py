@@ -1328,6 +1328,18 @@ def test_a_json_list_opened_without_its_format_says_so(tmp_path):
         assert list(l) == [1, 2]
 
 
+def test_a_closed_list_reads_while_its_folder_is_open_again(tmp_path):
+    path = str(tmp_path / "l")
+    old = List(range(200), path=path, available_memory=500)
+    old.close()
+    new = List(path=path)
+    try:
+        assert sum(old) == 19900 and list(old)[:3] == [0, 1, 2]
+        old.close()
+    finally:
+        new.close()
+
+
 def test_a_set_refuses_a_lists_folder(tmp_path):
     # It took the List's positions for its elements, and its first add made
     # the List unopenable (a List refused a Set's folder already).

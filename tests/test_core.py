@@ -949,6 +949,31 @@ def test_a_chest_holding_a_value_that_cannot_be_written_goes_when_dropped(tmp_pa
         assert dict(again) == {"a": 1}
 
 
+@pytest.mark.parametrize("packed", [None, "sqlite"])
+def test_a_closed_chest_reads_and_closes_while_its_folder_is_open_again(tmp_path, packed):
+    # Reading a closed chest evicts values its files hold, which needs no
+    # write: it took the writer's lock again all the same, and was refused
+    # (a chest that holds it alone; or FolderChangedError, once another
+    # wrote); close() after a read flushed, and was refused too.
+    path = str(tmp_path / "c")
+    c = Chest(path=path, packed=packed, available_memory=1000)
+    for i in range(50):
+        c[i] = b"x" * 100
+    c.close()
+    other = Chest(path=path, packed=packed)
+    other["new"] = 1
+    other.flush()
+    try:
+        assert sum(len(c[i]) for i in range(50)) == 5000
+        c.close()  # (only read since it was closed: nothing to write)
+        with pytest.raises((ValueError, chest.FolderChangedError)):
+            c["changed"] = 1  # (a write is refused, as before)
+    finally:
+        other.close()
+    with Chest(path=path, readonly=True) as again:
+        assert again["new"] == 1 and len(again) == 51
+
+
 def test_repr(make_chest):
     c = make_chest(available_memory=1000)
     c["a"] = np.zeros(100)
