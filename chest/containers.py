@@ -58,7 +58,7 @@ from . import serialize
 from .core import Chest
 from .store import Keep
 from .errors import UnwritableValuesError, ValueFileError
-from .lock import held_here, refuse_if_held_here
+from .lock import held_here, opening, refuse_if_held_here
 
 __all__ = ["List", "Set", "between"]
 
@@ -199,8 +199,6 @@ def _own_format(keywords: Dict[str, Any]) -> Dict[str, Any]:
     return {**keywords, "dump": own_dump, "load": own_load}
 
 
-_opening = threading.Lock()  # (see _Container.__init__)
-
 #: The keywords a container passes on to its chest.
 _CHEST_KEYWORDS = frozenset(inspect.signature(Chest).parameters) - {"data", "path"}
 
@@ -209,7 +207,10 @@ class _Container:
     """What the list and the set share: their chest, its keywords, closing."""
 
     def __init__(self, path: Optional[_PathLike], chest_keywords: Dict[str, Any]) -> None:
-        with _opening:  # (threads opening one path at once: one gets it)
+        if path is None:
+            self._open(path, chest_keywords)
+            return
+        with opening(os.fspath(path)):  # (threads opening one path at once: one gets it)
             self._open(path, chest_keywords)
 
     def _open(self, path: Optional[_PathLike], chest_keywords: Dict[str, Any]) -> None:

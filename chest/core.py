@@ -54,7 +54,7 @@ from .index import INDEX_NAME
 from .journal import JOURNAL_NAME
 from .ledger import Ledger
 from .loading import Loading
-from .lock import refuse_if_held_here
+from .lock import opening, refuse_if_held_here
 from .memory import MemoryTier
 from .names import key_to_filename
 from .packed import ENGINES
@@ -327,31 +327,35 @@ class Chest(MutableMapping):
         self.readonly = readonly
         if mmap and not self.codec.default:
             raise ValueError("mmap=True needs the default dump, load, open and mode")
-        self.session.lock()
-        try:
-            self.store = Store(
-                self.path, dump, serialize.load_mapped if mmap else load,
-                key_to_filename, open, mode,
-                unbuffered=self.codec.default,
-                durable=durable, journal=not self.session.temporary,
-                readonly=readonly, max_disk=max_disk, file_mode=self.file_mode,
-                packed=packed, packed_limit=packed_limit,
-            )
-        except BaseException:
-            self.session.unlock()
-            raise
-        if self.write_through or self.store.packed is not None or self.store.slots:
-            # Not shared with another chest of this process (as chest 0.2's
-            # are): two writers of packed values each gave out the same
-            # slots, and one key read another's value; a flush of one
-            # emptied the journal that held the other's values written
-            # through. Also when it takes the lock again after close().
+        # (One opening of a folder at a time in this process: two threads
+        # opening a packed chest at once shared its lock, and each was then
+        # refused holding it alone.)
+        with opening(self.session.folder):
+            self.session.lock()
             try:
-                self.session.hold_alone()
+                self.store = Store(
+                    self.path, dump, serialize.load_mapped if mmap else load,
+                    key_to_filename, open, mode,
+                    unbuffered=self.codec.default,
+                    durable=durable, journal=not self.session.temporary,
+                    readonly=readonly, max_disk=max_disk, file_mode=self.file_mode,
+                    packed=packed, packed_limit=packed_limit,
+                )
             except BaseException:
-                self.store.close()
                 self.session.unlock()
                 raise
+            if self.write_through or self.store.packed is not None or self.store.slots:
+                # Not shared with another chest of this process (as chest 0.2's
+                # are): two writers of packed values each gave out the same
+                # slots, and one key read another's value; a flush of one
+                # emptied the journal that held the other's values written
+                # through. Also when it takes the lock again after close().
+                try:
+                    self.session.hold_alone()
+                except BaseException:
+                    self.store.close()
+                    self.session.unlock()
+                    raise
         #: How one value is written out of sight and read back (see
         #: :mod:`chest.valueio`).
         self.io = ValueIO(self.codec, self.store, self.lock, packed_limit)

@@ -17,19 +17,22 @@ Examples
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 from .errors import ChestLockedError
 
-__all__ = ["WriterLock", "lock_holder", "held_here", "hold_alone", "refuse_if_held_here"]
+__all__ = ["WriterLock", "lock_holder", "held_here", "hold_alone", "opening",
+           "refuse_if_held_here"]
 
 # (device, inode) -> [fd, users, not to be shared (see hold_alone)]
 _held: Dict[Tuple[int, int], List[int]] = {}
 _held_lock = threading.Lock()
+_opening: Dict[str, "threading.RLock"] = {}  # folder -> one opening at a time
 
 
 class WriterLock:
@@ -95,6 +98,17 @@ def held_here(folder: str) -> bool:
     info = os.stat(folder)
     with _held_lock:
         return (info.st_dev, info.st_ino) in _held
+
+
+@contextlib.contextmanager
+def opening(folder: str) -> Iterator[None]:
+    """Open a chest at ``folder`` while no other thread of this process
+    opens one there (re-entrant: a container opens its chest inside)."""
+    name = os.path.realpath(folder)
+    with _held_lock:
+        lock = _opening.setdefault(name, threading.RLock())
+    with lock:
+        yield
 
 
 def hold_alone(folder: str) -> None:

@@ -974,6 +974,38 @@ def test_a_closed_chest_reads_and_closes_while_its_folder_is_open_again(tmp_path
         assert again["new"] == 1 and len(again) == 51
 
 
+def test_threads_opening_one_packed_chest_at_once_one_gets_it(tmp_path, monkeypatch):
+    # Both took the folder's lock, shared, then each was refused holding it
+    # alone: neither opened it.
+    path = str(tmp_path / "c")
+    Chest(path=path, packed="sqlite").close()
+    real_store = chest.core.Store
+
+    class SlowStore(real_store):  # (a large index takes this long to read)
+        def __init__(self, *args, **kwargs):
+            time.sleep(0.2)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(chest.core, "Store", SlowStore)
+    opened, refused = [], []
+    start = threading.Barrier(2)
+
+    def open_it():
+        start.wait()
+        try:
+            opened.append(Chest(path=path))
+        except ValueError:
+            refused.append(1)
+
+    threads = [threading.Thread(target=open_it) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (len(opened), len(refused)) == (1, 1)
+    opened[0].close()
+
+
 def test_repr(make_chest):
     c = make_chest(available_memory=1000)
     c["a"] = np.zeros(100)
