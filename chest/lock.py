@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 from .errors import ChestLockedError
 
-__all__ = ["WriterLock", "lock_holder", "held_here", "hold_alone", "opening",
+__all__ = ["WriterLock", "lock_holder", "who_holds", "held_here", "hold_alone", "opening",
            "refuse_if_held_here"]
 
 # (device, inode) -> [fd, users, not to be shared (see hold_alone)]
@@ -51,7 +51,7 @@ class WriterLock:
                 if self._try_acquire():
                     return
             if time.monotonic() >= deadline:
-                raise ChestLockedError(folder, lock_holder(folder), timeout)
+                raise ChestLockedError(folder, who_holds(folder), timeout)
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _try_acquire(self) -> bool:
@@ -156,6 +156,16 @@ def _forget_inherited_locks() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
+def who_holds(folder: str) -> str:
+    """:func:`lock_holder`, for a refusal's message: "this process (PID: ...)"
+    when it is this one ("close it there" then means here: a State opened
+    again by a notebook cell run twice, say)."""
+    holder = lock_holder(folder)
+    if holder == f"process {os.getpid()}":
+        return f"this process ({os.getpid()}: another State or chest on it, not closed)"
+    return holder
 
 
 def lock_holder(folder: str) -> str:

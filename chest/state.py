@@ -93,7 +93,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 from .errors import ChestLockedError, ChestWarning, FolderError, ReadOnlyError
 from .files import FILE_MODE, remove_quietly, sync_dir, temp_name
-from .lock import lock_holder
+from .lock import who_holds
 
 try:  # an extra: chest[yaml]
     import yaml
@@ -724,7 +724,7 @@ class State(MutableMapping):
             except BlockingIOError:
                 os.close(fd)
                 if time.monotonic() >= deadline:
-                    raise ChestLockedError(self._path, lock_holder(self._path)) from None
+                    raise ChestLockedError(self._path, who_holds(self._path)) from None
                 time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
                 continue
             try:

@@ -806,3 +806,16 @@ def test_a_file_removed_after_close_reads_as_an_empty_state(tmp_path):
     s.n = 2  # made again, with what the reads showed
     assert State(path, readonly=True).to_dict() == {"n": 2}
     s.close()
+
+
+def test_a_state_open_in_this_process_says_so_when_opened_again(tmp_path):
+    # The refusal named this process's own id as "process PID; close it
+    # there" (a notebook cell opening the state, run twice).
+    path = str(tmp_path / "s.yaml")
+    first = State(path, n=1)
+    try:
+        with pytest.raises(ChestLockedError, match=rf"by this process \({os.getpid()}: "
+                                                   r"another State or chest on it"):
+            State(path)
+    finally:
+        first.close()
