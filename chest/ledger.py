@@ -25,7 +25,6 @@ False
 from __future__ import annotations
 
 import copy
-
 import weakref
 from typing import Any, Dict, Hashable, Mapping, Optional
 
