@@ -1324,35 +1324,38 @@ class Chest(MutableMapping):
         """Refuse ``action`` on a read-only chest, or in a forked child (its
         parent's folder is not its own: written by both, the parent would
         read the child's values); after ``close()``, take the writer's lock
-        again before writing (lock held)."""
-        if self.readonly:
-            raise ReadOnlyError(self.path, action)
-        if not self.session.in_owner:
-            raise ReadOnlyError(self.path, (
-                f"{action} in a forked child process (the chest belongs to "
-                f"process {self.session.owner_pid}: reopen it here with "
-                f"readonly=True, or make this process a chest of its own)"))
-        if self._budget_of_worker is not None:
-            self._adopt_worker_budget()
-        if not self.session.locked and not self.session.temporary:
-            if self._left_as is not None and any(self._left_as) and \
-                    not os.path.isdir(self.store.path):
-                # Removed (or moved away) since it was closed: not made again
-                # empty, as if it had never held anything (close() does not
-                # write it again either).
-                raise FolderChangedError(self.path, action)
-            self.session.lock()
-            left_as, self._left_as = self._left_as, None
-            if left_as is not None and self.store.disk_mark() != left_as:
-                # Another chest wrote the folder since this one let it go:
-                # this one's index would undo its changes (and drop() delete
-                # its files).
-                self._left_as = left_as
-                self.session.unlock()
-                raise FolderChangedError(self.path, action)
-            self.session.watch(self)
-            self._closed = False  # open again: close() must release the lock
-        self._guarded = False
+        again before writing. Under the chest's lock (a set calls it without:
+        two threads setting keys of a closed chest both took the writer's lock
+        again, and one was left held by no one, the chest unable to write)."""
+        with self.lock:
+            if self.readonly:
+                raise ReadOnlyError(self.path, action)
+            if not self.session.in_owner:
+                raise ReadOnlyError(self.path, (
+                    f"{action} in a forked child process (the chest belongs to "
+                    f"process {self.session.owner_pid}: reopen it here with "
+                    f"readonly=True, or make this process a chest of its own)"))
+            if self._budget_of_worker is not None:
+                self._adopt_worker_budget()
+            if not self.session.locked and not self.session.temporary:
+                if self._left_as is not None and any(self._left_as) and \
+                        not os.path.isdir(self.store.path):
+                    # Removed (or moved away) since it was closed: not made again
+                    # empty, as if it had never held anything (close() does not
+                    # write it again either).
+                    raise FolderChangedError(self.path, action)
+                self.session.lock()
+                left_as, self._left_as = self._left_as, None
+                if left_as is not None and self.store.disk_mark() != left_as:
+                    # Another chest wrote the folder since this one let it go:
+                    # this one's index would undo its changes (and drop() delete
+                    # its files).
+                    self._left_as = left_as
+                    self.session.unlock()
+                    raise FolderChangedError(self.path, action)
+                self.session.watch(self)
+                self._closed = False  # open again: close() must release the lock
+            self._guarded = False
 
     def _adopt_worker_budget(self) -> None:
         """Take the budget of the dask.distributed worker whose folder this

@@ -258,6 +258,12 @@ class Eviction:
                 # as it did not while another chest had the folder open).
                 try:
                     self.writable("write to disk")
+                except Exception as e:
+                    # Refused (another chest has the folder, or wrote it):
+                    # it stays in memory, and the next one is tried (every
+                    # read raised, clean values' too); a flush says why.
+                    self.keep_unwritable(key, value, size, e)
+                    return None
                 except BaseException:
                     self.memory.keep(key, value, size)  # (nothing is lost)
                     raise

@@ -175,9 +175,10 @@ def test_a_guarded_chest_is_asked_before_the_first_write(parts):
 
     p = parts(budget=50, writable=refuse)
     p.set("k", "v", 100)
-    with pytest.raises(ReadOnlyError, match="write to disk"):
-        p.eviction.evict_next()
+    # Refused: it stays in memory, passed over (no other can leave).
+    assert p.eviction.evict_next() == -1
     assert p.asked == ["write to disk"] and list(p.memory.values) == ["k"]
+    assert isinstance(p.ledger.unwritable["k"], ReadOnlyError)
 
 
 def test_the_chest_is_held_weakly(tmp_path):

@@ -123,26 +123,36 @@ def test_collecting_a_readonly_chest_keeps_the_folder(chest_path):
     assert os.path.exists(os.path.join(chest_path, ".keys"))
 
 
+FORKING_PARENT = """
+import os, sys
+from chest import Chest
+path = sys.argv[1]
+c = Chest(path=path)
+c["a"] = 1
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:  # the child: waits until the parent is done
+    os.close(write)
+    os.read(read, 1)
+    os._exit(0)
+os.close(read)
+try:
+    c.close()
+    with Chest(path=path) as again:
+        print("reopened", again["a"])
+finally:
+    os.write(write, b"x")
+    os.close(write)
+    os.waitpid(pid, 0)
+"""
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
 def test_a_forked_child_does_not_keep_its_parents_lock(tmp_path):
     # The child's copy of the lock's descriptor kept the flock held after
     # the parent closed the chest: the parent could not open its own chest
     # again while the child lived (ChestLockedError naming the parent).
-    path = str(tmp_path / "c")
-    c = Chest(path=path)
-    c["a"] = 1
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: waits until the parent is done
-        os.close(write)
-        os.read(read, 1)
-        os._exit(0)
-    os.close(read)
-    try:
-        c.close()
-        with Chest(path=path) as again:
-            assert again["a"] == 1
-    finally:
-        os.write(write, b"x")
-        os.close(write)
-        os.waitpid(pid, 0)
+    # (In a process of its own: one forked here inherits the suite's state.)
+    result = subprocess.run([sys.executable, "-c", FORKING_PARENT, str(tmp_path / "c")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "reopened 1", result.stderr
