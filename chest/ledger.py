@@ -89,7 +89,11 @@ class Ledger:
         """A value read back from ``key``'s stored bytes (their ``token``,
         taken now from ``value`` if None) takes ``size`` bytes in memory."""
         known = self.tokens.get(key)
-        if known is None:
+        if known is None or (token is not None and token != known):
+            # Not known, or other bytes than those last known (another chest
+            # wrote the key since this one was closed): the value read is
+            # what its stored copy holds now (kept, it looked changed in
+            # place, and a chest only read warned that it was not saved).
             token = fingerprint(value) if token is None else token
             if token is None:
                 return

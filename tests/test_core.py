@@ -1044,6 +1044,23 @@ def test_threads_writing_a_closed_chest_at_once_take_its_lock_once(tmp_path, pac
         sys.setswitchinterval(interval)
 
 
+def test_a_closed_chest_reading_a_key_another_chest_rewrote_changed_nothing(tmp_path):
+    # The value read kept the token of the bytes this chest had known: it
+    # looked changed in place, a close() warned it was "not saved", and
+    # reads under a small budget raised (it had to be written to leave).
+    path = str(tmp_path / "c")
+    c = Chest(path=path, available_memory=200)
+    for i in range(5):
+        c[i] = ("v", i)
+    c.close()
+    with Chest(path=path) as other:
+        other[0] = ("new", 0)
+    assert [c[i] for i in range(5)] == [("new", 0)] + [("v", i) for i in range(1, 5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c.close()
+
+
 def test_repr(make_chest):
     c = make_chest(available_memory=1000)
     c["a"] = np.zeros(100)
