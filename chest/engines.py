@@ -72,6 +72,9 @@ class Engines:
         #: were written since (see :meth:`written_since_mark`).
         self.mark = 0
         self._opened: Dict[str, PackedEngine] = {}
+        #: How many times the engines were closed: a read made outside the
+        #: chest's lock that fails while they are closed is made again.
+        self.closings = 0
         self._scanned: Dict[str, Dict[int, int]] = {}  # while the store opens
         self._slot_lock = threading.Lock()
         self._engine_lock = threading.Lock()  # (opening an engine)
@@ -198,6 +201,7 @@ class Engines:
 
     def close(self) -> None:
         """Close every engine (opened again on next use)."""
+        self.closings += 1
         opened, self._opened = self._opened, {}
         for engine in opened.values():
             engine.close()

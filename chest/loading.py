@@ -141,6 +141,7 @@ class Loading:
                     self.on_miss(key)
                 place = store.place(key)
                 filename = "" if place is not None else store.filename(key)
+                closings = store.engines.closings
             room_maker = None if incoming < valueio.LARGE_VALUE else \
                 self.eviction.make_room_beside_read(incoming)  # (no call for a small one)
             try:
@@ -148,9 +149,12 @@ class Loading:
             except ValueFileError:
                 with self.lock:
                     if versions.get(key, _MISSING) == version and \
-                            key in store.files and store.place(key) == place:
+                            key in store.files and store.place(key) == place and \
+                            store.engines.closings == closings:
                         raise
-                continue  # the key (or where it is) changed while we read: again
+                # The key (or where it is) changed while we read, or a close()
+                # closed the engine the read was using: again.
+                continue
             finally:
                 if room_maker is not None:
                     room_maker.join()

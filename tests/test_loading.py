@@ -157,3 +157,35 @@ def test_kept_is_told_before_the_shrink_that_may_raise(parts):
     with pytest.raises(Interrupted):
         p.loading.load("k", True, lambda: order.append("kept"))
     assert order == ["kept", "shrink"] and "k" in p.memory.values
+
+
+def test_a_read_that_a_close_cut_short_is_made_again(tmp_path):
+    # A read is made outside the chest's lock; a close() in another thread
+    # closed the packed engine under it, and the read failed with "the
+    # packed values ... are closed" (ValueFileError) for a key that was there.
+    from chest import Chest
+    path = str(tmp_path / "c")
+    c = Chest(path=path, packed="sqlite", available_memory=0)
+    c["k"] = {"a": 1}
+    c.flush()
+    engines = c.store.engines
+    read = engines.read
+    closed = []
+
+    def read_closed_under_it(key, place):
+        engine = engines.engine(place[0])
+        if not closed:  # (as close() in another thread does, once)
+            closed.append(1)
+            engines.close()
+        try:
+            data = engine.get(place[1])
+        except Exception as e:
+            raise ValueFileError(key, engines.path_of(place[0]), repr(e)) from e
+        return read(key, place) if data is None else (data, 0.0)
+
+    engines.read = read_closed_under_it
+    try:
+        assert c["k"] == {"a": 1} and closed == [1]
+    finally:
+        del engines.read
+        c.close()
