@@ -120,3 +120,25 @@ def kill_when_busy(args, delay):
     finally:
         child.kill()
         child.wait()
+
+
+def open_at_once(open_it, threads: int) -> tuple:
+    """Call ``open_it()`` from ``threads`` threads at the same moment: the
+    objects it returned, and how many raised ValueError."""
+    import threading
+    opened, refused = [], []
+    start = threading.Barrier(threads)
+
+    def run():
+        start.wait()
+        try:
+            opened.append(open_it())
+        except ValueError:
+            refused.append(1)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return opened, len(refused)

@@ -12,7 +12,7 @@ import tempfile
 import threading
 
 import pytest
-from conftest import kill_when_busy
+from conftest import kill_when_busy, open_at_once
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, rule,
@@ -829,22 +829,8 @@ def test_threads_opening_one_container_at_once_get_it_once(tmp_path, kind):
     # threads both passed the first, and both wrote the folder.
     for attempt in range(10):
         path = str(tmp_path / f"c{attempt}")
-        opened, refused = [], []
-        start = threading.Barrier(4)
-
-        def open_it():
-            start.wait()
-            try:
-                opened.append(kind(path=path))
-            except ValueError:
-                refused.append(1)
-
-        threads = [threading.Thread(target=open_it) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert (len(opened), len(refused)) == (1, 3)
+        opened, refused = open_at_once(lambda: kind(path=path), 4)
+        assert (len(opened), refused) == (1, 3)
         opened[0].close()
 
 

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import files_in
+from conftest import files_in, open_at_once
 from mapping_contract import check_mapping
 
 import chest.store
@@ -987,22 +987,8 @@ def test_threads_opening_one_packed_chest_at_once_one_gets_it(tmp_path, monkeypa
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(chest.core, "Store", SlowStore)
-    opened, refused = [], []
-    start = threading.Barrier(2)
-
-    def open_it():
-        start.wait()
-        try:
-            opened.append(Chest(path=path))
-        except ValueError:
-            refused.append(1)
-
-    threads = [threading.Thread(target=open_it) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert (len(opened), len(refused)) == (1, 1)
+    opened, refused = open_at_once(lambda: Chest(path=path), 2)
+    assert (len(opened), refused) == (1, 1)
     opened[0].close()
 
 
